@@ -1,0 +1,204 @@
+//! File content → chunks → data blobs.
+//!
+//! Input is read in batches of a few MiB (`ctx.batch`); the chunks of a batch are hashed,
+//! compressed and sealed in parallel while the next batch is read (`rayon::join`), so a single
+//! large file keeps every core busy and memory stays at two batches per file in flight.
+//! Holes found with `SEEK_DATA`/`SEEK_HOLE` are recorded, not read.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use crate::format::tree::ContentPart;
+use crate::id::{BlobId, BlobType};
+use crate::source::extents::extents;
+use crate::{Error, Result};
+
+use super::{Counters, Ctx};
+
+/// Opens a file for reading without updating its access time where permitted.
+fn open_noatime(path: &Path) -> std::io::Result<File> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+    {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads one region of a file through `pread`.
+struct RangeReader<'f> {
+    file: &'f File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = (self.end - self.pos).min(buf.len() as u64) as usize;
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Stores a file's content; returns its parts and the number of bytes it had.
+pub(super) fn store_file(ctx: &Ctx<'_>, path: &Path) -> Result<(Vec<ContentPart>, u64)> {
+    let file = open_noatime(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut parts = Vec::new();
+    let mut total = 0u64;
+    if ctx.opts.mmap && size >= 4 * ctx.batch as u64 {
+        return store_mapped(ctx, path, &file, size);
+    }
+    for ext in extents(&file, size) {
+        if ext.hole {
+            parts.push(ContentPart::Hole(ext.len));
+            total += ext.len;
+            continue;
+        }
+        let mut r = RangeReader {
+            file: &file,
+            pos: ext.offset,
+            end: ext.offset + ext.len,
+        };
+        let n = store_reader(ctx, &mut r, Some(ext.len), &mut parts).map_err(|e| match e {
+            Error::Io { source, .. } => Error::io(path, source),
+            other => other,
+        })?;
+        total += n;
+        if n < ext.len {
+            break; // the file shrank while being read: keep what was there
+        }
+    }
+    Ok((parts, total))
+}
+
+/// Stores everything `reader` yields as one file's content.
+pub(super) fn store_stream(
+    ctx: &Ctx<'_>,
+    reader: &mut (dyn Read + Send),
+) -> Result<(Vec<ContentPart>, u64)> {
+    let mut parts = Vec::new();
+    let n = store_reader(ctx, reader, None, &mut parts)?;
+    Ok((parts, n))
+}
+
+/// Fills `buf` up to `cap` bytes (reading into spare capacity, without zeroing it first);
+/// returns whether the input ended.
+fn fill(r: &mut (dyn Read + Send), buf: &mut Vec<u8>, cap: usize) -> Result<bool> {
+    let want = cap.saturating_sub(buf.len());
+    buf.reserve_exact(want);
+    let n = r
+        .take(want as u64)
+        .read_to_end(buf)
+        .map_err(|e| Error::io("(source)", e))?;
+    Ok(n < want)
+}
+
+/// Stores what `r` yields; `size_hint` (the expected length, when known) keeps buffers small
+/// for small files.
+fn store_reader(
+    ctx: &Ctx<'_>,
+    r: &mut (dyn Read + Send),
+    size_hint: Option<u64>,
+    parts: &mut Vec<ContentPart>,
+) -> Result<u64> {
+    let full = ctx.batch + ctx.chunker.max_size();
+    // One byte more than expected, so that reaching the end is seen without a second read.
+    let cap = size_hint.map_or(full, |h| full.min(h as usize + 1));
+    let mut cur = Vec::with_capacity(cap);
+    let mut eof = fill(r, &mut cur, cap)?;
+    let mut total = 0u64;
+    loop {
+        let mut cuts = Vec::new();
+        let mut pos = 0;
+        while let Some(n) = ctx.chunker.next_cut(&cur[pos..], eof) {
+            cuts.push((pos, n));
+            pos += n;
+        }
+        total += pos as u64;
+        Counters::add(&ctx.counters.bytes_read, pos as u64);
+        ctx.progress.advance(pos as u64);
+        if eof {
+            push_ids(parts, store_chunks(ctx, &cur, &cuts)?);
+            return Ok(total);
+        }
+        let mut next = Vec::with_capacity(cap);
+        next.extend_from_slice(&cur[pos..]);
+        let (ids, filled) = rayon::join(
+            || store_chunks(ctx, &cur, &cuts),
+            || fill(r, &mut next, cap).map(|e| (next, e)),
+        );
+        push_ids(parts, ids?);
+        let (n, e) = filled?;
+        cur = n;
+        eof = e;
+    }
+}
+
+fn push_ids(parts: &mut Vec<ContentPart>, ids: Vec<BlobId>) {
+    parts.extend(ids.into_iter().map(ContentPart::Chunk));
+}
+
+fn store_chunks(ctx: &Ctx<'_>, buf: &[u8], cuts: &[(usize, usize)]) -> Result<Vec<BlobId>> {
+    cuts.par_iter()
+        .map(|&(s, n)| store_chunk(ctx, &buf[s..s + n]))
+        .collect()
+}
+
+/// Hashes one chunk and stores it unless the repository already has it.
+fn store_chunk(ctx: &Ctx<'_>, data: &[u8]) -> Result<BlobId> {
+    let id = ctx.repo.blob_id(data);
+    if !ctx.saver.contains(BlobType::Data, &id)? {
+        let blob = ctx.repo.prepare_blob_with_id(BlobType::Data, id, data)?;
+        ctx.saver.add(blob)?;
+    }
+    Ok(id)
+}
+
+/// `--mmap`: chunks a large file straight from a read-only memory map.
+fn store_mapped(
+    ctx: &Ctx<'_>,
+    path: &Path,
+    file: &File,
+    size: u64,
+) -> Result<(Vec<ContentPart>, u64)> {
+    // SAFETY: the map is read-only and private to this call. If another process truncates the
+    // file while we read it, the kernel raises SIGBUS; that risk is why mapping is opt-in
+    // (`--mmap`) and documented in the README. No reference into the map outlives this call.
+    let map = unsafe { memmap2::Mmap::map(file) }.map_err(|e| Error::io(path, e))?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let data = &map[..size.min(map.len() as u64) as usize];
+    let mut parts = Vec::new();
+    for ext in extents(file, data.len() as u64) {
+        if ext.hole {
+            parts.push(ContentPart::Hole(ext.len));
+            continue;
+        }
+        let region = &data[ext.offset as usize..(ext.offset + ext.len) as usize];
+        let mut pos = 0;
+        let mut batch = Vec::new();
+        while let Some(n) = ctx.chunker.next_cut(&region[pos..], true) {
+            batch.push((pos, n));
+            pos += n;
+            if pos - batch[0].0 >= ctx.batch {
+                push_ids(&mut parts, store_chunks(ctx, region, &batch)?);
+                batch.clear();
+            }
+        }
+        push_ids(&mut parts, store_chunks(ctx, region, &batch)?);
+        Counters::add(&ctx.counters.bytes_read, ext.len);
+        ctx.progress.advance(ext.len);
+    }
+    Ok((parts, data.len() as u64))
+}

@@ -1,0 +1,329 @@
+//! The snapshot engine (`format-spec/11-ordering-and-invariants.md`).
+//!
+//! Walks the sources in sorted order on one rayon pool; directories fan out over their entries,
+//! large files are chunked in batches whose chunks are hashed, compressed and sealed in
+//! parallel. A file whose size, mtime, ctime and inode match the parent snapshot is not read:
+//! its chunk list is reused (if every chunk is still indexed). New blobs go to a
+//! [`BlobSaver`]; trees are saved bottom-up; the snapshot manifest is written last, after every
+//! pack and index object it depends on, and only while our lock is still held.
+
+mod content;
+mod walk;
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use crate::format::snapshot::{Snapshot, Summary};
+use crate::format::time::Timestamp;
+use crate::id::SnapshotId;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::lock::LockGuard;
+use crate::repo::packer::{BlobSaver, SaverOptions};
+use crate::source::exclude::PathMatcher;
+use crate::source::meta::MetaOptions;
+use crate::{Error, Result};
+
+/// Which snapshot to compare against.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ParentChoice {
+    /// The newest snapshot with the same host and paths.
+    #[default]
+    Auto,
+    /// No parent: every file is read.
+    None,
+    /// This snapshot.
+    Id(SnapshotId),
+}
+
+/// What to back up.
+pub enum Source {
+    /// Files and directories (absolute or relative paths).
+    Paths(Vec<PathBuf>),
+    /// A stream stored as one file called `name` (stdin or a command's stdout).
+    Stream {
+        /// The file name in the snapshot.
+        name: String,
+        /// The bytes.
+        reader: Box<dyn Read + Send>,
+    },
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Paths(p) => write!(f, "Paths({p:?})"),
+            Source::Stream { name, .. } => write!(f, "Stream({name})"),
+        }
+    }
+}
+
+/// Options of one snapshot run.
+#[derive(Clone, Debug)]
+pub struct SnapshotOptions {
+    /// Tags to record.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this host).
+    pub host: Option<String>,
+    /// Time to record (default: now) with its UTC offset in seconds.
+    pub time: Option<(Timestamp, i32)>,
+    /// Paths to leave out.
+    pub excludes: PathMatcher,
+    /// Do not descend into other file systems.
+    pub one_file_system: bool,
+    /// Parent selection.
+    pub parent: ParentChoice,
+    /// Read every file even if unchanged.
+    pub force: bool,
+    /// Metadata options.
+    pub meta: MetaOptions,
+    /// Worker threads for chunking, hashing, compression and sealing.
+    pub threads: usize,
+    /// Upload threads.
+    pub upload_concurrency: usize,
+    /// Read large files through a memory map.
+    pub mmap: bool,
+    /// Paths never to back up (the local cache).
+    pub skip: Vec<PathBuf>,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        Self {
+            tags: Vec::new(),
+            host: None,
+            time: None,
+            excludes: PathMatcher::new::<&str>(&[]).expect("invariant: empty pattern set"),
+            one_file_system: false,
+            parent: ParentChoice::Auto,
+            force: false,
+            meta: MetaOptions::default(),
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            upload_concurrency: 2,
+            mmap: false,
+            skip: Vec::new(),
+        }
+    }
+}
+
+/// A source entry that could not be read (and was left out of the snapshot).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SourceError {
+    /// The path.
+    pub path: String,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// The outcome of a snapshot run.
+#[derive(Debug)]
+pub struct SnapshotOutcome {
+    /// The new snapshot's id.
+    pub id: SnapshotId,
+    /// The manifest as written.
+    pub snapshot: Snapshot,
+    /// Entries left out because they could not be read.
+    pub errors: Vec<SourceError>,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_new: AtomicU64,
+    files_changed: AtomicU64,
+    files_unmodified: AtomicU64,
+    dirs_new: AtomicU64,
+    dirs_changed: AtomicU64,
+    dirs_unmodified: AtomicU64,
+    bytes_read: AtomicU64,
+    total_files: AtomicU64,
+    total_bytes: AtomicU64,
+    other: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+    fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+struct Ctx<'a> {
+    repo: &'a Repository,
+    saver: &'a BlobSaver,
+    chunker: crate::chunker::Chunker,
+    opts: &'a SnapshotOptions,
+    counters: Counters,
+    errors: Mutex<Vec<SourceError>>,
+    progress: &'a dyn Progress,
+    batch: usize,
+}
+
+impl Ctx<'_> {
+    fn source_error(&self, path: &std::path::Path, e: impl std::fmt::Display) {
+        let msg = format!("{}: {e}", path.display());
+        tracing::debug!("{msg}");
+        self.progress.warn(&msg);
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(SourceError {
+                path: path.display().to_string(),
+                error: e.to_string(),
+            });
+    }
+}
+
+/// Picks the parent snapshot for `paths` on `host`.
+pub fn find_parent(
+    repo: &Repository,
+    choice: &ParentChoice,
+    host: &str,
+    paths: &[Vec<u8>],
+) -> Result<Option<(SnapshotId, Snapshot)>> {
+    match choice {
+        ParentChoice::None => Ok(None),
+        ParentChoice::Id(id) => Ok(Some((*id, repo.load_snapshot(id)?))),
+        ParentChoice::Auto => {
+            let (snaps, _) = repo.list_snapshots()?;
+            let mut want = paths.to_vec();
+            want.sort();
+            Ok(snaps.into_iter().rev().find(|(_, s)| {
+                let mut p = s.paths.clone();
+                p.sort();
+                s.hostname == host && p == want
+            }))
+        }
+    }
+}
+
+/// Takes a snapshot of `source` into `repo`. The caller holds a shared `lock`, which is checked
+/// again right before the manifest is written.
+pub fn snapshot(
+    repo: &Repository,
+    source: Source,
+    opts: &SnapshotOptions,
+    lock: &LockGuard,
+    progress: &dyn Progress,
+) -> Result<SnapshotOutcome> {
+    let started = Instant::now();
+    let start_time = Timestamp::now();
+    let host = opts
+        .host
+        .clone()
+        .unwrap_or_else(crate::source::owner::hostname);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.threads.max(1))
+        .thread_name(|i| format!("vault-work-{i}"))
+        .build()
+        .map_err(|e| Error::Aborted(format!("thread pool: {e}")))?;
+    let saver = BlobSaver::new(
+        repo,
+        SaverOptions {
+            upload_concurrency: opts.upload_concurrency.max(1),
+            ..SaverOptions::default()
+        },
+    )?;
+    let chunker = repo.chunker();
+    let batch = (8 << 20).max(2 * chunker.max_size());
+    let ctx = Ctx {
+        repo,
+        saver: &saver,
+        chunker,
+        opts,
+        counters: Counters::default(),
+        errors: Mutex::new(Vec::new()),
+        progress,
+        batch,
+    };
+    progress.phase("snapshot", None, crate::progress::Unit::Bytes);
+    let (paths, parent, tree) = match source {
+        Source::Paths(list) => {
+            let abs: Vec<PathBuf> = list
+                .iter()
+                .map(|p| crate::source::absolute_path(p))
+                .collect::<Result<_>>()?;
+            let mut raw: Vec<Vec<u8>> = abs
+                .iter()
+                .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+                .collect();
+            raw.sort();
+            raw.dedup();
+            let parent = find_parent(repo, &opts.parent, &host, &raw)?;
+            let parent_tree = match &parent {
+                Some((_, s)) => Some(repo.load_tree(&s.tree)?),
+                None => None,
+            };
+            let tree = pool.install(|| walk::archive_paths(&ctx, &abs, parent_tree))?;
+            (raw, parent.map(|p| p.0), tree)
+        }
+        Source::Stream { name, reader } => {
+            let raw = vec![name.clone().into_bytes()];
+            let parent = find_parent(repo, &opts.parent, &host, &raw)?;
+            let tree = pool.install(|| walk::archive_stream(&ctx, &name, reader))?;
+            (raw, parent.map(|p| p.0), tree)
+        }
+    };
+    progress.finish_phase();
+    let stats = saver.finish()?;
+    let errors = ctx.errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    let c = &ctx.counters;
+    let (time, tz) = opts
+        .time
+        .unwrap_or_else(|| (start_time, local_offset(start_time)));
+    let mut tags = opts.tags.clone();
+    tags.sort();
+    tags.dedup();
+    let snapshot = Snapshot {
+        time,
+        tz_offset_secs: tz,
+        hostname: host,
+        username: crate::source::owner::current_username(),
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        paths,
+        tags,
+        tree,
+        parent,
+        original: None,
+        program_version: format!("vault {}", env!("CARGO_PKG_VERSION")),
+        summary: Summary {
+            files_new: Counters::get(&c.files_new),
+            files_changed: Counters::get(&c.files_changed),
+            files_unmodified: Counters::get(&c.files_unmodified),
+            dirs_new: Counters::get(&c.dirs_new),
+            dirs_changed: Counters::get(&c.dirs_changed),
+            dirs_unmodified: Counters::get(&c.dirs_unmodified),
+            data_blobs: stats.data_blobs,
+            tree_blobs: stats.tree_blobs,
+            bytes_read: Counters::get(&c.bytes_read),
+            bytes_added: stats.bytes_added,
+            bytes_stored: stats.bytes_stored,
+            total_files: Counters::get(&c.total_files),
+            total_bytes: Counters::get(&c.total_bytes),
+            errors: errors.len() as u64,
+            duration_ms: started.elapsed().as_millis() as u64,
+            other_entries: Counters::get(&c.other),
+        },
+    };
+    // Everything the manifest references is stored and indexed; make sure nobody pruned under
+    // us (our lock must still be valid) before publishing it.
+    lock.check()?;
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(SnapshotOutcome {
+        id,
+        snapshot,
+        errors,
+    })
+}
+
+/// The system time zone's UTC offset at `t`, in seconds.
+pub fn local_offset(t: Timestamp) -> i32 {
+    jiff::Timestamp::new(t.secs, 0)
+        .map(|ts| jiff::tz::TimeZone::system().to_offset(ts).seconds())
+        .unwrap_or(0)
+}

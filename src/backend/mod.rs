@@ -1,0 +1,74 @@
+//! Storage backends: opaque, flat byte stores addressed by slash-separated paths.
+//!
+//! A backend never decrypts or parses what it stores; it reads, writes (create-only, atomic),
+//! lists, stats and deletes. The [`Backend`] trait is synchronous; the OpenDAL implementation
+//! owns the only tokio runtime in the program. [`memory::MemoryBackend`] serves tests, and the
+//! wrappers add retries ([`retry`]) and fault injection ([`fault`]). Every implementation must
+//! pass the conformance suite in `tests/`.
+
+pub mod fault;
+pub mod location;
+pub mod memory;
+pub mod opendal;
+pub mod retry;
+
+use std::sync::Arc;
+
+use crate::Result;
+
+/// A stored object as seen by `list` and `stat`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Path relative to the repository root, e.g. `data/ab/ab12…`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The storage operations vault needs.
+///
+/// Contract (checked by the conformance suite):
+/// * `write` is atomic (no reader ever sees part of an object) and create-only: writing a path
+///   that exists fails with [`crate::ErrorKind::AlreadyExists`].
+/// * `read`/`read_range`/`stat`/`delete` of a missing path fail with
+///   [`crate::ErrorKind::NotFound`].
+/// * `list(dir)` returns every object below `dir/` (recursively), in no particular order.
+/// * transient failures are reported with `is_transient() == true`.
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Human-readable location, without secrets.
+    fn location(&self) -> String;
+    /// Prepares an empty repository location (creates directories where that matters).
+    fn create(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Reads a whole object.
+    fn read(&self, path: &str) -> Result<Vec<u8>>;
+    /// Reads `len` bytes at `offset`; fails if the object is shorter.
+    fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Writes a new object atomically; refuses to overwrite.
+    fn write(&self, path: &str, data: &[u8]) -> Result<()>;
+    /// Deletes an object.
+    fn delete(&self, path: &str) -> Result<()>;
+    /// Lists every object below `dir`.
+    fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>>;
+    /// Size of one object.
+    fn stat(&self, path: &str) -> Result<ObjectInfo>;
+    /// Whether an object exists.
+    fn exists(&self, path: &str) -> Result<bool> {
+        match self.stat(path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Shared handle to a backend.
+pub type DynBackend = Arc<dyn Backend>;
+
+/// Shorthand for a NotFound error on a backend path.
+pub(crate) fn not_found(path: &str) -> crate::Error {
+    crate::Error::NotFound {
+        object: crate::ObjectRef::Path(path.to_string()),
+    }
+}

@@ -1,0 +1,1 @@
+//! Repository verification (issue 5).

@@ -1,0 +1,179 @@
+//! `vault snapshot`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use vault::archiver::{ParentChoice, SnapshotOptions, Source, snapshot};
+use vault::repo::lock::LockKind;
+use vault::source::command::CommandReader;
+use vault::source::exclude::PathMatcher;
+use vault::source::meta::MetaOptions;
+
+use super::global::GlobalArgs;
+use super::output::{self, bytes, parse_time};
+
+/// Options of `vault snapshot`.
+#[derive(Args, Debug)]
+pub struct SnapshotArgs {
+    /// Files and directories to back up (with --stdin-from-command: the command and its arguments)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub paths: Vec<String>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Record this host name instead of the machine's
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Record this time instead of now (RFC 3339, e.g. 2026-01-05T10:00:00+01:00)
+    #[arg(long, value_parser = parse_time)]
+    pub time: Option<(vault::format::time::Timestamp, i32)>,
+    /// Leave out paths matching this glob (repeatable)
+    #[arg(short, long = "exclude")]
+    pub excludes: Vec<String>,
+    /// Read exclude globs from this file, one per line (repeatable)
+    #[arg(long = "exclude-file")]
+    pub exclude_files: Vec<PathBuf>,
+    /// Do not cross file-system boundaries
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Compare against this snapshot instead of the newest with the same host and paths
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Read every file, even those unchanged since the parent snapshot
+    #[arg(long)]
+    pub force: bool,
+    /// Also record access times
+    #[arg(long)]
+    pub with_atime: bool,
+    /// Back up standard input as one file
+    #[arg(long, conflicts_with = "stdin_from_command")]
+    pub stdin: bool,
+    /// File name for --stdin or --stdin-from-command
+    #[arg(long, default_value = "stdin")]
+    pub stdin_name: String,
+    /// Run a command and back up its standard output; no snapshot if it fails
+    #[arg(long)]
+    pub stdin_from_command: bool,
+    /// Worker threads (default: number of cores)
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Concurrent uploads
+    #[arg(long, default_value_t = 2)]
+    pub upload_concurrency: usize,
+    /// Read large files through a memory map (faster; the files must not be truncated meanwhile)
+    #[arg(long)]
+    pub mmap: bool,
+}
+
+/// Runs `vault snapshot`.
+pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
+    let mut patterns = a.excludes.clone();
+    for f in &a.exclude_files {
+        patterns.extend(PathMatcher::read_pattern_file(f)?);
+    }
+    let excludes = PathMatcher::new(&patterns)?;
+    let source = if a.stdin {
+        if !a.paths.is_empty() {
+            bail!("--stdin takes no paths");
+        }
+        Source::Stream {
+            name: a.stdin_name.clone(),
+            reader: Box::new(std::io::stdin()),
+        }
+    } else if a.stdin_from_command {
+        if a.paths.is_empty() {
+            bail!(
+                "--stdin-from-command needs a command: vault snapshot --stdin-from-command -- CMD ARGS..."
+            );
+        }
+        Source::Stream {
+            name: a.stdin_name.clone(),
+            reader: Box::new(CommandReader::spawn(&a.paths)?),
+        }
+    } else {
+        if a.paths.is_empty() {
+            bail!("nothing to back up: give paths, --stdin or --stdin-from-command");
+        }
+        Source::Paths(a.paths.iter().map(PathBuf::from).collect())
+    };
+    let repo = g.open()?;
+    let lock = g.lock(&repo, LockKind::Shared)?;
+    let parent = match &a.parent {
+        Some(p) => ParentChoice::Id(repo.resolve_snapshot_id(p)?),
+        None => ParentChoice::Auto,
+    };
+    let mut skip = Vec::new();
+    if let Some(d) = repo.cache_dir() {
+        skip.push(d);
+    }
+    let opts = SnapshotOptions {
+        tags: a.tags.clone(),
+        host: a.host.clone(),
+        time: a.time,
+        excludes,
+        one_file_system: a.one_file_system,
+        parent,
+        force: a.force,
+        meta: MetaOptions {
+            with_atime: a.with_atime,
+        },
+        threads: a.threads.unwrap_or(SnapshotOptions::default().threads),
+        upload_concurrency: a.upload_concurrency,
+        mmap: a.mmap,
+        skip,
+    };
+    let progress = g.progress();
+    let out = snapshot(&repo, source, &opts, &lock, &progress).context("snapshot failed")?;
+    drop(lock);
+    let s = &out.snapshot;
+    let sum = &s.summary;
+    if g.json {
+        output::json(&serde_json::json!({
+            "id": out.id.to_hex(),
+            "short_id": out.id.short(),
+            "time": output::time(s.time, s.tz_offset_secs),
+            "hostname": s.hostname,
+            "paths": s.paths.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+            "tags": s.tags,
+            "parent": s.parent.map(|p| p.to_hex()),
+            "tree": s.tree.to_hex(),
+            "summary": sum,
+            "errors": out.errors,
+        }))?;
+    } else if !g.quiet {
+        println!("snapshot {} saved", out.id.short());
+        println!(
+            "files: {} new, {} changed, {} unmodified",
+            sum.files_new, sum.files_changed, sum.files_unmodified
+        );
+        println!(
+            "dirs:  {} new, {} changed, {} unmodified",
+            sum.dirs_new, sum.dirs_changed, sum.dirs_unmodified
+        );
+        println!(
+            "added to the repository: {} ({} stored) in {} data and {} tree blobs",
+            bytes(sum.bytes_added),
+            bytes(sum.bytes_stored),
+            sum.data_blobs,
+            sum.tree_blobs
+        );
+        println!(
+            "processed {} files, {} in {:.1}s",
+            sum.total_files,
+            bytes(sum.total_bytes),
+            sum.duration_ms as f64 / 1000.0
+        );
+    }
+    if !out.errors.is_empty() {
+        eprintln!(
+            "warning: {} source entries could not be read and are not in the snapshot:",
+            out.errors.len()
+        );
+        for e in &out.errors {
+            eprintln!("  {}: {}", e.path, e.error);
+        }
+        return Ok(super::exit::PARTIAL);
+    }
+    Ok(super::exit::OK)
+}

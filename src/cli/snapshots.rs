@@ -1,0 +1,110 @@
+//! `vault snapshots`.
+
+use anyhow::Result;
+use clap::Args;
+use vault::format::snapshot::Snapshot;
+use vault::id::SnapshotId;
+use vault::repo::snapshots::SnapshotFilter;
+
+use super::global::GlobalArgs;
+use super::output;
+
+/// Snapshot filters shared by several commands.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable)
+    #[arg(long = "host")]
+    pub hosts: Vec<String>,
+    /// Only snapshots with these tags (`a,b` = both; repeat for alternatives)
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only snapshots that include this path (repeatable)
+    #[arg(long = "path")]
+    pub paths: Vec<String>,
+}
+
+impl FilterArgs {
+    /// The library filter.
+    pub fn filter(&self) -> SnapshotFilter {
+        SnapshotFilter {
+            hosts: self.hosts.clone(),
+            tags: self.tags.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+}
+
+/// Options of `vault snapshots`.
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+/// A snapshot as JSON (the stable `--json` shape shared by several commands).
+pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
+    serde_json::json!({
+        "id": id.to_hex(),
+        "short_id": id.short(),
+        "time": output::time(s.time, s.tz_offset_secs),
+        "hostname": s.hostname,
+        "username": s.username,
+        "paths": s.paths.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+        "tags": s.tags,
+        "tree": s.tree.to_hex(),
+        "parent": s.parent.map(|p| p.to_hex()),
+        "original": s.original.map(|p| p.to_hex()),
+        "program_version": s.program_version,
+        "summary": s.summary,
+    })
+}
+
+/// Runs `vault snapshots`.
+pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
+    let repo = g.open()?;
+    let (snaps, damaged) = repo.list_snapshots()?;
+    let filter = a.filter.filter();
+    let snaps: Vec<_> = snaps
+        .into_iter()
+        .filter(|(_, s)| filter.matches(s))
+        .collect();
+    for (id, e) in &damaged {
+        eprintln!("warning: snapshot {}: {e}", id.short());
+    }
+    if g.json {
+        let v: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+        output::json(&serde_json::Value::Array(v))?;
+        return Ok(damaged_exit(&damaged));
+    }
+    let rows: Vec<Vec<String>> = snaps
+        .iter()
+        .map(|(id, s)| {
+            vec![
+                id.short(),
+                output::short_time(s.time, s.tz_offset_secs),
+                s.hostname.clone(),
+                s.tags.join(","),
+                s.paths
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                output::bytes(s.summary.total_bytes),
+            ]
+        })
+        .collect();
+    output::table(&["ID", "Time", "Host", "Tags", "Paths", "Size"], &rows)?;
+    if !g.quiet {
+        println!("{} snapshots", rows.len());
+    }
+    Ok(damaged_exit(&damaged))
+}
+
+/// Exit 1 when some snapshot objects could not be read (they were named on stderr).
+fn damaged_exit(damaged: &[(SnapshotId, vault::Error)]) -> i32 {
+    if damaged.is_empty() {
+        super::exit::OK
+    } else {
+        super::exit::FATAL
+    }
+}

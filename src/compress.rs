@@ -1,0 +1,112 @@
+//! Blob payload compression (`format-spec/06-packs.md`, "Blob payload").
+//!
+//! A blob's sealed plaintext is `method(u8) || payload`: method 0 stores the bytes as they are,
+//! method 1 is one zstd frame. zstd is used only when it makes the blob smaller, so
+//! already-compressed data costs one failed attempt and no space. Decompression is bounded by
+//! the expected plaintext length from the index, so damaged input cannot exhaust memory.
+
+use crate::format::config::Compression;
+use crate::format::{COMPRESSION_NONE, COMPRESSION_ZSTD, NONCE_LEN};
+
+/// Builds `placeholder_nonce(NONCE_LEN) || method || payload` for [`crate::crypto::Cipher::seal_in_place`].
+pub fn encode_payload(data: &[u8], compression: Compression) -> Vec<u8> {
+    if let Compression::Zstd(level) = compression
+        && data.len() >= 64
+    {
+        // Worst case for zstd is a little above the input; reserving it avoids reallocations.
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        let mut out = Vec::with_capacity(NONCE_LEN + 1 + bound + crate::format::TAG_LEN);
+        out.resize(NONCE_LEN + 1, 0);
+        out[NONCE_LEN] = COMPRESSION_ZSTD;
+        out.resize(NONCE_LEN + 1 + bound, 0);
+        if let Ok(n) = zstd::bulk::compress_to_buffer(data, &mut out[NONCE_LEN + 1..], level)
+            && n < data.len()
+        {
+            out.truncate(NONCE_LEN + 1 + n);
+            return out;
+        }
+    }
+    let mut out = Vec::with_capacity(NONCE_LEN + 1 + data.len() + crate::format::TAG_LEN);
+    out.resize(NONCE_LEN, 0);
+    out.push(COMPRESSION_NONE);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Why a payload could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadError(pub String);
+
+/// Decodes `method || payload` into exactly `raw_len` bytes.
+pub fn decode_payload(plain: Vec<u8>, raw_len: u64) -> Result<Vec<u8>, PayloadError> {
+    let Some((&method, payload)) = plain.split_first() else {
+        return Err(PayloadError("empty blob payload".into()));
+    };
+    match method {
+        COMPRESSION_NONE => {
+            if payload.len() as u64 != raw_len {
+                return Err(PayloadError(format!(
+                    "stored blob has {} bytes, index says {raw_len}",
+                    payload.len()
+                )));
+            }
+            let mut plain = plain;
+            plain.remove(0);
+            Ok(plain)
+        }
+        COMPRESSION_ZSTD => {
+            if raw_len > crate::format::MAX_BLOB_LEN {
+                return Err(PayloadError(format!("blob length {raw_len} too large")));
+            }
+            // The capacity bounds the output: a frame that would decompress to more fails.
+            let out = zstd::bulk::Decompressor::new()
+                .and_then(|mut d| d.decompress(payload, raw_len as usize))
+                .map_err(|e| PayloadError(format!("zstd: {e}")))?;
+            if out.len() as u64 != raw_len {
+                return Err(PayloadError(format!(
+                    "blob decompresses to {} bytes, index says {raw_len}",
+                    out.len()
+                )));
+            }
+            Ok(out)
+        }
+        m => Err(PayloadError(format!("unknown compression method {m}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(v: &[u8]) -> Vec<u8> {
+        v[NONCE_LEN..].to_vec()
+    }
+
+    #[test]
+    fn compressible_data_is_compressed_and_round_trips() {
+        let data = vec![b'a'; 100_000];
+        let enc = body(&encode_payload(&data, Compression::Zstd(3)));
+        assert_eq!(enc[0], COMPRESSION_ZSTD);
+        assert!(enc.len() < 1000);
+        assert_eq!(decode_payload(enc, data.len() as u64).unwrap(), data);
+    }
+
+    #[test]
+    fn incompressible_data_is_stored() {
+        let mut data = vec![0u8; 10_000];
+        crate::crypto::random_bytes(&mut data).unwrap();
+        let enc = body(&encode_payload(&data, Compression::Zstd(3)));
+        assert_eq!(enc[0], COMPRESSION_NONE);
+        assert_eq!(decode_payload(enc, 10_000).unwrap(), data);
+    }
+
+    #[test]
+    fn length_mismatch_and_bombs_are_refused() {
+        let data = vec![b'z'; 50_000];
+        let enc = body(&encode_payload(&data, Compression::Zstd(3)));
+        assert!(decode_payload(enc.clone(), 49_999).is_err());
+        assert!(decode_payload(enc, 50_001).is_err());
+        assert!(decode_payload(vec![9, 1, 2], 2).is_err());
+        assert!(decode_payload(vec![], 0).is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! The library's one error type.
+//!
+//! `Error` carries typed context (which object, which path) instead of formatted strings, and
+//! `kind()` classifies it so that callers decide exit codes and retries without matching text.
+//! This module owns classification only; it performs no I/O.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::id::{BlobId, BlobType, HoldId, IndexId, KeyId, LockId, PackId, SnapshotId};
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A repository object named in an error or a damage report.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectRef {
+    /// The `config` object.
+    Config,
+    /// A key file.
+    Key(KeyId),
+    /// A pack file as a whole (its header, its size or its name).
+    Pack(PackId),
+    /// One blob inside a pack.
+    Blob {
+        /// Data or tree.
+        blob_type: BlobType,
+        /// The blob's id.
+        id: BlobId,
+        /// The pack it was read from, when known.
+        pack: Option<PackId>,
+    },
+    /// An index file.
+    Index(IndexId),
+    /// A snapshot manifest.
+    Snapshot(SnapshotId),
+    /// A lock object.
+    Lock(LockId),
+    /// A hold object.
+    Hold(HoldId),
+    /// Any object addressed by its backend path (used before the kind is known).
+    Path(String),
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectRef::Config => f.write_str("config"),
+            ObjectRef::Key(id) => write!(f, "key {id}"),
+            ObjectRef::Pack(id) => write!(f, "pack {id}"),
+            ObjectRef::Blob {
+                blob_type,
+                id,
+                pack: Some(p),
+            } => write!(f, "{blob_type} blob {id} in pack {p}"),
+            ObjectRef::Blob {
+                blob_type,
+                id,
+                pack: None,
+            } => write!(f, "{blob_type} blob {id}"),
+            ObjectRef::Index(id) => write!(f, "index {id}"),
+            ObjectRef::Snapshot(id) => write!(f, "snapshot {id}"),
+            ObjectRef::Lock(id) => write!(f, "lock {id}"),
+            ObjectRef::Hold(id) => write!(f, "hold {id}"),
+            ObjectRef::Path(p) => write!(f, "object {p}"),
+        }
+    }
+}
+
+/// Coarse classification of an [`Error`], stable across versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The repository does not exist at the given location.
+    NoRepository,
+    /// An object, snapshot or path was not found.
+    NotFound,
+    /// Stored bytes failed authentication, hashing or decoding (tampering included).
+    Corrupt,
+    /// No key file opens with the given password.
+    WrongPassword,
+    /// Another process holds a conflicting lock.
+    Locked,
+    /// The storage backend failed.
+    Backend,
+    /// The object uses a format version or feature this build does not know.
+    Unsupported,
+    /// The caller passed something invalid.
+    InvalidInput,
+    /// Something already exists and would be overwritten.
+    AlreadyExists,
+    /// A local file-system operation failed.
+    Io,
+    /// The operation was interrupted or a child command failed.
+    Aborted,
+}
+
+/// Every failure the library reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No repository at `location`.
+    #[error("no repository at {location} (run `vault init` first)")]
+    NoRepository {
+        /// Where we looked.
+        location: String,
+    },
+    /// The named object does not exist.
+    #[error("{object} not found")]
+    NotFound {
+        /// What was missing.
+        object: ObjectRef,
+    },
+    /// A user-supplied name (snapshot prefix, path in a snapshot) matched nothing.
+    #[error("{what} not found: {name}")]
+    NoMatch {
+        /// The kind of thing ("snapshot", "path").
+        what: &'static str,
+        /// What the user asked for.
+        name: String,
+    },
+    /// Stored bytes are damaged or were tampered with.
+    #[error("{object} is damaged: {reason}")]
+    Corrupt {
+        /// The damaged object.
+        object: ObjectRef,
+        /// What check failed.
+        reason: String,
+    },
+    /// No key file accepts the password.
+    #[error("wrong password: no key in the repository opens with it")]
+    WrongPassword,
+    /// A conflicting lock is held.
+    #[error("repository is locked: {holder}")]
+    Locked {
+        /// Who holds the lock (host, pid, kind, age).
+        holder: String,
+    },
+    /// The storage backend failed.
+    #[error("backend error during {op} of {path}: {message}")]
+    Backend {
+        /// The operation (read, write, list, delete, stat).
+        op: &'static str,
+        /// The backend path involved.
+        path: String,
+        /// The backend's own message.
+        message: String,
+        /// Whether retrying may help.
+        transient: bool,
+    },
+    /// Unknown format version or feature.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Invalid input from the caller.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The target exists and vault refuses to overwrite it.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// Local I/O failed on `path`.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The local path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Cancelled, or a child process failed.
+    #[error("aborted: {0}")]
+    Aborted(String),
+}
+
+impl Error {
+    /// The error's classification.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoRepository { .. } => ErrorKind::NoRepository,
+            Error::NotFound { .. } | Error::NoMatch { .. } => ErrorKind::NotFound,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::WrongPassword => ErrorKind::WrongPassword,
+            Error::Locked { .. } => ErrorKind::Locked,
+            Error::Backend { .. } => ErrorKind::Backend,
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Aborted(_) => ErrorKind::Aborted,
+        }
+    }
+
+    /// Whether retrying the same operation may succeed (network blips, throttling, timeouts).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Backend {
+                transient: true,
+                ..
+            }
+        )
+    }
+
+    /// Shorthand for a [`Error::Corrupt`].
+    pub fn corrupt(object: ObjectRef, reason: impl Into<String>) -> Self {
+        Error::Corrupt {
+            object,
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for an [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Re-labels a decoding/authentication failure with the object it concerns.
+    pub fn with_object(self, object: ObjectRef) -> Self {
+        match self {
+            Error::Corrupt { reason, .. } => Error::Corrupt { object, reason },
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_transience() {
+        let e = Error::Backend {
+            op: "read",
+            path: "data/aa/bb".into(),
+            message: "timeout".into(),
+            transient: true,
+        };
+        assert_eq!(e.kind(), ErrorKind::Backend);
+        assert!(e.is_transient());
+        assert!(!Error::WrongPassword.is_transient());
+        let c = Error::corrupt(ObjectRef::Path("x".into()), "bad tag")
+            .with_object(ObjectRef::Pack(PackId([1; 32])));
+        assert!(c.to_string().starts_with("pack 0101"));
+        assert_eq!(c.kind(), ErrorKind::Corrupt);
+    }
+}

@@ -1,0 +1,113 @@
+//! The 8-byte header that opens every stored object except packs (`format-spec/04-keys-and-encryption.md`).
+//!
+//! `"VAULT" || KIND(1) || VERSION(1) || RESERVED(1) = 0`. The header is authenticated as the
+//! additional data of the seal that follows it, so a kind or version byte cannot be altered, and
+//! a reader learns the version before it tries to decrypt: an unknown version is refused as
+//! unsupported rather than reported as damage.
+
+use super::{ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, FORMAT_VERSION};
+
+/// Why a header was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Shorter than 8 bytes.
+    Truncated,
+    /// The first five bytes are not `VAULT`.
+    BadMagic,
+    /// The kind byte is not the one expected at this place.
+    WrongKind {
+        /// Expected kind byte.
+        expected: u8,
+        /// Kind byte found.
+        found: u8,
+    },
+    /// A format version this build does not understand.
+    UnknownVersion(u8),
+    /// The reserved byte is not zero.
+    Reserved(u8),
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::Truncated => f.write_str("shorter than its 8-byte header"),
+            HeaderError::BadMagic => f.write_str("does not start with VAULT"),
+            HeaderError::WrongKind { expected, found } => write!(
+                f,
+                "kind byte {:?} where {:?} was expected",
+                *found as char, *expected as char
+            ),
+            HeaderError::UnknownVersion(v) => write!(
+                f,
+                "format version {v} (this vault reads version {FORMAT_VERSION}); upgrade vault"
+            ),
+            HeaderError::Reserved(b) => write!(f, "reserved header byte is {b}, not 0"),
+        }
+    }
+}
+
+/// The header for an object of `kind` in the current format version.
+pub fn encode_header(kind: u8) -> [u8; ENVELOPE_HEADER_LEN] {
+    let mut h = [0u8; ENVELOPE_HEADER_LEN];
+    h[..5].copy_from_slice(ENVELOPE_MAGIC);
+    h[5] = kind;
+    h[6] = FORMAT_VERSION;
+    h
+}
+
+/// Checks the header at the start of `bytes` and returns the header and the rest.
+pub fn decode_header(bytes: &[u8], kind: u8) -> Result<(&[u8], &[u8]), HeaderError> {
+    if bytes.len() < ENVELOPE_HEADER_LEN {
+        return Err(HeaderError::Truncated);
+    }
+    let (h, rest) = bytes.split_at(ENVELOPE_HEADER_LEN);
+    if &h[..5] != ENVELOPE_MAGIC {
+        return Err(HeaderError::BadMagic);
+    }
+    if h[5] != kind {
+        return Err(HeaderError::WrongKind {
+            expected: kind,
+            found: h[5],
+        });
+    }
+    if h[6] != FORMAT_VERSION {
+        return Err(HeaderError::UnknownVersion(h[6]));
+    }
+    if h[7] != 0 {
+        return Err(HeaderError::Reserved(h[7]));
+    }
+    Ok((h, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_refusals() {
+        let h = encode_header(b'S');
+        assert_eq!(&h, b"VAULTS\x01\x00");
+        let mut obj = h.to_vec();
+        obj.extend_from_slice(b"rest");
+        let (hdr, rest) = decode_header(&obj, b'S').unwrap();
+        assert_eq!(hdr, &h);
+        assert_eq!(rest, b"rest");
+        assert_eq!(
+            decode_header(&obj, b'I'),
+            Err(HeaderError::WrongKind {
+                expected: b'I',
+                found: b'S'
+            })
+        );
+        obj[6] = 2;
+        assert_eq!(
+            decode_header(&obj, b'S'),
+            Err(HeaderError::UnknownVersion(2))
+        );
+        assert_eq!(decode_header(b"VAU", b'S'), Err(HeaderError::Truncated));
+        assert_eq!(
+            decode_header(b"XAULTS\x01\x00", b'S'),
+            Err(HeaderError::BadMagic)
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! vault: a content-addressed, deduplicating, encrypted backup engine.
+//!
+//! Layers, bottom to top (a layer uses only layers below it):
+//!
+//! * L0 — [`id`], [`error`], [`progress`]: typed ids, the error type, progress hooks.
+//! * L1 — [`format`], [`crypto`], [`compress`], [`chunker`]: pure, deterministic byte
+//!   transformations; no I/O, no threads.
+//! * L1' — [`backend`] (opaque byte stores over OpenDAL) and [`source`] (the files to back up).
+//! * L2 — [`repo`]: where bytes, crypto and storage meet (keys, packs, index, cache, locks).
+//! * L3 — [`archiver`], [`restorer`], [`checker`], [`pruner`]: the engines behind the commands.
+//!
+//! The normative description of every byte vault writes is in `format-spec/`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod archiver;
+pub mod backend;
+pub mod checker;
+pub mod chunker;
+pub mod compress;
+pub mod crypto;
+pub mod error;
+pub mod format;
+pub mod id;
+pub mod progress;
+pub mod pruner;
+pub mod repo;
+pub mod restorer;
+pub mod source;
+
+pub use error::{Error, ErrorKind, ObjectRef, Result};

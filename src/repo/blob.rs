@@ -1,0 +1,185 @@
+//! Blobs and packs on the read and write paths (`format-spec/06-packs.md`).
+//!
+//! Writing: `prepare_blob` hashes, compresses and seals one blob (pure CPU; called from the
+//! engines' worker threads). Reading: `open_blob` authenticates, decompresses and re-hashes,
+//! so every blob vault hands out is verified against its id. `read_pack_header` reads a pack's
+//! trailer and sealed header with at most two ranged reads.
+
+use crate::compress::{decode_payload, encode_payload};
+use crate::crypto::blob_aad;
+use crate::format::layout::pack_path;
+use crate::format::pack::{
+    PackEntry, decode_pack_header, decode_trailer, encode_pack_header, encode_trailer,
+};
+use crate::format::{KIND_PACK_HEADER, PACK_TRAILER_LEN};
+use crate::id::{BlobId, BlobType, PackId};
+use crate::{Error, ObjectRef, Result};
+
+use super::Repository;
+
+/// A blob ready to be packed.
+#[derive(Debug)]
+pub struct PreparedBlob {
+    /// Data or tree.
+    pub blob_type: BlobType,
+    /// Keyed hash of the plaintext.
+    pub id: BlobId,
+    /// `NONCE || CIPHERTEXT || TAG`.
+    pub sealed: Vec<u8>,
+    /// Plaintext length.
+    pub raw_len: u64,
+}
+
+/// How many bytes to read from a pack's end in the first attempt at its header.
+const HEADER_GUESS: u64 = 16 * 1024;
+
+impl Repository {
+    /// Computes the id of a blob.
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        self.hasher().blob_id(data)
+    }
+
+    /// Compresses and seals a blob whose id is already known.
+    pub fn prepare_blob_with_id(
+        &self,
+        blob_type: BlobType,
+        id: BlobId,
+        data: &[u8],
+    ) -> Result<PreparedBlob> {
+        let mut buf = encode_payload(data, self.config().compression);
+        self.cipher()
+            .seal_in_place(&blob_aad(blob_type, &id), &mut buf)?;
+        Ok(PreparedBlob {
+            blob_type,
+            id,
+            sealed: buf,
+            raw_len: data.len() as u64,
+        })
+    }
+
+    /// Hashes, compresses and seals a blob.
+    pub fn prepare_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<PreparedBlob> {
+        let id = self.blob_id(data);
+        self.prepare_blob_with_id(blob_type, id, data)
+    }
+
+    /// Opens a sealed blob and verifies that its plaintext hashes to `id`.
+    pub fn open_blob(
+        &self,
+        blob_type: BlobType,
+        id: BlobId,
+        mut sealed: Vec<u8>,
+        raw_len: u64,
+        pack: Option<PackId>,
+    ) -> Result<Vec<u8>> {
+        let object = ObjectRef::Blob {
+            blob_type,
+            id,
+            pack,
+        };
+        self.cipher()
+            .open_in_place(&blob_aad(blob_type, &id), &mut sealed)
+            .map_err(|_| Error::corrupt(object.clone(), "authentication failed"))?;
+        let plain =
+            decode_payload(sealed, raw_len).map_err(|e| Error::corrupt(object.clone(), e.0))?;
+        if self.hasher().blob_id(&plain) != id {
+            return Err(Error::corrupt(
+                object,
+                "plaintext does not hash to the blob id",
+            ));
+        }
+        Ok(plain)
+    }
+
+    /// Loads and verifies one blob through the index.
+    pub fn load_blob(&self, blob_type: BlobType, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.index()?.get(blob_type, id)?.ok_or(Error::NotFound {
+            object: ObjectRef::Blob {
+                blob_type,
+                id: *id,
+                pack: None,
+            },
+        })?;
+        let sealed = self
+            .backend()
+            .read_range(&pack_path(&loc.pack), loc.offset, loc.length)
+            .map_err(|e| relabel_missing(e, ObjectRef::Pack(loc.pack)))?;
+        self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack))
+    }
+
+    /// Loads and decodes a tree blob.
+    pub fn load_tree(&self, id: &BlobId) -> Result<crate::format::tree::Tree> {
+        let bytes = self.load_blob(BlobType::Tree, id)?;
+        crate::format::tree::decode_tree(&bytes).map_err(|e| {
+            Error::corrupt(
+                ObjectRef::Blob {
+                    blob_type: BlobType::Tree,
+                    id: *id,
+                    pack: None,
+                },
+                e.0,
+            )
+        })
+    }
+
+    /// Builds a finished pack from sealed blobs: returns its bytes and entries.
+    pub fn finish_pack(&self, mut body: Vec<u8>, entries: &[PackEntry]) -> Result<Vec<u8>> {
+        let header = self.seal_object(KIND_PACK_HEADER, &encode_pack_header(entries))?;
+        body.extend_from_slice(&header);
+        body.extend_from_slice(&encode_trailer(header.len()));
+        Ok(body)
+    }
+
+    /// Reads and decodes a pack's header. `size` avoids a `stat` when the caller knows it.
+    pub fn read_pack_header(&self, pack: &PackId, size: Option<u64>) -> Result<Vec<PackEntry>> {
+        let path = pack_path(pack);
+        let object = ObjectRef::Pack(*pack);
+        let size = match size {
+            Some(s) => s,
+            None => {
+                self.backend()
+                    .stat(&path)
+                    .map_err(|e| relabel_missing(e, object.clone()))?
+                    .size
+            }
+        };
+        if size < PACK_TRAILER_LEN as u64 {
+            return Err(Error::corrupt(object, "shorter than a pack trailer"));
+        }
+        let first = HEADER_GUESS.min(size);
+        let tail = self
+            .backend()
+            .read_range(&path, size - first, first)
+            .map_err(|e| relabel_missing(e, object.clone()))?;
+        let trailer = &tail[tail.len() - PACK_TRAILER_LEN..];
+        let (hdr_off, hdr_len) =
+            decode_trailer(trailer, size).map_err(|e| Error::corrupt(object.clone(), e.0))?;
+        let header_obj = if size - hdr_off <= first {
+            let start = (hdr_off - (size - first)) as usize;
+            tail[start..start + hdr_len as usize].to_vec()
+        } else {
+            self.backend()
+                .read_range(&path, hdr_off, hdr_len)
+                .map_err(|e| relabel_missing(e, object.clone()))?
+        };
+        let plain = self.open_object(KIND_PACK_HEADER, &header_obj, object.clone())?;
+        let entries =
+            decode_pack_header(&plain).map_err(|e| Error::corrupt(object.clone(), e.0))?;
+        let end = entries.last().map(|e| e.end()).unwrap_or(0);
+        if end != hdr_off {
+            return Err(Error::corrupt(
+                object,
+                format!("blobs end at {end} but the header starts at {hdr_off}"),
+            ));
+        }
+        Ok(entries)
+    }
+}
+
+/// Turns a backend NotFound on a path into a NotFound naming the object.
+pub(crate) fn relabel_missing(e: Error, object: ObjectRef) -> Error {
+    match e {
+        Error::NotFound { .. } => Error::NotFound { object },
+        other => other,
+    }
+}

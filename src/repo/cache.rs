@@ -1,0 +1,353 @@
+//! The local blob index: a RocksDB database in the cache directory (`format-spec/07-index.md`,
+//! "Local cache").
+//!
+//! This is the only module that uses RocksDB. It stores what the backend's index objects say,
+//! so RAM stays flat however large the repository grows: lookups go through bloom filters and
+//! a small block cache, not a hash map. It never talks to the backend; [`super::index`]
+//! decides what to ingest. The cache is disposable: a damaged or mismatched database is wiped
+//! and rebuilt from the backend.
+//!
+//! Column families:
+//! * `blobs`:   `type(1) || blob_id(32)` → `pack_id(32) || offset || length || raw_length` (uvarints)
+//! * `packs`:   `pack_id(32)` → `size` (uvarint)
+//! * `indexes`: `index_id(32)` → `blob_count` (uvarint): the index objects already ingested
+//! * `default`: `schema` and `repo` markers
+//!
+//! One process per cache directory opens the database read-write (guarded by an `flock` on
+//! `writer.lock`); any other process opens it read-only and keeps what it adds in memory.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, DB, DBCompressionType, IteratorMode, Options,
+    WriteBatch, WriteOptions,
+};
+
+use crate::format::index::Index;
+use crate::format::wire::{Reader, Writer};
+use crate::id::{BlobId, BlobType, IndexId, PackId};
+use crate::{Error, ObjectRef, Result};
+
+use super::index::BlobLocation;
+
+const CF_BLOBS: &str = "blobs";
+const CF_PACKS: &str = "packs";
+const CF_INDEXES: &str = "indexes";
+const CFS: [&str; 4] = ["default", CF_BLOBS, CF_PACKS, CF_INDEXES];
+const SCHEMA: &[u8] = b"vault-cache-1";
+
+/// Block cache shared by all column families: the cache's whole steady-state RAM budget.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
+/// An open cache database.
+pub struct CacheDb {
+    db: DB,
+    writable: bool,
+    path: PathBuf,
+    temporary: bool,
+    _writer_lock: Option<File>,
+    ingest_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for CacheDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CacheDb({}, writable: {})",
+            self.path.display(),
+            self.writable
+        )
+    }
+}
+
+fn db_options() -> Options {
+    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&cache);
+    table.set_bloom_filter(10.0, false);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_optimize_filters_for_memory(true);
+    table.set_block_size(16 * 1024);
+    let mut opts = Options::default();
+    opts.set_block_based_table_factory(&table);
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    // Keys are random hashes and values mostly hashes too: compression would not pay.
+    opts.set_compression_type(DBCompressionType::None);
+    opts.set_write_buffer_size(16 << 20);
+    opts.set_max_write_buffer_number(2);
+    opts.set_max_open_files(256);
+    opts.set_keep_log_file_num(2);
+    opts.set_max_background_jobs(2);
+    opts.set_level_compaction_dynamic_level_bytes(true);
+    opts.set_paranoid_checks(true);
+    opts
+}
+
+fn cache_err(path: &Path, reason: &str) -> Error {
+    Error::corrupt(
+        ObjectRef::Path(format!("local cache {}", path.display())),
+        reason,
+    )
+}
+
+fn db_err(path: &Path, e: rocksdb::Error) -> Error {
+    Error::corrupt(
+        ObjectRef::Path(format!("local cache {}", path.display())),
+        e.to_string(),
+    )
+}
+
+impl CacheDb {
+    /// Opens the cache in `dir`: read-write if no other process has it, else read-only.
+    /// A read-write open of a damaged or foreign database wipes and recreates it.
+    pub fn open(dir: &Path, repo_marker: &[u8]) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let lock_path = dir.join("writer.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        let db_path = dir.join("db");
+        if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
+            let db = match Self::open_rw(&db_path, repo_marker) {
+                Ok(db) => db,
+                Err(e) => {
+                    tracing::warn!(error = %e, "local cache is damaged; rebuilding it");
+                    let _ = std::fs::remove_dir_all(&db_path);
+                    Self::open_rw(&db_path, repo_marker)?
+                }
+            };
+            return Ok(Self {
+                db,
+                writable: true,
+                path: db_path,
+                temporary: false,
+                _writer_lock: Some(lock),
+                ingest_lock: Mutex::new(()),
+            });
+        }
+        let db = DB::open_cf_for_read_only(&db_options(), &db_path, CFS, false)
+            .map_err(|e| db_err(&db_path, e))?;
+        let marker_ok = db.get(b"repo").ok().flatten().as_deref() == Some(repo_marker)
+            && db.get(b"schema").ok().flatten().as_deref() == Some(SCHEMA);
+        if !marker_ok {
+            return Err(cache_err(&db_path, "schema mismatch"));
+        }
+        Ok(Self {
+            db,
+            writable: false,
+            path: db_path,
+            temporary: false,
+            _writer_lock: None,
+            ingest_lock: Mutex::new(()),
+        })
+    }
+
+    /// A fresh, private, writable cache in a temporary directory (removed on drop).
+    pub fn open_temporary(repo_marker: &[u8]) -> Result<Self> {
+        let mut rnd = [0u8; 8];
+        crate::crypto::random_bytes(&mut rnd)?;
+        let path = std::env::temp_dir().join(format!("vault-cache-{}", hex::encode(rnd)));
+        let db = Self::open_rw(&path, repo_marker)?;
+        Ok(Self {
+            db,
+            writable: true,
+            path,
+            temporary: true,
+            _writer_lock: None,
+            ingest_lock: Mutex::new(()),
+        })
+    }
+
+    fn open_rw(path: &Path, repo_marker: &[u8]) -> Result<DB> {
+        let db = DB::open_cf(&db_options(), path, CFS).map_err(|e| db_err(path, e))?;
+        match (db.get(b"schema"), db.get(b"repo")) {
+            (Ok(Some(s)), Ok(Some(r))) if s == SCHEMA && r == repo_marker => Ok(db),
+            (Ok(None), Ok(None)) => {
+                let mut b = WriteBatch::default();
+                b.put(b"schema", SCHEMA);
+                b.put(b"repo", repo_marker);
+                db.write(b).map_err(|e| db_err(path, e))?;
+                Ok(db)
+            }
+            _ => Err(cache_err(path, "foreign or old cache schema")),
+        }
+    }
+
+    /// Whether this process may write to the cache.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("invariant: column families are created at open")
+    }
+
+    /// The index objects already ingested.
+    pub fn ingested(&self) -> Result<HashSet<IndexId>> {
+        let mut out = HashSet::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_INDEXES), IteratorMode::Start)
+        {
+            let (k, _) = item.map_err(|e| db_err(&self.path, e))?;
+            if k.len() == 32 {
+                let mut id = [0u8; 32];
+                id.copy_from_slice(&k);
+                out.insert(IndexId(id));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records every entry of one index object, atomically with the fact that it was ingested.
+    pub fn ingest(&self, id: IndexId, index: &Index, bulk: bool) -> Result<()> {
+        debug_assert!(self.writable);
+        let _g = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (blobs, packs) = (self.cf(CF_BLOBS), self.cf(CF_PACKS));
+        let mut batch = WriteBatch::default();
+        let mut key = [0u8; 33];
+        for p in &index.packs {
+            let mut w = Writer::new();
+            w.uvarint(p.size);
+            batch.put_cf(packs, p.id.0, w.into_bytes());
+            for b in &p.blobs {
+                key[0] = b.blob_type.code();
+                key[1..].copy_from_slice(&b.id.0);
+                batch.put_cf(
+                    blobs,
+                    key,
+                    encode_location(&p.id, b.offset, b.length, b.raw_length),
+                );
+            }
+        }
+        let mut w = Writer::new();
+        w.uvarint(index.blob_count() as u64);
+        batch.put_cf(self.cf(CF_INDEXES), id.0, w.into_bytes());
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(bulk);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Makes everything written so far durable and visible to read-only openers.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| db_err(&self.path, e))?;
+        self.db
+            .flush_cf(self.cf(CF_BLOBS))
+            .and_then(|_| self.db.flush_cf(self.cf(CF_PACKS)))
+            .and_then(|_| self.db.flush_cf(self.cf(CF_INDEXES)))
+            .map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Where a blob is stored, if the cache knows it.
+    pub fn get(&self, blob_type: BlobType, id: &BlobId) -> Result<Option<BlobLocation>> {
+        let mut key = [0u8; 33];
+        key[0] = blob_type.code();
+        key[1..].copy_from_slice(&id.0);
+        match self.db.get_pinned_cf(self.cf(CF_BLOBS), key) {
+            Ok(Some(v)) => decode_location(&v)
+                .map(Some)
+                .ok_or_else(|| cache_err(&self.path, "undecodable blob entry")),
+            Ok(None) => Ok(None),
+            Err(e) => Err(db_err(&self.path, e)),
+        }
+    }
+
+    /// Calls `f` for every blob the cache knows, in key order, without loading them all.
+    pub fn for_each_blob(
+        &self,
+        mut f: impl FnMut(BlobType, BlobId, BlobLocation) -> Result<()>,
+    ) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
+            let (Some(t), Some(loc)) = (
+                k.first().and_then(|c| BlobType::from_code(*c)),
+                decode_location(&v),
+            ) else {
+                return Err(cache_err(&self.path, "undecodable blob entry"));
+            };
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[1..33]);
+            f(t, BlobId(id), loc)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` for every pack the cache knows, with its size.
+    pub fn for_each_pack(&self, mut f: impl FnMut(PackId, u64) -> Result<()>) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(CF_PACKS), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
+            let size = Reader::new(&v).uvarint().ok();
+            let (true, Some(size)) = (k.len() == 32, size) else {
+                return Err(cache_err(&self.path, "undecodable pack entry"));
+            };
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k);
+            f(PackId(id), size)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CacheDb {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+fn encode_location(pack: &PackId, offset: u64, length: u64, raw_length: u64) -> Vec<u8> {
+    let mut w = Writer::with_buffer(Vec::with_capacity(48));
+    w.id(&pack.0);
+    w.uvarint(offset);
+    w.uvarint(length);
+    w.uvarint(raw_length);
+    w.into_bytes()
+}
+
+fn decode_location(v: &[u8]) -> Option<BlobLocation> {
+    let mut r = Reader::new(v);
+    let loc = BlobLocation {
+        pack: PackId(r.id().ok()?),
+        offset: r.uvarint().ok()?,
+        length: r.uvarint().ok()?,
+        raw_length: r.uvarint().ok()?,
+    };
+    r.finish().ok()?;
+    Some(loc)
+}
+
+impl CacheDb {
+    /// Empties a writable cache (keeping the writer lock) so it can be rebuilt.
+    pub fn reset(self, repo_marker: &[u8]) -> Result<Self> {
+        debug_assert!(self.writable);
+        let mut this = self;
+        let path = this.path.clone();
+        let temporary = this.temporary;
+        let lock = this._writer_lock.take();
+        this.temporary = false;
+        drop(this);
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        let db = Self::open_rw(&path, repo_marker)?;
+        Ok(Self {
+            db,
+            writable: true,
+            path,
+            temporary,
+            _writer_lock: lock,
+            ingest_lock: Mutex::new(()),
+        })
+    }
+}

@@ -1,0 +1,337 @@
+//! The repository: the one place where bytes, crypto and storage meet.
+//!
+//! A [`Repository`] is an unlocked repository: a backend, the master key and the config. It
+//! seals and opens objects (`format-spec/04`), reads and writes blobs, packs and index objects,
+//! keeps the local blob index ([`index::BlobIndex`], backed by RocksDB) in step with the
+//! backend, and takes locks. The engines in `archiver`, `restorer`, `checker` and `pruner` use
+//! this layer and never the backend directly.
+
+pub mod blob;
+pub mod cache;
+pub mod index;
+pub mod keys;
+pub mod lock;
+pub mod packer;
+pub mod snapshots;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::backend::DynBackend;
+use crate::crypto::{Cipher, IdHasher, MasterKey, storage_hash};
+use crate::format::config::{ChunkerParams, Compression, Config, decode_config, encode_config};
+use crate::format::envelope::{HeaderError, decode_header, encode_header};
+use crate::format::key::KdfParams;
+use crate::format::layout::{CONFIG_PATH, Dir};
+use crate::format::time::Timestamp;
+use crate::format::{KIND_CONFIG, MAX_OBJECT_LEN};
+use crate::id::{KeyId, RepoId};
+use crate::{Error, ObjectRef, Result};
+
+pub use index::{BlobIndex, BlobLocation};
+
+/// Choices made once, at `init`.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Chunk size bounds.
+    pub chunker: ChunkerParams,
+    /// Compression of blobs.
+    pub compression: Compression,
+    /// Target pack size in bytes.
+    pub pack_size: u32,
+    /// Argon2id cost of the first key.
+    pub kdf: KdfParams,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunker: DEFAULT_CHUNKER,
+            compression: Compression::Zstd(3),
+            pack_size: 16 << 20,
+            kdf: KdfParams::DEFAULT,
+        }
+    }
+}
+
+/// Default chunking: 512 KiB minimum, 1 MiB average, 8 MiB maximum. The reasons (measured on
+/// database dumps and file trees) are in `docs/decisions.md`.
+pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
+    min_size: 512 * 1024,
+    avg_size: 1024 * 1024,
+    max_size: 8 * 1024 * 1024,
+};
+
+/// How to open a repository.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Root of the local cache; the repository's cache lives in `<root>/<repo id>`.
+    /// `None` uses a private temporary directory that is removed on exit.
+    pub cache_root: Option<PathBuf>,
+}
+
+/// An unlocked repository. Cheap to clone: clones share one session (key, config, index).
+#[derive(Clone)]
+pub struct Repository {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: DynBackend,
+    key: MasterKey,
+    cipher: Cipher,
+    hasher: IdHasher,
+    config: Config,
+    key_id: KeyId,
+    options: OpenOptions,
+    index: RwLock<Option<Arc<BlobIndex>>>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({})", self.inner.backend.location())
+    }
+}
+
+impl Repository {
+    /// Creates a new repository at an empty location and returns it unlocked.
+    pub fn init(
+        backend: DynBackend,
+        password: &[u8],
+        init: &InitOptions,
+        options: OpenOptions,
+    ) -> Result<Self> {
+        if backend.exists(CONFIG_PATH)? {
+            return Err(Error::AlreadyExists(format!(
+                "a repository at {}",
+                backend.location()
+            )));
+        }
+        if !backend.list(Dir::Keys.name())?.is_empty() || !backend.list("data")?.is_empty() {
+            return Err(Error::AlreadyExists(format!(
+                "data at {} (not an empty location)",
+                backend.location()
+            )));
+        }
+        let mut repo_id = [0u8; 32];
+        crate::crypto::random_bytes(&mut repo_id)?;
+        let config = Config {
+            repo_id: RepoId(repo_id),
+            created: Timestamp::now(),
+            chunker: init.chunker,
+            compression: init.compression,
+            pack_size: init.pack_size,
+        };
+        config.validate().map_err(Error::InvalidInput)?;
+        init.kdf.validate().map_err(Error::InvalidInput)?;
+        backend.create()?;
+        let key = MasterKey::generate()?;
+        let key_id = keys::write_key(&backend, &key, password, &init.kdf)?;
+        let repo = Self::assemble(backend, key, key_id, config, options);
+        let sealed = repo.seal_object(KIND_CONFIG, &encode_config(repo.config()))?;
+        // The config goes last: a location with a config is a complete repository.
+        repo.backend().write(CONFIG_PATH, &sealed)?;
+        Ok(repo)
+    }
+
+    /// Opens and unlocks an existing repository.
+    pub fn open(backend: DynBackend, password: &[u8], options: OpenOptions) -> Result<Self> {
+        let config_bytes = match backend.read(CONFIG_PATH) {
+            Ok(b) => b,
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
+                return Err(Error::NoRepository {
+                    location: backend.location(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let (key_id, key) = keys::unlock(&backend, password)?;
+        Self::open_with_key(backend, key_id, key, &config_bytes, options)
+    }
+
+    fn open_with_key(
+        backend: DynBackend,
+        key_id: KeyId,
+        key: MasterKey,
+        config_bytes: &[u8],
+        options: OpenOptions,
+    ) -> Result<Self> {
+        let cipher = key.cipher();
+        let plain = open_envelope(&cipher, KIND_CONFIG, config_bytes, ObjectRef::Config)?;
+        let config = decode_config(&plain).map_err(|e| Error::corrupt(ObjectRef::Config, e.0))?;
+        Ok(Self::assemble(backend, key, key_id, config, options))
+    }
+
+    fn assemble(
+        backend: DynBackend,
+        key: MasterKey,
+        key_id: KeyId,
+        config: Config,
+        options: OpenOptions,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                cipher: key.cipher(),
+                hasher: key.hasher(),
+                backend,
+                key,
+                config,
+                key_id,
+                options,
+                index: RwLock::new(None),
+            }),
+        }
+    }
+
+    /// The storage backend (for layers that copy or inspect raw objects, such as `check`).
+    pub fn backend(&self) -> &DynBackend {
+        &self.inner.backend
+    }
+
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The key file that unlocked this session.
+    pub fn key_id(&self) -> KeyId {
+        self.inner.key_id
+    }
+
+    /// The master key (for adding key files).
+    pub fn master_key(&self) -> &MasterKey {
+        &self.inner.key
+    }
+
+    pub(crate) fn cipher(&self) -> &Cipher {
+        &self.inner.cipher
+    }
+
+    /// The blob-id hasher.
+    pub fn hasher(&self) -> &IdHasher {
+        &self.inner.hasher
+    }
+
+    /// The repository's chunker.
+    pub fn chunker(&self) -> crate::chunker::Chunker {
+        crate::chunker::Chunker::new(self.inner.config.chunker, self.inner.key.gear_table())
+    }
+
+    /// Where this repository's local cache lives (`None`: a private temporary directory).
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        self.inner
+            .options
+            .cache_root
+            .as_ref()
+            .map(|r| r.join(self.inner.config.repo_id.to_hex()))
+    }
+
+    /// The local blob index, synchronised with the backend's index objects on first use.
+    pub fn index(&self) -> Result<Arc<BlobIndex>> {
+        if let Some(i) = self
+            .inner
+            .index
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            return Ok(i.clone());
+        }
+        let mut slot = self.inner.index.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = slot.as_ref() {
+            return Ok(i.clone());
+        }
+        let idx = Arc::new(BlobIndex::open(self, self.cache_dir().as_deref())?);
+        *slot = Some(idx.clone());
+        Ok(idx)
+    }
+
+    /// Drops the in-process index so the next [`Repository::index`] re-synchronises (after
+    /// this process replaced index objects, as prune and repair do).
+    pub fn reload_index(&self) {
+        *self.inner.index.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Seals a plaintext as an envelope of `kind`: `HEADER || NONCE || CIPHERTEXT || TAG`.
+    pub fn seal_object(&self, kind: u8, plaintext: &[u8]) -> Result<Vec<u8>> {
+        let header = encode_header(kind);
+        let mut buf = Vec::with_capacity(header.len() + plaintext.len() + 40);
+        buf.extend_from_slice(&header);
+        let sealed = self.inner.cipher.seal(&header, plaintext)?;
+        buf.extend_from_slice(&sealed);
+        Ok(buf)
+    }
+
+    /// Opens an envelope of `kind`, naming `object` in any error.
+    pub fn open_object(&self, kind: u8, bytes: &[u8], object: ObjectRef) -> Result<Vec<u8>> {
+        open_envelope(&self.inner.cipher, kind, bytes, object)
+    }
+
+    /// Seals `plaintext`, names it by the hash of the stored bytes and writes it to `dir`.
+    pub fn write_object(&self, dir: Dir, kind: u8, plaintext: &[u8]) -> Result<[u8; 32]> {
+        let sealed = self.seal_object(kind, plaintext)?;
+        let id = storage_hash(&sealed);
+        self.backend().write(&dir.path(&hex::encode(id)), &sealed)?;
+        Ok(id)
+    }
+
+    /// Reads the object `id` from `dir`, checks that it matches its name and opens it.
+    pub fn read_object(
+        &self,
+        dir: Dir,
+        kind: u8,
+        id: &[u8; 32],
+        object: ObjectRef,
+    ) -> Result<Vec<u8>> {
+        let path = dir.path(&hex::encode(id));
+        let bytes = self.backend().read(&path).map_err(|e| match e {
+            Error::NotFound { .. } => Error::NotFound {
+                object: object.clone(),
+            },
+            other => other,
+        })?;
+        if bytes.len() as u64 > MAX_OBJECT_LEN {
+            return Err(Error::corrupt(
+                object,
+                "larger than any object vault writes",
+            ));
+        }
+        if &storage_hash(&bytes) != id {
+            return Err(Error::corrupt(
+                object,
+                "content does not match its name (damaged, truncated or renamed)",
+            ));
+        }
+        self.open_object(kind, &bytes, object)
+    }
+}
+
+/// Opens an envelope with `cipher`, mapping failures to typed errors about `object`.
+pub(crate) fn open_envelope(
+    cipher: &Cipher,
+    kind: u8,
+    bytes: &[u8],
+    object: ObjectRef,
+) -> Result<Vec<u8>> {
+    let (header, rest) = decode_header(bytes, kind).map_err(|e| match e {
+        HeaderError::UnknownVersion(_) => Error::Unsupported(format!("{object}: {e}")),
+        other => Error::corrupt(object.clone(), other.to_string()),
+    })?;
+    cipher
+        .open(header, rest)
+        .map_err(|_| Error::corrupt(object, "authentication failed (damaged or tampered with)"))
+}
+
+/// Default root of the local cache: `$VAULT_CACHE_DIR`, else `$XDG_CACHE_HOME/vault`, else
+/// `$HOME/.cache/vault`.
+pub fn default_cache_root() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("VAULT_CACHE_DIR").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Some(Path::new(&d).join("vault"));
+    }
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(|h| Path::new(&h).join(".cache").join("vault"))
+}

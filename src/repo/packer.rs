@@ -1,0 +1,354 @@
+//! Packing and uploading new blobs (`format-spec/11-ordering-and-invariants.md`).
+//!
+//! A [`BlobSaver`] is shared by the worker threads of one run. `add` appends a sealed blob to
+//! the open pack of its type; full packs go through a bounded queue to a fixed set of upload
+//! threads. Once uploaded, a pack's blobs wait in a pending list until an index object naming
+//! them is written (every few hundred MiB, and at `finish`), after which they are in the local
+//! cache. Until then the saver remembers them itself, so a blob is never stored twice in a run.
+//!
+//! Ordering invariant: a pack is fully written before any index object names it, and every
+//! index object a snapshot depends on is written before the snapshot. Memory is bounded by
+//! `(2 open packs + queue + uploaders) × pack size`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded};
+
+use crate::crypto::storage_hash;
+use crate::format::index::{Index, IndexPack};
+use crate::format::layout::pack_path;
+use crate::format::pack::PackEntry;
+use crate::id::{BlobId, BlobType, IndexId, PackId};
+use crate::{Error, Result};
+
+use super::Repository;
+use super::blob::PreparedBlob;
+
+/// Tuning of a [`BlobSaver`].
+#[derive(Clone, Copy, Debug)]
+pub struct SaverOptions {
+    /// Upload threads (and queued packs).
+    pub upload_concurrency: usize,
+    /// Write an index object once this many uploaded blobs are not yet indexed…
+    pub index_flush_blobs: usize,
+    /// …or once this much time has passed since the last one.
+    pub index_flush_interval: Duration,
+}
+
+impl Default for SaverOptions {
+    fn default() -> Self {
+        Self {
+            upload_concurrency: 2,
+            index_flush_blobs: 20_000,
+            index_flush_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a saver stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SaverStats {
+    /// New data blobs.
+    pub data_blobs: u64,
+    /// New tree blobs.
+    pub tree_blobs: u64,
+    /// Plaintext bytes of the new blobs.
+    pub bytes_added: u64,
+    /// Stored bytes of the new blobs.
+    pub bytes_stored: u64,
+    /// Packs uploaded.
+    pub packs: u64,
+}
+
+#[derive(Default)]
+struct OpenPack {
+    body: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+struct State {
+    open: [OpenPack; 2],
+    /// Blobs added in this run and not yet in the cache.
+    known: HashSet<(BlobType, BlobId)>,
+    /// Uploaded packs not yet named by an index object.
+    pending: Vec<IndexPack>,
+    pending_blobs: usize,
+    last_flush: Instant,
+    stats: SaverStats,
+    indexes: Vec<IndexId>,
+    error: Option<Error>,
+}
+
+struct Shared {
+    repo: Repository,
+    state: Mutex<State>,
+    options: SaverOptions,
+}
+
+struct Finished {
+    bytes: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// Stores new blobs for one run (a snapshot, a repack, a copy). Shared by reference between
+/// the run's worker threads.
+pub struct BlobSaver {
+    shared: Arc<Shared>,
+    tx: Mutex<Option<Sender<Finished>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for BlobSaver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobSaver")
+    }
+}
+
+fn slot(t: BlobType) -> usize {
+    match t {
+        BlobType::Data => 0,
+        BlobType::Tree => 1,
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn upload(&self, f: Finished) -> Result<()> {
+        let id = PackId(storage_hash(&f.bytes));
+        match self.repo.backend().write(&pack_path(&id), &f.bytes) {
+            Ok(()) => {}
+            // Same name means same bytes: an earlier, interrupted run already stored it.
+            Err(Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let flush = {
+            let mut s = self.lock();
+            s.stats.packs += 1;
+            s.pending_blobs += f.entries.len();
+            s.pending.push(IndexPack {
+                id,
+                size: f.bytes.len() as u64,
+                blobs: f.entries,
+            });
+            let due = s.pending_blobs >= self.options.index_flush_blobs
+                || s.last_flush.elapsed() >= self.options.index_flush_interval;
+            if due {
+                Some(take_pending(&mut s))
+            } else {
+                None
+            }
+        };
+        if let Some(packs) = flush {
+            self.write_index(packs)?;
+        }
+        Ok(())
+    }
+
+    fn write_index(&self, packs: Vec<IndexPack>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let index = Index {
+            supersedes: Vec::new(),
+            packs,
+        };
+        let id = self.repo.write_index(&index)?;
+        self.repo.index()?.add(id, &index)?;
+        let mut s = self.lock();
+        s.indexes.push(id);
+        for p in &index.packs {
+            for b in &p.blobs {
+                s.known.remove(&(b.blob_type, b.id));
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_if_broken(&self) -> Result<()> {
+        let s = self.lock();
+        match &s.error {
+            Some(e) => Err(Error::Aborted(format!("an upload failed: {e}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn take_pending(s: &mut State) -> Vec<IndexPack> {
+    s.pending_blobs = 0;
+    s.last_flush = Instant::now();
+    std::mem::take(&mut s.pending)
+}
+
+impl BlobSaver {
+    /// Starts the upload threads.
+    pub fn new(repo: &Repository, options: SaverOptions) -> Result<Self> {
+        // Open the index first so that uploaders and `contains` never race to create it.
+        repo.index()?;
+        let shared = Arc::new(Shared {
+            repo: repo.clone(),
+            state: Mutex::new(State {
+                open: [OpenPack::default(), OpenPack::default()],
+                known: HashSet::new(),
+                pending: Vec::new(),
+                pending_blobs: 0,
+                last_flush: Instant::now(),
+                stats: SaverStats::default(),
+                indexes: Vec::new(),
+                error: None,
+            }),
+            options,
+        });
+        let n = options.upload_concurrency.max(1);
+        let (tx, rx): (Sender<Finished>, Receiver<Finished>) = bounded(n);
+        let mut workers = Vec::with_capacity(n);
+        for i in 0..n {
+            let rx = rx.clone();
+            let shared = shared.clone();
+            let h = std::thread::Builder::new()
+                .name(format!("vault-upload-{i}"))
+                .spawn(move || {
+                    for f in rx.iter() {
+                        if let Err(e) = shared.upload(f) {
+                            let mut s = shared.lock();
+                            s.error.get_or_insert(e);
+                        }
+                    }
+                })
+                .map_err(|e| Error::io("upload thread", e))?;
+            workers.push(h);
+        }
+        Ok(Self {
+            shared,
+            tx: Mutex::new(Some(tx)),
+            workers: Mutex::new(workers),
+        })
+    }
+
+    /// Whether a blob is already stored or was added in this run.
+    pub fn contains(&self, blob_type: BlobType, id: &BlobId) -> Result<bool> {
+        if self.shared.lock().known.contains(&(blob_type, *id)) {
+            return Ok(true);
+        }
+        self.shared.repo.index()?.contains(blob_type, id)
+    }
+
+    /// Adds a prepared blob unless it is already stored. Returns whether it was added.
+    pub fn add(&self, blob: PreparedBlob) -> Result<bool> {
+        let full = {
+            let mut s = self.shared.lock();
+            if let Some(e) = &s.error {
+                return Err(Error::Aborted(format!("an upload failed: {e}")));
+            }
+            if !s.known.insert((blob.blob_type, blob.id)) {
+                return Ok(false);
+            }
+            drop(s);
+            // Checked outside the lock: the cache lookup may touch the disk.
+            if self
+                .shared
+                .repo
+                .index()?
+                .contains(blob.blob_type, &blob.id)?
+            {
+                self.shared.lock().known.remove(&(blob.blob_type, blob.id));
+                return Ok(false);
+            }
+            let mut s = self.shared.lock();
+            let stored = blob.sealed.len() as u64;
+            match blob.blob_type {
+                BlobType::Data => s.stats.data_blobs += 1,
+                BlobType::Tree => s.stats.tree_blobs += 1,
+            }
+            s.stats.bytes_added += blob.raw_len;
+            s.stats.bytes_stored += stored;
+            let target = self.shared.repo.config().pack_size as usize;
+            let p = &mut s.open[slot(blob.blob_type)];
+            p.entries.push(PackEntry {
+                blob_type: blob.blob_type,
+                id: blob.id,
+                offset: p.body.len() as u64,
+                length: stored,
+                raw_length: blob.raw_len,
+            });
+            if p.body.is_empty() {
+                p.body.reserve(target + target / 8);
+            }
+            p.body.extend_from_slice(&blob.sealed);
+            if p.body.len() >= target {
+                Some(std::mem::take(p))
+            } else {
+                None
+            }
+        };
+        if let Some(p) = full {
+            self.send(p)?;
+        }
+        Ok(true)
+    }
+
+    fn send(&self, p: OpenPack) -> Result<()> {
+        let bytes = self.shared.repo.finish_pack(p.body, &p.entries)?;
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match tx {
+            Some(tx) => tx
+                .send(Finished {
+                    bytes,
+                    entries: p.entries,
+                })
+                .map_err(|_| Error::Aborted("upload threads stopped".into())),
+            None => Err(Error::Aborted("saver already finished".into())),
+        }
+    }
+
+    /// Uploads what is left, waits for every upload, writes the last index object.
+    /// After `finish` returns, every blob added is durably stored and indexed.
+    pub fn finish(&self) -> Result<SaverStats> {
+        let open = {
+            let mut s = self.shared.lock();
+            [
+                std::mem::take(&mut s.open[0]),
+                std::mem::take(&mut s.open[1]),
+            ]
+        };
+        for p in open {
+            if !p.entries.is_empty() {
+                self.send(p)?;
+            }
+        }
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for h in std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner())) {
+            let _ = h.join();
+        }
+        self.shared.fail_if_broken()?;
+        let pending = take_pending(&mut self.shared.lock());
+        self.shared.write_index(pending)?;
+        Ok(self.shared.lock().stats)
+    }
+
+    /// Statistics so far.
+    pub fn stats(&self) -> SaverStats {
+        self.shared.lock().stats
+    }
+
+    /// Index objects written so far.
+    pub fn written_indexes(&self) -> Vec<IndexId> {
+        self.shared.lock().indexes.clone()
+    }
+}
+
+impl Drop for BlobSaver {
+    fn drop(&mut self) {
+        // Abandoned without `finish` (an error elsewhere): stop the uploaders. Packs already
+        // uploaded stay unreferenced until `prune` collects them.
+        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for h in std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner())) {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Fetching a batch of files' content, planned by pack.
+//!
+//! Every needed blob is located through the index and grouped by pack; within a pack, blobs
+//! close to each other are read with one ranged request (gaps up to [`MAX_GAP`] are read and
+//! dropped). Reads, decryption, decompression and verification run on all workers; plaintext
+//! is written with `pwrite` at each target offset. All-zero blobs are skipped so sparse files
+//! stay sparse.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::Result;
+use crate::format::layout::pack_path;
+use crate::format::tree::ContentPart;
+use crate::id::{BlobId, BlobType, PackId};
+use crate::progress::Progress;
+use crate::repo::Repository;
+
+use super::walk::FileJob;
+
+/// Unneeded bytes between two needed blobs that are still read in one request.
+const MAX_GAP: u64 = 256 * 1024;
+/// Longest single ranged read.
+const MAX_SPAN: u64 = 32 << 20;
+
+struct Want {
+    id: BlobId,
+    offset: u64,
+    length: u64,
+    raw_length: u64,
+    targets: Vec<(usize, u64)>,
+}
+
+struct Span {
+    pack: PackId,
+    start: u64,
+    len: u64,
+    blobs: Vec<Want>,
+}
+
+/// What fetching a batch did.
+#[derive(Default)]
+pub(super) struct ContentResult {
+    /// Failed jobs (by index) and why.
+    pub failed: HashMap<usize, String>,
+    /// Plaintext bytes written.
+    pub bytes_written: u64,
+    /// Distinct packs read.
+    pub packs_read: u64,
+    /// Bytes read from the repository.
+    pub bytes_fetched: u64,
+}
+
+/// Writes the content of every job's file.
+pub(super) fn restore_content(
+    repo: &Repository,
+    jobs: &[FileJob],
+    progress: &dyn Progress,
+) -> Result<ContentResult> {
+    let index = repo.index()?;
+    let mut failed: HashMap<usize, String> = HashMap::new();
+    let mut by_pack: HashMap<PackId, BTreeMap<u64, Want>> = HashMap::new();
+    for (j, job) in jobs.iter().enumerate() {
+        let mut off = 0u64;
+        for part in &job.node.content {
+            match part {
+                ContentPart::Hole(n) => off += n,
+                ContentPart::Chunk(id) => match index.get(BlobType::Data, id)? {
+                    Some(loc) => {
+                        by_pack
+                            .entry(loc.pack)
+                            .or_default()
+                            .entry(loc.offset)
+                            .or_insert_with(|| Want {
+                                id: *id,
+                                offset: loc.offset,
+                                length: loc.length,
+                                raw_length: loc.raw_length,
+                                targets: Vec::new(),
+                            })
+                            .targets
+                            .push((j, off));
+                        off += loc.raw_length;
+                    }
+                    None => {
+                        failed.insert(j, format!("data blob {id} is missing from the repository"));
+                        break;
+                    }
+                },
+            }
+        }
+        if !failed.contains_key(&j) && off != job.node.size {
+            failed.insert(
+                j,
+                format!(
+                    "content adds up to {off} bytes but the file has {}",
+                    job.node.size
+                ),
+            );
+        }
+    }
+    let packs_read = by_pack.len() as u64;
+    let mut spans = Vec::new();
+    for (pack, blobs) in by_pack {
+        let mut cur: Option<Span> = None;
+        for (_, w) in blobs {
+            if let Some(s) = cur.as_mut()
+                && w.offset <= s.start + s.len + MAX_GAP
+                && w.offset + w.length - s.start <= MAX_SPAN
+            {
+                s.len = s.len.max(w.offset + w.length - s.start);
+                s.blobs.push(w);
+                continue;
+            }
+            if let Some(s) = cur.take() {
+                spans.push(s);
+            }
+            cur = Some(Span {
+                pack,
+                start: w.offset,
+                len: w.length,
+                blobs: vec![w],
+            });
+        }
+        spans.extend(cur);
+    }
+    let failed = Mutex::new(failed);
+    let fail = |j: usize, msg: String| {
+        failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(j)
+            .or_insert(msg);
+    };
+    let written = AtomicU64::new(0);
+    let fetched = AtomicU64::new(0);
+    spans.par_iter().for_each(|span| {
+        let bytes = match repo
+            .backend()
+            .read_range(&pack_path(&span.pack), span.start, span.len)
+        {
+            Ok(b) => b,
+            Err(e) => {
+                for w in &span.blobs {
+                    for (j, _) in &w.targets {
+                        fail(*j, format!("pack {}: {e}", span.pack));
+                    }
+                }
+                return;
+            }
+        };
+        fetched.fetch_add(span.len, Ordering::Relaxed);
+        span.blobs.par_iter().for_each(|w| {
+            let at = (w.offset - span.start) as usize;
+            let sealed = bytes[at..at + w.length as usize].to_vec();
+            let plain =
+                match repo.open_blob(BlobType::Data, w.id, sealed, w.raw_length, Some(span.pack)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        for (j, _) in &w.targets {
+                            fail(*j, e.to_string());
+                        }
+                        return;
+                    }
+                };
+            if plain.iter().all(|&b| b == 0) {
+                return; // the file was created at full length: zeros are already there
+            }
+            for (j, off) in &w.targets {
+                let path = &jobs[*j].out;
+                let r = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|f| f.write_all_at(&plain, *off));
+                match r {
+                    Ok(()) => {
+                        written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                        progress.advance(plain.len() as u64);
+                    }
+                    Err(e) => fail(*j, format!("{}: {e}", path.display())),
+                }
+            }
+        });
+    });
+    Ok(ContentResult {
+        failed: failed.into_inner().unwrap_or_else(|p| p.into_inner()),
+        bytes_written: written.into_inner(),
+        packs_read,
+        bytes_fetched: fetched.into_inner(),
+    })
+}

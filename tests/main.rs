@@ -1,0 +1,9 @@
+//! Integration tests: one binary, one module per concern (faster to build than many binaries).
+
+mod support;
+
+mod cli_basics;
+mod corpus;
+mod roundtrip;
+mod security;
+mod vectors;
