@@ -4,6 +4,8 @@ mod support;
 
 mod cli_basics;
 mod corpus;
+mod pg;
+mod proptree;
 mod roundtrip;
 mod security;
 mod vectors;

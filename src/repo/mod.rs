@@ -54,12 +54,12 @@ impl Default for InitOptions {
     }
 }
 
-/// Default chunking: 512 KiB minimum, 1 MiB average, 8 MiB maximum. The reasons (measured on
-/// database dumps and file trees) are in `docs/decisions.md`.
+/// Default chunking: 256 KiB minimum, 512 KiB average, 4 MiB maximum. The measurements behind
+/// it (database dumps and file trees) are in `docs/decisions.md` (D12).
 pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
-    min_size: 512 * 1024,
-    avg_size: 1024 * 1024,
-    max_size: 8 * 1024 * 1024,
+    min_size: 256 * 1024,
+    avg_size: 512 * 1024,
+    max_size: 4 * 1024 * 1024,
 };
 
 /// How to open a repository.
