@@ -463,3 +463,94 @@ fn deleted_or_damaged_cache_is_rebuilt() {
         out.to_str().unwrap(),
     ]);
 }
+
+#[test]
+fn exclude_file_and_globs() {
+    let r = TestRepo::new();
+    let d = r.scratch("d");
+    std::fs::create_dir_all(d.join("cache/deep")).unwrap();
+    std::fs::write(d.join("keep.txt"), b"k").unwrap();
+    std::fs::write(d.join("drop.tmp"), b"t").unwrap();
+    std::fs::write(d.join("cache/deep/x"), b"c").unwrap();
+    let list = r.dir.path().join("excludes");
+    std::fs::write(
+        &list,
+        format!("# comment\n*.tmp\n\n{}/cache\n", d.display()),
+    )
+    .unwrap();
+    let id = r.snapshot_with(&["--exclude-file", list.to_str().unwrap()], &d);
+    let listing = r.ok(&["ls", "-R", &id, d.to_str().unwrap()]);
+    assert!(listing.contains("keep.txt"));
+    assert!(
+        !listing.contains("drop.tmp") && !listing.contains("cache"),
+        "{listing}"
+    );
+    let id = r.snapshot_with(&["-e", "keep.*"], &d);
+    let listing = r.ok(&["ls", "-R", &id, d.to_str().unwrap()]);
+    assert!(
+        !listing.contains("keep.txt") && listing.contains("drop.tmp"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn one_file_system_keeps_mount_points_empty() {
+    // /dev/pts is its own file system (devpts) and always holds `ptmx`.
+    let r = TestRepo::new();
+    let with = r.snapshot_with(&["--one-file-system"], std::path::Path::new("/dev"));
+    let without = r.snapshot_with(&[], std::path::Path::new("/dev"));
+    assert_eq!(
+        r.ok(&["ls", &with, "/dev/pts"]).trim(),
+        "",
+        "-x must not descend into /dev/pts"
+    );
+    assert!(r.ok(&["ls", &without, "/dev/pts"]).contains("ptmx"));
+    assert!(
+        r.ok(&["ls", &with, "/dev"]).contains("/dev/pts"),
+        "the mount point itself is kept"
+    );
+}
+
+#[test]
+fn explicit_parent_is_used_for_change_detection() {
+    let r = TestRepo::new();
+    let d = r.scratch("d");
+    for i in 0..10 {
+        std::fs::write(d.join(format!("f{i}")), pseudo_random(10_000, i)).unwrap();
+    }
+    let first = r.snapshot_with(&["--host", "one"], &d);
+    // Another host name: no automatic parent, every file is read.
+    let v = r.json(&["snapshot", "--host", "two", d.to_str().unwrap()]);
+    assert_eq!(v["summary"]["files_new"], 10);
+    assert!(v["parent"].is_null());
+    let v = r.json(&[
+        "snapshot",
+        "--host",
+        "three",
+        "--parent",
+        &first[..10],
+        d.to_str().unwrap(),
+    ]);
+    assert_eq!(v["summary"]["files_unmodified"], 10);
+    assert_eq!(v["parent"], first.as_str());
+    // --force reads everything even with a parent.
+    let v = r.json(&["snapshot", "--host", "one", "--force", d.to_str().unwrap()]);
+    assert_eq!(v["summary"]["files_unmodified"], 0);
+    assert_eq!(v["summary"]["bytes_read"], 100_000);
+}
+
+#[test]
+fn unknown_format_version_is_refused_as_unsupported() {
+    let r = TestRepo::new();
+    let config = r.repo.join("config");
+    let mut b = std::fs::read(&config).unwrap();
+    b[6] = 2;
+    std::fs::write(&config, b).unwrap();
+    let out = r.run(&["snapshots"]);
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unsupported") && stderr.contains("upgrade vault"),
+        "{stderr}"
+    );
+}

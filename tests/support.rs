@@ -129,6 +129,15 @@ impl TestRepo {
         v["id"].as_str().unwrap().to_string()
     }
 
+    /// Takes a snapshot of one path with extra flags and returns its id.
+    pub fn snapshot_with(&self, flags: &[&str], path: &Path) -> String {
+        let mut args = vec!["snapshot"];
+        args.extend_from_slice(flags);
+        let p = path.display().to_string();
+        args.push(&p);
+        self.json(&args)["id"].as_str().unwrap().to_string()
+    }
+
     /// Every object file in the repository, relative path → bytes.
     pub fn objects(&self) -> BTreeMap<String, Vec<u8>> {
         let mut out = BTreeMap::new();
