@@ -229,7 +229,7 @@ pub fn snapshot(
         },
     )?;
     let chunker = repo.chunker();
-    let batch = (8 << 20).max(2 * chunker.max_size());
+    let batch = (4 << 20).max(chunker.max_size());
     let ctx = Ctx {
         repo,
         saver: &saver,

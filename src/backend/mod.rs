@@ -53,6 +53,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>>;
     /// Size of one object.
     fn stat(&self, path: &str) -> Result<ObjectInfo>;
+    /// A local directory where objects can be staged so that [`Backend::write_file`] publishes
+    /// them by renaming (same file system as the repository). `None` for remote backends.
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+    /// Writes a new object from a local file (create-only, atomic). A file inside
+    /// [`Backend::staging_dir`] is moved into place; any other file is copied and left alone.
+    fn write_file(&self, path: &str, local: &std::path::Path) -> Result<()> {
+        let data = std::fs::read(local).map_err(|e| crate::Error::io(local, e))?;
+        self.write(path, &data)
+    }
     /// Whether an object exists.
     fn exists(&self, path: &str) -> Result<bool> {
         match self.stat(path) {

@@ -27,6 +27,8 @@ pub struct OpendalBackend {
     rt: tokio::runtime::Runtime,
     location: String,
     can_if_not_exists: bool,
+    /// For the local file-system service: the repository root (objects are files below it).
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for OpendalBackend {
@@ -58,6 +60,7 @@ impl OpendalBackend {
             rt,
             location,
             can_if_not_exists,
+            local_root: None,
         })
     }
 
@@ -69,7 +72,39 @@ impl OpendalBackend {
             .root(&root_s)
             .atomic_write_dir(&tmp.to_string_lossy());
         let op = Operator::new(builder).map_err(|e| map_err("open", &root_s, e))?;
-        Self::new(op, root_s, &OpendalOptions::default())
+        let mut b = Self::new(op, root_s, &OpendalOptions::default())?;
+        b.local_root = Some(root.to_path_buf());
+        Ok(b)
+    }
+
+    /// Moves a staged file into place: fsync it, rename it (create-only), fsync the directory.
+    fn publish_local(
+        &self,
+        root: &std::path::Path,
+        path: &str,
+        local: &std::path::Path,
+    ) -> Result<()> {
+        let dst = root.join(path);
+        let parent = dst
+            .parent()
+            .expect("invariant: object paths have a directory");
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        std::fs::File::open(local)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(local, e))?;
+        // link + unlink instead of rename: link fails if the target exists (create-only).
+        match std::fs::hard_link(local, &dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(local);
+                return Err(Error::AlreadyExists(path.to_string()));
+            }
+            Err(e) => return Err(Error::io(&dst, e)),
+        }
+        std::fs::remove_file(local).map_err(|e| Error::io(local, e))?;
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(parent, e))
     }
 }
 
@@ -102,6 +137,55 @@ impl Backend for OpendalBackend {
                 .map_err(|e| map_err("create", &p, e))?;
         }
         Ok(())
+    }
+
+    fn staging_dir(&self) -> Option<std::path::PathBuf> {
+        self.local_root.as_ref().map(|r| r.join("tmp"))
+    }
+
+    fn write_file(&self, path: &str, local: &std::path::Path) -> Result<()> {
+        if let Some(root) = &self.local_root
+            && local.starts_with(root.join("tmp"))
+        {
+            return self.publish_local(root, path, local);
+        }
+        if !self.can_if_not_exists && self.exists(path)? {
+            return Err(Error::AlreadyExists(path.to_string()));
+        }
+        // Stream the file in 8 MiB parts (multipart uploads on object stores).
+        let mut f = std::fs::File::open(local).map_err(|e| Error::io(local, e))?;
+        let expected = f.metadata().map_err(|e| Error::io(local, e))?.len();
+        self.rt.block_on(async {
+            use std::io::Read;
+            let mut w = self
+                .op
+                .writer_with(path)
+                .if_not_exists(self.can_if_not_exists)
+                .chunk(8 << 20)
+                .await
+                .map_err(|e| map_err("write", path, e))?;
+            let mut buf = vec![0u8; 8 << 20];
+            loop {
+                let n = f.read(&mut buf).map_err(|e| Error::io(local, e))?;
+                if n == 0 {
+                    break;
+                }
+                w.write(buf[..n].to_vec())
+                    .await
+                    .map_err(|e| map_err("write", path, e))?;
+            }
+            let meta = w.close().await.map_err(|e| map_err("write", path, e))?;
+            let reported = meta.content_length();
+            if reported != 0 && reported != expected {
+                return Err(Error::Backend {
+                    op: "write",
+                    path: path.to_string(),
+                    message: format!("stored {reported} bytes of {expected}"),
+                    transient: true,
+                });
+            }
+            Ok(())
+        })
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {

@@ -8,9 +8,7 @@
 use crate::compress::{decode_payload, encode_payload};
 use crate::crypto::blob_aad;
 use crate::format::layout::pack_path;
-use crate::format::pack::{
-    PackEntry, decode_pack_header, decode_trailer, encode_pack_header, encode_trailer,
-};
+use crate::format::pack::{PackEntry, decode_pack_header, decode_trailer};
 use crate::format::{KIND_PACK_HEADER, PACK_TRAILER_LEN};
 use crate::id::{BlobId, BlobType, PackId};
 use crate::{Error, ObjectRef, Result};
@@ -120,14 +118,6 @@ impl Repository {
                 e.0,
             )
         })
-    }
-
-    /// Builds a finished pack from sealed blobs: returns its bytes and entries.
-    pub fn finish_pack(&self, mut body: Vec<u8>, entries: &[PackEntry]) -> Result<Vec<u8>> {
-        let header = self.seal_object(KIND_PACK_HEADER, &encode_pack_header(entries))?;
-        body.extend_from_slice(&header);
-        body.extend_from_slice(&encode_trailer(header.len()));
-        Ok(body)
     }
 
     /// Reads and decodes a pack's header. `size` avoids a `stat` when the caller knows it.

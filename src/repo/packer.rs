@@ -1,14 +1,16 @@
 //! Packing and uploading new blobs (`format-spec/11-ordering-and-invariants.md`).
 //!
 //! A [`BlobSaver`] is shared by the worker threads of one run. `add` appends a sealed blob to
-//! the open pack of its type; full packs go through a bounded queue to a fixed set of upload
-//! threads. Once uploaded, a pack's blobs wait in a pending list until an index object naming
+//! the open pack of its type, which is a staged file (inside the repository's `tmp/` for local
+//! repositories, so publishing it is a rename; in the cache directory otherwise), hashed as it
+//! is written; packs never sit in RAM. Full packs go through a bounded queue to a fixed set of
+//! upload threads. Once uploaded, a pack's blobs wait in a pending list until an index object naming
 //! them is written (every few hundred MiB, and at `finish`), after which they are in the local
 //! cache. Until then the saver remembers them itself, so a blob is never stored twice in a run.
 //!
 //! Ordering invariant: a pack is fully written before any index object names it, and every
-//! index object a snapshot depends on is written before the snapshot. Memory is bounded by
-//! `(2 open packs + queue + uploaders) × pack size`.
+//! index object a snapshot depends on is written before the snapshot. Memory does not depend
+//! on the pack size: only the open packs' header entries are kept.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -17,10 +19,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded};
 
-use crate::crypto::storage_hash;
+use std::path::{Path, PathBuf};
+
+use crate::format::KIND_PACK_HEADER;
 use crate::format::index::{Index, IndexPack};
 use crate::format::layout::pack_path;
-use crate::format::pack::PackEntry;
+use crate::format::pack::{PackEntry, encode_pack_header, encode_trailer};
 use crate::id::{BlobId, BlobType, IndexId, PackId};
 use crate::{Error, Result};
 
@@ -63,14 +67,51 @@ pub struct SaverStats {
     pub packs: u64,
 }
 
-#[derive(Default)]
+/// A pack being filled: blobs go straight to a staged file, hashed on the way.
 struct OpenPack {
-    body: Vec<u8>,
+    file: std::io::BufWriter<std::fs::File>,
+    path: PathBuf,
+    hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
+    size: u64,
+}
+
+impl OpenPack {
+    fn create(dir: &Path) -> Result<Self> {
+        let mut rnd = [0u8; 12];
+        crate::crypto::random_bytes(&mut rnd)?;
+        let path = dir.join(format!(
+            "pack-{}-{}.tmp",
+            std::process::id(),
+            hex::encode(rnd)
+        ));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Self {
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            path,
+            hasher: blake3::Hasher::new(),
+            entries: Vec::new(),
+            size: 0,
+        })
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        self.file
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
 }
 
 struct State {
-    open: [OpenPack; 2],
+    open: [Option<OpenPack>; 2],
     /// Blobs added in this run and not yet in the cache.
     known: HashSet<(BlobType, BlobId)>,
     /// Uploaded packs not yet named by an index object.
@@ -86,10 +127,13 @@ struct Shared {
     repo: Repository,
     state: Mutex<State>,
     options: SaverOptions,
+    staging: PathBuf,
 }
 
 struct Finished {
-    bytes: Vec<u8>,
+    id: PackId,
+    path: PathBuf,
+    size: u64,
     entries: Vec<PackEntry>,
 }
 
@@ -120,8 +164,10 @@ impl Shared {
     }
 
     fn upload(&self, f: Finished) -> Result<()> {
-        let id = PackId(storage_hash(&f.bytes));
-        match self.repo.backend().write(&pack_path(&id), &f.bytes) {
+        let id = f.id;
+        let res = self.repo.backend().write_file(&pack_path(&id), &f.path);
+        let _ = std::fs::remove_file(&f.path);
+        match res {
             Ok(()) => {}
             // Same name means same bytes: an earlier, interrupted run already stored it.
             Err(Error::AlreadyExists(_)) => {}
@@ -133,7 +179,7 @@ impl Shared {
             s.pending_blobs += f.entries.len();
             s.pending.push(IndexPack {
                 id,
-                size: f.bytes.len() as u64,
+                size: f.size,
                 blobs: f.entries,
             });
             let due = s.pending_blobs >= self.options.index_flush_blobs
@@ -190,10 +236,18 @@ impl BlobSaver {
     pub fn new(repo: &Repository, options: SaverOptions) -> Result<Self> {
         // Open the index first so that uploaders and `contains` never race to create it.
         repo.index()?;
+        // Stage packs where publishing them is a rename (local repositories), else in the cache.
+        let staging = repo
+            .backend()
+            .staging_dir()
+            .or_else(|| repo.cache_dir().map(|d| d.join("staging")))
+            .unwrap_or_else(|| std::env::temp_dir().join("vault-staging"));
+        std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         let shared = Arc::new(Shared {
             repo: repo.clone(),
+            staging,
             state: Mutex::new(State {
-                open: [OpenPack::default(), OpenPack::default()],
+                open: [None, None],
                 known: HashSet::new(),
                 pending: Vec::new(),
                 pending_blobs: 0,
@@ -267,24 +321,21 @@ impl BlobSaver {
             }
             s.stats.bytes_added += blob.raw_len;
             s.stats.bytes_stored += stored;
-            let target = self.shared.repo.config().pack_size as usize;
-            let p = &mut s.open[slot(blob.blob_type)];
+            let target = u64::from(self.shared.repo.config().pack_size);
+            let slot = &mut s.open[slot(blob.blob_type)];
+            if slot.is_none() {
+                *slot = Some(OpenPack::create(&self.shared.staging)?);
+            }
+            let p = slot.as_mut().expect("invariant: just created");
             p.entries.push(PackEntry {
                 blob_type: blob.blob_type,
                 id: blob.id,
-                offset: p.body.len() as u64,
+                offset: p.size,
                 length: stored,
                 raw_length: blob.raw_len,
             });
-            if p.body.is_empty() {
-                p.body.reserve(target + target / 8);
-            }
-            p.body.extend_from_slice(&blob.sealed);
-            if p.body.len() >= target {
-                Some(std::mem::take(p))
-            } else {
-                None
-            }
+            p.append(&blob.sealed)?;
+            if p.size >= target { slot.take() } else { None }
         };
         if let Some(p) = full {
             self.send(p)?;
@@ -292,15 +343,29 @@ impl BlobSaver {
         Ok(true)
     }
 
-    fn send(&self, p: OpenPack) -> Result<()> {
-        let bytes = self.shared.repo.finish_pack(p.body, &p.entries)?;
+    /// Closes a pack (header, trailer, name) and queues it for upload.
+    fn send(&self, mut p: OpenPack) -> Result<()> {
+        let header = self
+            .shared
+            .repo
+            .seal_object(KIND_PACK_HEADER, &encode_pack_header(&p.entries))?;
+        p.append(&header)?;
+        p.append(&encode_trailer(header.len()))?;
+        let file = p
+            .file
+            .into_inner()
+            .map_err(|e| Error::io(&p.path, e.into_error()))?;
+        drop(file);
+        let finished = Finished {
+            id: PackId(*p.hasher.finalize().as_bytes()),
+            path: p.path,
+            size: p.size,
+            entries: p.entries,
+        };
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match tx {
             Some(tx) => tx
-                .send(Finished {
-                    bytes,
-                    entries: p.entries,
-                })
+                .send(finished)
                 .map_err(|_| Error::Aborted("upload threads stopped".into())),
             None => Err(Error::Aborted("saver already finished".into())),
         }
@@ -311,15 +376,10 @@ impl BlobSaver {
     pub fn finish(&self) -> Result<SaverStats> {
         let open = {
             let mut s = self.shared.lock();
-            [
-                std::mem::take(&mut s.open[0]),
-                std::mem::take(&mut s.open[1]),
-            ]
+            [s.open[0].take(), s.open[1].take()]
         };
-        for p in open {
-            if !p.entries.is_empty() {
-                self.send(p)?;
-            }
+        for p in open.into_iter().flatten() {
+            self.send(p)?;
         }
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
         for h in std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner())) {
@@ -344,9 +404,12 @@ impl BlobSaver {
 
 impl Drop for BlobSaver {
     fn drop(&mut self) {
-        // Abandoned without `finish` (an error elsewhere): stop the uploaders. Packs already
-        // uploaded stay unreferenced until `prune` collects them.
+        // Abandoned without `finish` (an error elsewhere): stop the uploaders and drop staged
+        // files. Packs already uploaded stay unreferenced until `prune` collects them.
         self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        for p in self.shared.lock().open.iter_mut().filter_map(Option::take) {
+            let _ = std::fs::remove_file(&p.path);
+        }
         for h in std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner())) {
             let _ = h.join();
         }
