@@ -44,12 +44,21 @@ fn with_decompressor<T>(
 
 /// Builds `placeholder_nonce(NONCE_LEN) || method || payload` for [`crate::crypto::Cipher::seal_in_place`].
 pub fn encode_payload(data: &[u8], compression: Compression) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_payload_into(data, compression, &mut out);
+    out
+}
+
+/// Like [`encode_payload`], into a caller-owned buffer (reused across blobs to avoid
+/// allocating a chunk-sized buffer per blob).
+pub fn encode_payload_into(data: &[u8], compression: Compression, out: &mut Vec<u8>) {
+    out.clear();
     if let Compression::Zstd(level) = compression
         && data.len() >= 64
     {
         // Worst case for zstd is a little above the input; reserving it avoids reallocations.
         let bound = zstd::zstd_safe::compress_bound(data.len());
-        let mut out = Vec::with_capacity(NONCE_LEN + 1 + bound + crate::format::TAG_LEN);
+        out.reserve(NONCE_LEN + 1 + bound + crate::format::TAG_LEN);
         out.resize(NONCE_LEN + 1, 0);
         out[NONCE_LEN] = COMPRESSION_ZSTD;
         out.resize(NONCE_LEN + 1 + bound, 0);
@@ -58,14 +67,14 @@ pub fn encode_payload(data: &[u8], compression: Compression) -> Vec<u8> {
         }) && n < data.len()
         {
             out.truncate(NONCE_LEN + 1 + n);
-            return out;
+            return;
         }
     }
-    let mut out = Vec::with_capacity(NONCE_LEN + 1 + data.len() + crate::format::TAG_LEN);
+    out.clear();
+    out.reserve(NONCE_LEN + 1 + data.len() + crate::format::TAG_LEN);
     out.resize(NONCE_LEN, 0);
     out.push(COMPRESSION_NONE);
     out.extend_from_slice(data);
-    out
 }
 
 /// Why a payload could not be decoded.

@@ -2,11 +2,6 @@
 
 mod cli;
 
-/// mimalloc returns freed pack and read buffers to the OS promptly; glibc's malloc kept up to
-/// twice the live heap resident (measured: 193 MB RSS for 71 MB of live heap).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::Parser;
 
 fn main() {

@@ -116,7 +116,7 @@ fn store_reader(
     let full = ctx.batch + ctx.chunker.max_size();
     // One byte more than expected, so that reaching the end is seen without a second read.
     let cap = size_hint.map_or(full, |h| full.min(h as usize + 1));
-    let mut cur = Vec::with_capacity(cap);
+    let mut cur = ctx.buffers.get(cap);
     let mut eof = fill(r, &mut cur, cap)?;
     let mut total = 0u64;
     loop {
@@ -130,15 +130,18 @@ fn store_reader(
         Counters::add(&ctx.counters.bytes_read, pos as u64);
         ctx.progress.advance(pos as u64);
         if eof {
-            push_ids(parts, store_chunks(ctx, &cur, &cuts)?);
+            let ids = store_chunks(ctx, &cur, &cuts);
+            ctx.buffers.put(cur);
+            push_ids(parts, ids?);
             return Ok(total);
         }
-        let mut next = Vec::with_capacity(cap);
+        let mut next = ctx.buffers.get(cap);
         next.extend_from_slice(&cur[pos..]);
         let (ids, filled) = rayon::join(
             || store_chunks(ctx, &cur, &cuts),
             || fill(r, &mut next, cap).map(|e| (next, e)),
         );
+        ctx.buffers.put(std::mem::take(&mut cur));
         push_ids(parts, ids?);
         let (n, e) = filled?;
         cur = n;
@@ -159,11 +162,18 @@ fn store_chunks(ctx: &Ctx<'_>, buf: &[u8], cuts: &[(usize, usize)]) -> Result<Ve
 /// Hashes one chunk and stores it unless the repository already has it.
 fn store_chunk(ctx: &Ctx<'_>, data: &[u8]) -> Result<BlobId> {
     let id = ctx.repo.blob_id(data);
-    if !ctx.saver.contains(BlobType::Data, &id)? {
-        let blob = ctx.repo.prepare_blob_with_id(BlobType::Data, id, data)?;
-        ctx.saver.add(blob)?;
+    if ctx.saver.contains(BlobType::Data, &id)? {
+        return Ok(id);
     }
-    Ok(id)
+    super::buffers::with_seal_buffer(|buf| {
+        match ctx.repo.prepare_blob_into(BlobType::Data, id, data, buf) {
+            Ok(blob) => {
+                let r = ctx.saver.add(&blob).map(|_| id);
+                (blob.sealed, r)
+            }
+            Err(e) => (Vec::new(), Err(e)),
+        }
+    })
 }
 
 /// `--mmap`: chunks a large file straight from a read-only memory map.

@@ -7,6 +7,7 @@
 //! [`BlobSaver`]; trees are saved bottom-up; the snapshot manifest is written last, after every
 //! pack and index object it depends on, and only while our lock is still held.
 
+mod buffers;
 mod content;
 mod walk;
 
@@ -161,6 +162,7 @@ struct Ctx<'a> {
     errors: Mutex<Vec<SourceError>>,
     progress: &'a dyn Progress,
     batch: usize,
+    buffers: buffers::BufferPool,
 }
 
 impl Ctx<'_> {
@@ -239,6 +241,7 @@ pub fn snapshot(
         errors: Mutex::new(Vec::new()),
         progress,
         batch,
+        buffers: buffers::BufferPool::new(opts.threads.max(1) + 1),
     };
     progress.phase("snapshot", None, crate::progress::Unit::Bytes);
     let (paths, parent, tree) = match source {

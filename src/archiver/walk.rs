@@ -280,7 +280,7 @@ pub(super) fn save_tree(ctx: &Ctx<'_>, tree: &Tree) -> Result<BlobId> {
     let id = ctx.repo.blob_id(&bytes);
     if !ctx.saver.contains(BlobType::Tree, &id)? {
         let blob = ctx.repo.prepare_blob_with_id(BlobType::Tree, id, &bytes)?;
-        ctx.saver.add(blob)?;
+        ctx.saver.add(&blob)?;
     }
     Ok(id)
 }

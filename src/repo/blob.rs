@@ -5,7 +5,7 @@
 //! so every blob vault hands out is verified against its id. `read_pack_header` reads a pack's
 //! trailer and sealed header with at most two ranged reads.
 
-use crate::compress::{decode_payload, encode_payload};
+use crate::compress::{decode_payload, encode_payload_into};
 use crate::crypto::blob_aad;
 use crate::format::layout::pack_path;
 use crate::format::pack::{PackEntry, decode_pack_header, decode_trailer};
@@ -44,7 +44,19 @@ impl Repository {
         id: BlobId,
         data: &[u8],
     ) -> Result<PreparedBlob> {
-        let mut buf = encode_payload(data, self.config().compression);
+        self.prepare_blob_into(blob_type, id, data, Vec::new())
+    }
+
+    /// Like [`Repository::prepare_blob_with_id`], reusing `buf`'s allocation for the sealed
+    /// bytes (take it back from [`PreparedBlob::sealed`] afterwards).
+    pub fn prepare_blob_into(
+        &self,
+        blob_type: BlobType,
+        id: BlobId,
+        data: &[u8],
+        mut buf: Vec<u8>,
+    ) -> Result<PreparedBlob> {
+        encode_payload_into(data, self.config().compression, &mut buf);
         self.cipher()
             .seal_in_place(&blob_aad(blob_type, &id), &mut buf)?;
         Ok(PreparedBlob {

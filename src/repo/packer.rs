@@ -292,8 +292,9 @@ impl BlobSaver {
         self.shared.repo.index()?.contains(blob_type, id)
     }
 
-    /// Adds a prepared blob unless it is already stored. Returns whether it was added.
-    pub fn add(&self, blob: PreparedBlob) -> Result<bool> {
+    /// Adds a prepared blob unless it is already stored. Returns whether it was added. The blob
+    /// is only read, so callers can reuse its buffer.
+    pub fn add(&self, blob: &PreparedBlob) -> Result<bool> {
         let full = {
             let mut s = self.shared.lock();
             if let Some(e) = &s.error {

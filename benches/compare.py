@@ -1,0 +1,400 @@
+#!/usr/bin/env python3
+"""End-to-end comparison of vault, restic and borg on the same data, same machine, one run.
+
+Data sets (built once under --work, from real files on this machine):
+  tree/    ~100k files / ~2 GB copied from /usr (and, if /usr is small, other system dirs)
+  big.bin  ~2 GB single file mixing binary (.so), text and already-compressed (.gz/.xz/...) data
+  dump1.sql, dump2.sql  pg_dumps of a real PostgreSQL database before and after a day's writes
+
+Per tool and run, in a fresh repository with encryption and compression on:
+  snapshot tree; snapshot big file; unchanged re-snapshot of the tree; re-snapshot after ~1 %
+  of the files changed; snapshot dump1 then dump2 (growth); full restore of the tree (verified
+  identical); check --verify-data.
+Each step records wall time, CPU time (user+sys) and peak RSS (/usr/bin/time), and the
+repository size. Medians over --runs runs; ratios vault/restic and vault/borg.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VAULT = os.path.join(ROOT, "target", "debug", "vault")
+PASSWORD = "benchmark password"
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, **kw)
+
+
+def du(path):
+    total = 0
+    for dp, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dp, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+# ---------------------------------------------------------------- data sets
+
+def build_tree(dst, files_goal, bytes_goal):
+    if os.path.exists(dst + ".done"):
+        return
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    sources = ["/usr/share", "/usr/lib", "/usr/include", "/usr/bin", "/usr/sbin", "/usr/libexec",
+               "/usr/src", "/usr/local", os.path.expanduser("~/.cargo/registry/src"), "/etc", "/opt"]
+    n, size = 0, 0
+    for src in sources:
+        for dp, dirs, files in os.walk(src):
+            dirs.sort()
+            rel = os.path.relpath(dp, "/")
+            for f in sorted(files):
+                p = os.path.join(dp, f)
+                try:
+                    st = os.lstat(p)
+                except OSError:
+                    continue
+                if not (os.path.isfile(p) and not os.path.islink(p)) or st.st_size > 64 << 20:
+                    continue
+                d = os.path.join(dst, rel)
+                os.makedirs(d, exist_ok=True)
+                try:
+                    shutil.copy2(p, os.path.join(d, f))
+                except OSError:
+                    continue
+                n += 1
+                size += st.st_size
+                if n >= files_goal and size >= bytes_goal:
+                    break
+            if n >= files_goal and size >= bytes_goal:
+                break
+        if n >= files_goal and size >= bytes_goal:
+            break
+    open(dst + ".done", "w").write(f"{n} {size}\n")
+
+
+def build_big(dst, goal):
+    if os.path.exists(dst) and os.path.getsize(dst) >= goal:
+        return
+    kinds = {"binary": [], "text": [], "compressed": []}
+    for dp, _, files in os.walk("/usr"):
+        for f in files:
+            p = os.path.join(dp, f)
+            if os.path.islink(p) or not os.path.isfile(p):
+                continue
+            if f.endswith((".gz", ".xz", ".bz2", ".zst", ".png", ".jpg", ".zip", ".jar", ".whl")):
+                kinds["compressed"].append(p)
+            elif ".so" in f or f.endswith((".a", ".o")):
+                kinds["binary"].append(p)
+            elif f.endswith((".txt", ".py", ".h", ".c", ".rs", ".html", ".md", ".xml", ".json", ".pm", ".rst")):
+                kinds["text"].append(p)
+    rnd = random.Random(42)
+    for v in kinds.values():
+        rnd.shuffle(v)
+    per_kind = goal // 3 + 1
+    with open(dst + ".tmp", "wb") as out:
+        written = {k: 0 for k in kinds}
+        idx = {k: 0 for k in kinds}
+        while sum(written.values()) < goal:
+            k = rnd.choice(list(kinds))
+            if written[k] >= per_kind or not kinds[k]:
+                if all(written[x] >= per_kind or not kinds[x] for x in kinds):
+                    idx = {x: 0 for x in kinds}
+                    per_kind += goal // 3
+                continue
+            p = kinds[k][idx[k] % len(kinds[k])]
+            idx[k] += 1
+            try:
+                data = open(p, "rb").read()
+            except OSError:
+                continue
+            out.write(data)
+            written[k] += len(data)
+    os.replace(dst + ".tmp", dst)
+
+
+def build_dumps(work):
+    if os.path.exists(os.path.join(work, "dump2.sql")):
+        return
+    sh(f'bash -c \'set -e; source "{ROOT}/benches/pg.sh"; pg_start "{work}"; '
+       f'trap pg_stop EXIT; SCALE=${{SCALE:-5}} make_dumps "{work}"\'')
+
+
+def change_one_percent(tree, run):
+    files = []
+    for dp, dirs, fs in os.walk(tree):
+        dirs.sort()
+        for f in sorted(fs):
+            files.append(os.path.join(dp, f))
+    changed = 0
+    for p in files[run::100]:
+        with open(p, "ab") as fh:
+            fh.write(b"changed in run %d\n" % run)
+        changed += 1
+    return changed
+
+
+# ---------------------------------------------------------------- tools
+
+class Tool:
+    name = ""
+
+    def __init__(self, base):
+        self.base = base
+        self.repo = os.path.join(base, "repo")
+        self.env = dict(os.environ)
+
+    def cmd(self, args):
+        raise NotImplementedError
+
+
+class Vault(Tool):
+    name = "vault"
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.env.update(VAULT_REPOSITORY=self.repo, VAULT_PASSWORD=PASSWORD,
+                        VAULT_CACHE_DIR=os.path.join(base, "cache"))
+
+    def init(self):
+        return [VAULT, "init"]
+
+    def backup(self, path):
+        return [VAULT, "snapshot", "-q", path]
+
+    def backup_stdin(self, name):
+        return [VAULT, "snapshot", "-q", "--stdin", "--stdin-name", name]
+
+    def restore(self, target, include):
+        return [VAULT, "restore", "-q", "--snapshot", "latest", "--path", include, "--target", target]
+
+    def check(self):
+        return [VAULT, "check", "--verify-data"]
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.env.update(RESTIC_REPOSITORY=self.repo, RESTIC_PASSWORD=PASSWORD,
+                        RESTIC_CACHE_DIR=os.path.join(base, "cache"))
+
+    def init(self):
+        return ["restic", "init", "--repository-version", "2"]
+
+    def backup(self, path):
+        return ["restic", "backup", "-q", "--compression", "auto", path]
+
+    def backup_stdin(self, name):
+        return ["restic", "backup", "-q", "--compression", "auto", "--stdin", "--stdin-filename", name]
+
+    def restore(self, target, include):
+        return ["restic", "restore", "latest", "--path", include, "--target", target]
+
+    def check(self):
+        return ["restic", "check", "--read-data"]
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.n = 0
+        self.env.update(BORG_PASSPHRASE=PASSWORD, BORG_BASE_DIR=os.path.join(base, "home"),
+                        BORG_RELOCATED_REPO_ACCESS_IS_OK="yes", BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes")
+
+    def archive(self):
+        self.n += 1
+        return f"{self.repo}::a{self.n}"
+
+    def init(self):
+        return ["borg", "init", "-e", "repokey-blake2", self.repo]
+
+    def backup(self, path):
+        return ["borg", "create", "--compression", "zstd,3", self.archive(), path]
+
+    def backup_stdin(self, name):
+        return ["borg", "create", "--compression", "zstd,3", "--stdin-name", name, self.archive(), "-"]
+
+    def restore(self, target, include):
+        # borg extracts into the current directory; paths are stored without the leading slash.
+        return ["borg", "extract", f"{self.repo}::a{self.tree_archive}", include.lstrip("/")]
+
+    def check(self):
+        return ["borg", "check", "--verify-data", self.repo]
+
+
+def timed(tool, argv, stdin=None, cwd=None):
+    """Runs argv under /usr/bin/time; returns (wall, cpu, peak_rss_kib)."""
+    fmt = "%e %U %S %M"
+    with open(os.path.join(tool.base, "time.out"), "w+") as tf:
+        t0 = time.monotonic()
+        p = subprocess.run(["/usr/bin/time", "-o", tf.name, "-f", fmt] + argv, env=tool.env,
+                           stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
+        wall = time.monotonic() - t0
+        if p.returncode not in (0, 1) or (p.returncode == 1 and tool.name != "borg"):
+            raise RuntimeError(f"{tool.name}: {' '.join(argv)} failed ({p.returncode}): {p.stderr.decode()[-2000:]}")
+        tf.seek(0)
+        parts = tf.read().split()[-4:]
+    return wall, float(parts[1]) + float(parts[2]), int(parts[3])
+
+
+def same_tree(a, b):
+    r = subprocess.run(["diff", "-r", "--no-dereference", "-q", a, b], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return r.returncode == 0, r.stdout.decode()[:2000]
+
+
+STEPS = ["first snapshot: tree", "first snapshot: big file", "unchanged re-snapshot: tree",
+         "re-snapshot after 1% changed", "second dump", "full restore: tree", "check --verify-data"]
+
+
+def run_tool(cls, work):
+    base = os.path.join(work, f"run-{cls.name}")
+    shutil.rmtree(base, ignore_errors=True)
+    os.makedirs(base)
+    tool = cls(base)
+    tree, big = os.path.join(work, "tree"), os.path.join(work, "big.bin")
+    res = {}
+    subprocess.run(tool.init(), env=tool.env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    res["first snapshot: tree"] = timed(tool, tool.backup(tree)) + (du(tool.repo),)
+    if cls is Borg:
+        tool.tree_archive = tool.n
+    res["first snapshot: big file"] = timed(tool, tool.backup(big)) + (du(tool.repo),)
+    res["unchanged re-snapshot: tree"] = timed(tool, tool.backup(tree)) + (du(tool.repo),)
+    return tool, res
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default=os.environ.get("BENCH_DIR", "/var/tmp/vault-bench"))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--tree-bytes", type=int, default=2 << 30)
+    ap.add_argument("--big-bytes", type=int, default=2 << 30)
+    ap.add_argument("--tools", default="vault,restic,borg")
+    ap.add_argument("--out", default=os.path.join(ROOT, "benches", "RESULTS.md"))
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    print("building data sets in", a.work, flush=True)
+    build_tree(os.path.join(a.work, "tree-src"), a.files, a.tree_bytes)
+    build_big(os.path.join(a.work, "big.bin"), a.big_bytes)
+    build_dumps(a.work)
+    tools = [{"vault": Vault, "restic": Restic, "borg": Borg}[t] for t in a.tools.split(",")]
+    has_check = subprocess.run([VAULT, "help", "check"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    results = {cls.name: {s: [] for s in STEPS} for cls in tools}
+    for run in range(a.runs):
+        order = tools[run % len(tools):] + tools[:run % len(tools)]
+        for cls in order:
+            # A fresh copy of the tree per tool and run, so that every tool sees the same changes.
+            tree = os.path.join(a.work, "tree")
+            shutil.rmtree(tree, ignore_errors=True)
+            sh(f'cp -a "{a.work}/tree-src" "{tree}"')
+            print(f"run {run + 1}/{a.runs}: {cls.name}", flush=True)
+            tool, res = run_tool(cls, a.work)
+            change_one_percent(tree, run)
+            res["re-snapshot after 1% changed"] = timed(tool, tool.backup(tree)) + (du(tool.repo),)
+            with open(os.path.join(a.work, "dump1.sql"), "rb") as f:
+                timed(tool, tool.backup_stdin("shop.sql"), stdin=f)
+            before = du(tool.repo)
+            with open(os.path.join(a.work, "dump2.sql"), "rb") as f:
+                w, c, m = timed(tool, tool.backup_stdin("shop.sql"), stdin=f)
+            res["second dump"] = (w, c, m, du(tool.repo) - before)
+            target = os.path.join(tool.base, "restore")
+            os.makedirs(target)
+            if cls is Borg:
+                # The changed tree is the latest archive holding the tree.
+                tool.tree_archive = tool.n - 2
+                argv = tool.restore(target, tree)
+                res["full restore: tree"] = timed(tool, argv, cwd=target) + (0,)
+            else:
+                res["full restore: tree"] = timed(tool, tool.restore(target, tree)) + (0,)
+            ok, diff = same_tree(tree, target + tree)
+            if not ok:
+                raise RuntimeError(f"{cls.name} restore differs from the source:\n{diff}")
+            if cls is not Vault or has_check:
+                res["check --verify-data"] = timed(tool, tool.check()) + (0,)
+            for s, v in res.items():
+                results[cls.name][s].append(v)
+            shutil.rmtree(tool.base, ignore_errors=True)
+            shutil.rmtree(tree, ignore_errors=True)
+    report(a, results)
+
+
+def med(vals, i):
+    vals = [v[i] for v in vals]
+    return statistics.median(vals) if vals else None
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "–"
+    return f"{a / b:.2f}"
+
+
+def report(a, results):
+    tree_info = open(os.path.join(a.work, "tree-src.done")).read().split()
+    lines = []
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((l.split(":", 1)[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal")), "?")
+    vers = {
+        "vault": subprocess.run([VAULT, "--version"], stdout=subprocess.PIPE).stdout.decode().strip(),
+        "restic": subprocess.run(["restic", "version"], stdout=subprocess.PIPE).stdout.decode().strip(),
+        "borg": subprocess.run(["borg", "--version"], stdout=subprocess.PIPE).stdout.decode().strip(),
+    }
+    lines.append(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  ")
+    lines.append(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} RAM, {platform.system()} {platform.release()}, "
+                 f"data and repositories on {subprocess.run(['df', '-T', a.work], stdout=subprocess.PIPE).stdout.decode().splitlines()[-1].split()[1]}  ")
+    lines.append(f"Tools: {vers['vault']}; {vers['restic']}; {vers['borg']}  ")
+    lines.append(f"Command: `benches/compare.sh --runs {a.runs}`  ")
+    lines.append(f"Data: tree of {tree_info[0]} files / {int(tree_info[1]) / 2**30:.2f} GiB copied from /usr; "
+                 f"{os.path.getsize(os.path.join(a.work, 'big.bin')) / 2**30:.2f} GiB mixed file; "
+                 f"pg_dumps of {os.path.getsize(os.path.join(a.work, 'dump1.sql')) / 2**20:.0f} MiB.  ")
+    lines.append("Settings: vault defaults (zstd 3, 512 KiB chunks); restic repo v2 `--compression auto`; "
+                 "borg `repokey-blake2`, `--compression zstd,3`. Warm page cache. Medians of the runs.")
+    lines.append("")
+    names = list(results)
+    hdr = "| step | " + " | ".join(f"{n} wall s" for n in names) + " | " + " | ".join(f"{n} CPU s" for n in names) + \
+          " | " + " | ".join(f"{n} RSS MiB" for n in names) + " | " + " | ".join(f"{n} repo MiB" for n in names)
+    if "vault" in names:
+        others = [n for n in names if n != "vault"]
+        hdr += " | " + " | ".join(f"wall vault/{o}" for o in others) + " | " + " | ".join(f"RSS vault/{o}" for o in others)
+    lines.append(hdr + " |")
+    lines.append("|" + "---|" * (hdr.count("|")))
+    for s in STEPS:
+        row = [s]
+        for i, unit in ((0, 1), (1, 1), (2, 1024), (3, 2**20)):
+            for n in names:
+                v = med(results[n][s], i)
+                row.append("–" if v is None else f"{v / unit:.2f}" if i < 2 else f"{v / unit:.0f}")
+        if "vault" in names:
+            for i in (0, 2):
+                for o in [n for n in names if n != "vault"]:
+                    row.append(fmt_ratio(med(results["vault"][s], i), med(results[o][s], i)))
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines.append("Repo MiB is the repository size after the step; for \"second dump\" it is the growth caused by the second dump.")
+    text = "\n".join(lines)
+    print(text)
+    raw = os.path.join(os.path.dirname(a.out), "results.json")
+    json.dump(results, open(raw, "w"), indent=1)
+    if a.out:
+        head = open(a.out).read().split("<!-- results -->")[0] if os.path.exists(a.out) else "# Benchmark results\n\n"
+        open(a.out, "w").write(head + "<!-- results -->\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
