@@ -66,7 +66,7 @@ def build_tree(dst, files_goal, bytes_goal):
                     st = os.lstat(p)
                 except OSError:
                     continue
-                if not (os.path.isfile(p) and not os.path.islink(p)) or st.st_size > 64 << 20:
+                if not (os.path.isfile(p) and not os.path.islink(p)) or st.st_size > 3 << 20:
                     continue
                 d = os.path.join(dst, rel)
                 os.makedirs(d, exist_ok=True)

@@ -2,6 +2,7 @@
 //! exit code. Nothing here is used by the library.
 
 mod browse;
+mod check;
 mod global;
 mod init;
 mod key;
@@ -42,6 +43,8 @@ pub enum Command {
     Ls(browse::LsArgs),
     /// Write one file of a snapshot to standard output
     Dump(browse::DumpArgs),
+    /// Verify the repository: structure, and with --verify-data every byte
+    Check(check::CheckArgs),
     /// Manage passwords (key files)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Restore(a) => restore::run(g, a),
         Command::Ls(a) => browse::ls(g, a),
         Command::Dump(a) => browse::dump(g, a),
+        Command::Check(a) => check::run(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Unlock(a) => unlock::run(g, a),
     }

@@ -164,7 +164,30 @@ impl Repository {
                 .read_range(&path, hdr_off, hdr_len)
                 .map_err(|e| relabel_missing(e, object.clone()))?
         };
-        let plain = self.open_object(KIND_PACK_HEADER, &header_obj, object.clone())?;
+        self.decode_pack_header_object(pack, &header_obj, hdr_off)
+    }
+
+    /// Reads the header of a whole pack held in memory (as `check --verify-data` does).
+    pub fn parse_pack(&self, pack: &PackId, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+        let object = ObjectRef::Pack(*pack);
+        let size = bytes.len() as u64;
+        if size < PACK_TRAILER_LEN as u64 {
+            return Err(Error::corrupt(object, "shorter than a pack trailer"));
+        }
+        let (hdr_off, hdr_len) = decode_trailer(&bytes[bytes.len() - PACK_TRAILER_LEN..], size)
+            .map_err(|e| Error::corrupt(object, e.0))?;
+        let header = &bytes[hdr_off as usize..(hdr_off + hdr_len) as usize];
+        self.decode_pack_header_object(pack, header, hdr_off)
+    }
+
+    fn decode_pack_header_object(
+        &self,
+        pack: &PackId,
+        header_obj: &[u8],
+        hdr_off: u64,
+    ) -> Result<Vec<PackEntry>> {
+        let object = ObjectRef::Pack(*pack);
+        let plain = self.open_object(KIND_PACK_HEADER, header_obj, object.clone())?;
         let entries =
             decode_pack_header(&plain).map_err(|e| Error::corrupt(object.clone(), e.0))?;
         let end = entries.last().map(|e| e.end()).unwrap_or(0);
