@@ -12,8 +12,9 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_pkgs+=(libclang-dev
 command -v g++ >/dev/null 2>&1 || need_pkgs+=(g++)
 command -v make >/dev/null 2>&1 || need_pkgs+=(make)
 if [ "${VAULT_DEPS_TESTS:-0}" = 1 ]; then
-  # Tests run real PostgreSQL dumps.
-  [ -x /usr/lib/postgresql/*/bin/initdb ] 2>/dev/null || need_pkgs+=(postgresql)
+  # Tests run real PostgreSQL dumps, and compare retention policies with the real restic.
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_pkgs+=(postgresql)
+  command -v restic >/dev/null 2>&1 || need_pkgs+=(restic)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "deps: installing ${need_pkgs[*]}" >&2

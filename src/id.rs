@@ -52,6 +52,12 @@ macro_rules! define_id {
             }
         }
 
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_hex())
+            }
+        }
+
         impl FromStr for $name {
             type Err = crate::Error;
             fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -44,8 +44,27 @@ pub fn parse(s: &str) -> Result<Location> {
     Ok(Location::Fs(PathBuf::from(s)))
 }
 
-/// Opens the backend for a location.
+/// Opens the backend for a location, with retries of transient failures and, when
+/// `VAULT_FAULTS` is set (tests only), fault injection beneath the retries.
 pub fn open(loc: &Location) -> Result<DynBackend> {
+    let mut b = open_raw(loc)?;
+    if let Ok(spec) = std::env::var("VAULT_FAULTS")
+        && !spec.is_empty()
+    {
+        let opts = super::fault::FaultOptions::parse(&spec)?;
+        b = Arc::new(super::fault::FaultBackend::new(b, opts));
+    }
+    let mut retry = super::retry::RetryOptions::default();
+    if let Some(ms) = std::env::var("VAULT_RETRY_BASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        retry.base = std::time::Duration::from_millis(ms);
+    }
+    Ok(Arc::new(super::retry::RetryBackend::new(b, retry)))
+}
+
+fn open_raw(loc: &Location) -> Result<DynBackend> {
     match loc {
         Location::Fs(p) => {
             let abs = if p.is_absolute() {

@@ -205,6 +205,14 @@ pub(crate) fn verify_packs(ctx: &Ctx<'_>, packs: &PackSets, subset: Subset) -> R
             })
             .collect();
         ctx.stat(|s| s.blobs_verified += entries.len() as u64);
+        // A verified tree pack seeds the local copy, so the tree walk does not read it again.
+        if failures.is_empty()
+            && entries
+                .iter()
+                .all(|e| e.blob_type == crate::id::BlobType::Tree)
+        {
+            ctx.repo.cache_tree_pack(id, &bytes)?;
+        }
         for (e, err) in failures {
             ctx.error(
                 &ObjectRef::Blob {

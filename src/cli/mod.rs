@@ -4,10 +4,12 @@
 mod browse;
 mod check;
 mod global;
+mod hold;
 mod init;
 mod key;
 mod output;
 mod progress;
+mod prune;
 mod restore;
 mod snapshot;
 mod snapshots;
@@ -43,6 +45,14 @@ pub enum Command {
     Ls(browse::LsArgs),
     /// Write one file of a snapshot to standard output
     Dump(browse::DumpArgs),
+    /// Remove snapshots (by id or policy) without collecting garbage
+    Forget(prune::ForgetArgs),
+    /// Apply a retention policy and collect garbage
+    Prune(prune::PruneArgs),
+    /// Place a legal hold on a snapshot: forget and prune will never remove it
+    Hold(hold::HoldArgs),
+    /// Remove the holds on a snapshot
+    Release(hold::ReleaseArgs),
     /// Verify the repository: structure, and with --verify-data every byte
     Check(check::CheckArgs),
     /// Manage passwords (key files)
@@ -79,6 +89,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => browse::ls(g, a),
         Command::Dump(a) => browse::dump(g, a),
         Command::Check(a) => check::run(g, a),
+        Command::Forget(a) => prune::forget(g, a),
+        Command::Prune(a) => prune::run(g, a),
+        Command::Hold(a) => hold::hold(g, a),
+        Command::Release(a) => hold::release(g, a),
         Command::Key(c) => key::run(g, c),
         Command::Unlock(a) => unlock::run(g, a),
     }

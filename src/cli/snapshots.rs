@@ -63,6 +63,7 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
     let repo = g.open()?;
     let (snaps, damaged) = repo.list_snapshots()?;
+    let holds = repo.list_holds()?;
     let filter = a.filter.filter();
     let snaps: Vec<_> = snaps
         .into_iter()
@@ -72,7 +73,18 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
         eprintln!("warning: snapshot {}: {e}", id.short());
     }
     if g.json {
-        let v: Vec<_> = snaps.iter().map(|(id, s)| snapshot_json(id, s)).collect();
+        let v: Vec<_> = snaps
+            .iter()
+            .map(|(id, s)| {
+                let mut j = snapshot_json(id, s);
+                j["holds"] = holds
+                    .iter()
+                    .filter(|(_, h)| h.snapshot == *id)
+                    .map(|(_, h)| serde_json::json!({"reason": h.reason, "created": output::time(h.created, 0), "hostname": h.hostname, "username": h.username}))
+                    .collect();
+                j
+            })
+            .collect();
         output::json(&serde_json::Value::Array(v))?;
         return Ok(damaged_exit(&damaged));
     }
@@ -90,10 +102,19 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
                     .collect::<Vec<_>>()
                     .join(" "),
                 output::bytes(s.summary.total_bytes),
+                holds
+                    .iter()
+                    .filter(|(_, h)| h.snapshot == *id)
+                    .map(|(_, h)| h.reason.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
             ]
         })
         .collect();
-    output::table(&["ID", "Time", "Host", "Tags", "Paths", "Size"], &rows)?;
+    output::table(
+        &["ID", "Time", "Host", "Tags", "Paths", "Size", "Hold"],
+        &rows,
+    )?;
     if !g.quiet {
         println!("{} snapshots", rows.len());
     }

@@ -1,1 +1,165 @@
-//! Retention and garbage collection (issue 4).
+//! Retention and garbage collection: `vault forget` and `vault prune`
+//! (`format-spec/11-ordering-and-invariants.md`, "Prune").
+//!
+//! 1. Decide which snapshots go ([`policy`]; held snapshots never go) and delete their
+//!    manifests first, so no remaining manifest can point at data deleted later.
+//! 2. Mark every blob reachable from the remaining snapshots into an on-disk [`MarkSet`].
+//! 3. Plan by pack, streaming the index: delete packs with no used blob, repack packs whose
+//!    unused share keeps the repository above `--max-unused`, merge small packs.
+//! 4. Write repacked packs and their index objects, then index objects for the packs kept as
+//!    they are, the last one listing every old index object it supersedes; only then delete the
+//!    old index objects, and last the packs. A kill at any point leaves every kept snapshot
+//!    restorable (at worst with duplicate or unreferenced packs), and a rerun finishes the job.
+//!
+//! RAM holds per-pack counters, never the whole index.
+
+mod gc;
+mod plan;
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::format::snapshot::Snapshot;
+use crate::id::SnapshotId;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::lock::LockGuard;
+use crate::repo::snapshots::SnapshotFilter;
+use crate::{Error, Result};
+
+pub use plan::{GcPlan, MaxUnused};
+pub use policy::{GroupBy, GroupDecision, Policy, Span};
+
+/// What to forget and whether to collect garbage.
+#[derive(Clone, Debug, Default)]
+pub struct PruneOptions {
+    /// The retention policy.
+    pub policy: Policy,
+    /// How snapshots are grouped for the policy.
+    pub group_by: GroupBy,
+    /// Only these snapshots are candidates for removal.
+    pub filter: SnapshotFilter,
+    /// Snapshots to remove explicitly.
+    pub forget: Vec<SnapshotId>,
+    /// With an empty policy: remove every matching snapshot (deliberately).
+    pub keep_none: bool,
+    /// Collect garbage (prune) rather than only removing manifests (forget).
+    pub gc: bool,
+    /// Only report.
+    pub dry_run: bool,
+    /// How much unused space may remain.
+    pub max_unused: MaxUnused,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// What was (or would be) done.
+#[derive(Clone, Debug, Default)]
+pub struct PruneReport {
+    /// Policy decisions per group (empty when no policy was applied).
+    pub groups: Vec<GroupDecision>,
+    /// Snapshots removed (or to be removed).
+    pub removed: Vec<(SnapshotId, Snapshot)>,
+    /// The garbage-collection plan and what it did.
+    pub gc: Option<GcPlan>,
+    /// Wall-clock duration in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Removes snapshots by policy or id and, with `opts.gc`, collects garbage. The caller holds
+/// an exclusive lock.
+pub fn prune(
+    repo: &Repository,
+    lock: &LockGuard,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    let started = Instant::now();
+    let (snapshots, damaged) = repo.list_snapshots()?;
+    if let Some((id, e)) = damaged.first()
+        && opts.gc
+    {
+        return Err(Error::InvalidInput(format!(
+            "snapshot {} cannot be read ({e}); refusing to collect garbage, which would delete its data. \
+             Run `vault check`, then `vault repair snapshots --forget` or remove it with `vault forget`",
+            id.short()
+        )));
+    }
+    let mut held: BTreeMap<SnapshotId, String> = BTreeMap::new();
+    for (_, h) in repo.list_holds()? {
+        held.entry(h.snapshot)
+            .and_modify(|r| {
+                r.push_str("; ");
+                r.push_str(&h.reason);
+            })
+            .or_insert(h.reason);
+    }
+    let mut remove: BTreeMap<SnapshotId, Snapshot> = BTreeMap::new();
+    for id in &opts.forget {
+        if let Some(reason) = held.get(id) {
+            return Err(Error::InvalidInput(format!(
+                "snapshot {} is held ({reason}); release it first with `vault release`",
+                id.short()
+            )));
+        }
+        let s = snapshots
+            .iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, s)| s.clone())
+            .ok_or(Error::NoMatch {
+                what: "snapshot",
+                name: id.to_hex(),
+            })?;
+        remove.insert(*id, s);
+    }
+    let candidates: Vec<(SnapshotId, Snapshot)> = snapshots
+        .iter()
+        .filter(|(_, s)| opts.filter.matches(s))
+        .cloned()
+        .collect();
+    let mut groups = Vec::new();
+    if !opts.policy.is_empty() || opts.keep_none {
+        groups = policy::apply(&candidates, &opts.policy, opts.group_by, &held);
+        for g in &groups {
+            for id in &g.remove {
+                if let Some((_, s)) = snapshots.iter().find(|(i, _)| i == id) {
+                    remove.insert(*id, s.clone());
+                }
+            }
+        }
+    }
+    let remaining: Vec<(SnapshotId, Snapshot)> = snapshots
+        .into_iter()
+        .filter(|(id, _)| !remove.contains_key(id))
+        .collect();
+    let mut report = PruneReport {
+        groups,
+        removed: remove.into_iter().collect(),
+        ..PruneReport::default()
+    };
+    if !opts.dry_run {
+        lock.check()?;
+        for (id, _) in &report.removed {
+            match repo.delete_snapshot(id) {
+                Ok(()) => {}
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if opts.gc {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads.max(1))
+            .thread_name(|i| format!("vault-prune-{i}"))
+            .build()
+            .map_err(|e| Error::Aborted(format!("thread pool: {e}")))?;
+        let mut p = pool.install(|| plan::plan(repo, &remaining, opts.max_unused, progress))?;
+        if !opts.dry_run {
+            pool.install(|| gc::execute(repo, lock, &mut p, progress))?;
+        }
+        report.gc = Some(p);
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}

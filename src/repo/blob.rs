@@ -101,7 +101,8 @@ impl Repository {
         Ok(plain)
     }
 
-    /// Loads and verifies one blob through the index.
+    /// Loads and verifies one blob through the index. Tree blobs are served from local copies of
+    /// their packs (fetched whole on first use), see `treecache`.
     pub fn load_blob(&self, blob_type: BlobType, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.index()?.get(blob_type, id)?.ok_or(Error::NotFound {
             object: ObjectRef::Blob {
@@ -110,11 +111,53 @@ impl Repository {
                 pack: None,
             },
         })?;
+        if blob_type == BlobType::Tree
+            && let Some(cache) = self.tree_cache()
+        {
+            if let Some(sealed) = cache.read(&loc.pack, loc.offset, loc.length) {
+                match self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack)) {
+                    Ok(plain) => return Ok(plain),
+                    Err(e) => {
+                        tracing::warn!(pack = %loc.pack, error = %e, "local copy of a tree pack is damaged; fetching it again");
+                        cache.remove(&loc.pack);
+                    }
+                }
+            }
+            let bytes = self
+                .backend()
+                .read(&pack_path(&loc.pack))
+                .map_err(|e| relabel_missing(e, ObjectRef::Pack(loc.pack)))?;
+            cache.store(&loc.pack, &bytes)?;
+            let end = loc
+                .offset
+                .checked_add(loc.length)
+                .filter(|&e| e <= bytes.len() as u64);
+            let Some(end) = end else {
+                return Err(Error::corrupt(
+                    ObjectRef::Pack(loc.pack),
+                    format!(
+                        "{} bytes, but the index places a blob up to {}",
+                        bytes.len(),
+                        loc.offset + loc.length
+                    ),
+                ));
+            };
+            let sealed = bytes[loc.offset as usize..end as usize].to_vec();
+            return self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack));
+        }
         let sealed = self
             .backend()
             .read_range(&pack_path(&loc.pack), loc.offset, loc.length)
             .map_err(|e| relabel_missing(e, ObjectRef::Pack(loc.pack)))?;
         self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack))
+    }
+
+    /// Keeps a verified copy of a tree pack read for another reason (`check --verify-data`).
+    pub fn cache_tree_pack(&self, pack: &PackId, bytes: &[u8]) -> Result<()> {
+        match self.tree_cache() {
+            Some(c) => c.store(pack, bytes),
+            None => Ok(()),
+        }
     }
 
     /// Loads and decodes a tree blob.

@@ -351,3 +351,137 @@ impl CacheDb {
         })
     }
 }
+
+/// A set of blob keys kept in a private temporary RocksDB database: the "used" marks of
+/// `prune`, which must not grow RAM with the repository. Iterates in the same key order as
+/// the cache's `blobs` column family, so the two can be merge-joined.
+pub struct MarkSet {
+    db: CacheDb,
+    batch: Mutex<(WriteBatch, usize)>,
+}
+
+impl std::fmt::Debug for MarkSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MarkSet({:?})", self.db)
+    }
+}
+
+fn blob_key(t: BlobType, id: &BlobId) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = t.code();
+    key[1..].copy_from_slice(&id.0);
+    key
+}
+
+impl MarkSet {
+    /// An empty set in a temporary directory (removed on drop).
+    pub fn new() -> Result<Self> {
+        Ok(Self {
+            db: CacheDb::open_temporary(b"marks")?,
+            batch: Mutex::new((WriteBatch::default(), 0)),
+        })
+    }
+
+    /// Adds a key (buffered; visible to `contains` after [`MarkSet::flush`]).
+    pub fn insert(&self, t: BlobType, id: &BlobId) -> Result<()> {
+        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        b.0.put_cf(self.db.cf(CF_BLOBS), blob_key(t, id), []);
+        b.1 += 1;
+        if b.1 >= 50_000 {
+            let full = std::mem::take(&mut b.0);
+            b.1 = 0;
+            self.write(full)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a key and reports whether it was new (unbuffered; for visiting trees once).
+    pub fn insert_new(&self, t: BlobType, id: &BlobId) -> Result<bool> {
+        if self.contains(t, id)? {
+            return Ok(false);
+        }
+        let mut b = WriteBatch::default();
+        b.put_cf(self.db.cf(CF_BLOBS), blob_key(t, id), []);
+        self.write(b)?;
+        Ok(true)
+    }
+
+    fn write(&self, b: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .db
+            .write_opt(b, &wo)
+            .map_err(|e| db_err(&self.db.path, e))
+    }
+
+    /// Writes buffered keys.
+    pub fn flush(&self) -> Result<()> {
+        let full = {
+            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+            b.1 = 0;
+            std::mem::take(&mut b.0)
+        };
+        self.write(full)
+    }
+
+    /// Whether a key was inserted (and flushed).
+    pub fn contains(&self, t: BlobType, id: &BlobId) -> Result<bool> {
+        self.db
+            .db
+            .get_pinned_cf(self.db.cf(CF_BLOBS), blob_key(t, id))
+            .map(|v| v.is_some())
+            .map_err(|e| db_err(&self.db.path, e))
+    }
+}
+
+impl CacheDb {
+    /// Merge-joins the blob index with `marks` in key order: calls `f` for every indexed blob
+    /// with whether it is marked. Memory stays constant.
+    pub fn for_each_marked(
+        &self,
+        marks: &MarkSet,
+        mut f: impl FnMut(BlobType, BlobId, BlobLocation, bool) -> Result<()>,
+    ) -> Result<()> {
+        marks.flush()?;
+        let mut m = marks
+            .db
+            .db
+            .iterator_cf(marks.db.cf(CF_BLOBS), IteratorMode::Start);
+        let mut next_mark: Option<Box<[u8]>> = match m.next() {
+            Some(r) => Some(r.map_err(|e| db_err(&marks.db.path, e))?.0),
+            None => None,
+        };
+        self.for_each_raw(|k, t, id, loc| {
+            while let Some(mk) = &next_mark
+                && mk.as_ref() < k
+            {
+                next_mark = match m.next() {
+                    Some(r) => Some(r.map_err(|e| db_err(&marks.db.path, e))?.0),
+                    None => None,
+                };
+            }
+            let marked = next_mark.as_deref() == Some(k);
+            f(t, id, loc, marked)
+        })
+    }
+
+    fn for_each_raw(
+        &self,
+        mut f: impl FnMut(&[u8], BlobType, BlobId, BlobLocation) -> Result<()>,
+    ) -> Result<()> {
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
+            let (Some(t), Some(loc)) = (
+                k.first().and_then(|c| BlobType::from_code(*c)),
+                decode_location(&v),
+            ) else {
+                return Err(cache_err(&self.path, "undecodable blob entry"));
+            };
+            let mut id = [0u8; 32];
+            id.copy_from_slice(&k[1..33]);
+            f(&k, t, BlobId(id), loc)?;
+        }
+        Ok(())
+    }
+}

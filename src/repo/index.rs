@@ -38,6 +38,7 @@ type Overlay = HashMap<(BlobType, BlobId), BlobLocation>;
 /// Lookup service over every index object in the repository.
 pub struct BlobIndex {
     store: CacheDb,
+    rebuilt: bool,
     overlay: RwLock<Overlay>,
     overlay_packs: RwLock<HashMap<PackId, u64>>,
     damaged: Mutex<Vec<(IndexId, Error)>>,
@@ -119,7 +120,8 @@ impl BlobIndex {
         };
         let in_backend: HashSet<IndexId> = repo.list_index_ids()?.into_iter().collect();
         let mut ingested = store.ingested()?;
-        if !ingested.is_subset(&in_backend) {
+        let rebuilt = !ingested.is_subset(&in_backend);
+        if rebuilt {
             tracing::info!("index objects were replaced since the cache was built; rebuilding it");
             store = if store.is_writable() {
                 store.reset(&marker)?
@@ -132,6 +134,7 @@ impl BlobIndex {
         let bulk = missing.len() > 16;
         let index = BlobIndex {
             store,
+            rebuilt,
             overlay: RwLock::new(HashMap::new()),
             overlay_packs: RwLock::new(HashMap::new()),
             damaged: Mutex::new(Vec::new()),
@@ -186,6 +189,11 @@ impl BlobIndex {
         Ok(())
     }
 
+    /// Whether opening had to rebuild the cache because index objects were replaced.
+    pub fn was_rebuilt(&self) -> bool {
+        self.rebuilt
+    }
+
     /// Records an index object this process has just written.
     pub fn add(&self, id: IndexId, idx: &Index) -> Result<()> {
         self.insert(id, idx, false)
@@ -228,6 +236,24 @@ impl BlobIndex {
         let o = self.overlay.read().unwrap_or_else(|p| p.into_inner());
         for ((t, id), loc) in o.iter() {
             f(*t, *id, *loc)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` for every indexed blob with whether `marks` holds it (a merge-join in key
+    /// order; constant memory). Entries only in memory (read-only cache) come last.
+    pub fn for_each_marked(
+        &self,
+        marks: &super::cache::MarkSet,
+        mut f: impl FnMut(BlobType, BlobId, BlobLocation, bool) -> Result<()>,
+    ) -> Result<()> {
+        self.store.for_each_marked(marks, &mut f)?;
+        let o = self.overlay.read().unwrap_or_else(|p| p.into_inner());
+        for ((t, id), loc) in o.iter() {
+            // `get` prefers the store: an entry shadowed by it is not the location in use.
+            if self.store.get(*t, id)?.is_none() {
+                f(*t, *id, *loc, marks.contains(*t, id)?)?;
+            }
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod lock;
 pub mod packer;
 pub mod snapshots;
+mod treecache;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -217,6 +218,12 @@ impl Repository {
         crate::chunker::Chunker::new(self.inner.config.chunker, self.inner.key.gear_table())
     }
 
+    /// The local copies of tree packs, when there is a cache directory.
+    pub(crate) fn tree_cache(&self) -> Option<treecache::TreePackCache> {
+        self.cache_dir()
+            .map(|d| treecache::TreePackCache::new(d.join("trees")))
+    }
+
     /// Where this repository's local cache lives (`None`: a private temporary directory).
     pub fn cache_dir(&self) -> Option<PathBuf> {
         self.inner
@@ -242,6 +249,17 @@ impl Repository {
             return Ok(i.clone());
         }
         let idx = Arc::new(BlobIndex::open(self, self.cache_dir().as_deref())?);
+        if idx.was_rebuilt()
+            && let Some(trees) = self.tree_cache()
+        {
+            // Packs were replaced (prune, repair): drop local copies of packs that are gone.
+            let mut keep = std::collections::HashSet::new();
+            idx.for_each_pack(|id, _| {
+                keep.insert(id);
+                Ok(())
+            })?;
+            trees.retain(&keep);
+        }
         *slot = Some(idx.clone());
         Ok(idx)
     }

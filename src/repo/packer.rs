@@ -40,6 +40,8 @@ pub struct SaverOptions {
     pub index_flush_blobs: usize,
     /// …or once this much time has passed since the last one.
     pub index_flush_interval: Duration,
+    /// Skip blobs the index already knows (off when repacking: the old copy is going away).
+    pub dedup_against_index: bool,
 }
 
 impl Default for SaverOptions {
@@ -48,6 +50,7 @@ impl Default for SaverOptions {
             upload_concurrency: 2,
             index_flush_blobs: 20_000,
             index_flush_interval: Duration::from_secs(300),
+            dedup_against_index: true,
         }
     }
 }
@@ -289,6 +292,9 @@ impl BlobSaver {
         if self.shared.lock().known.contains(&(blob_type, *id)) {
             return Ok(true);
         }
+        if !self.shared.options.dedup_against_index {
+            return Ok(false);
+        }
         self.shared.repo.index()?.contains(blob_type, id)
     }
 
@@ -305,11 +311,12 @@ impl BlobSaver {
             }
             drop(s);
             // Checked outside the lock: the cache lookup may touch the disk.
-            if self
-                .shared
-                .repo
-                .index()?
-                .contains(blob.blob_type, &blob.id)?
+            if self.shared.options.dedup_against_index
+                && self
+                    .shared
+                    .repo
+                    .index()?
+                    .contains(blob.blob_type, &blob.id)?
             {
                 self.shared.lock().known.remove(&(blob.blob_type, blob.id));
                 return Ok(false);

@@ -1,0 +1,305 @@
+//! Marking used blobs and deciding, pack by pack, what to delete and what to repack.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::format::layout::Dir;
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::{ContentPart, NodeKind};
+use crate::id::{BlobId, BlobType, IndexId, PackId, SnapshotId};
+use crate::progress::{Progress, Unit};
+use crate::repo::Repository;
+use crate::repo::cache::MarkSet;
+use crate::{Error, ObjectRef, Result};
+
+/// How much unused space `prune` may leave behind.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MaxUnused {
+    /// A fraction of the repository's used size (`5%` is the default).
+    Fraction(f64),
+    /// An absolute number of bytes.
+    Bytes(u64),
+    /// Never repack partly used packs (only delete wholly unused ones).
+    Unlimited,
+}
+
+impl Default for MaxUnused {
+    fn default() -> Self {
+        MaxUnused::Fraction(0.05)
+    }
+}
+
+impl MaxUnused {
+    /// Parses `5%`, `200MiB` or `unlimited`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        if s == "unlimited" {
+            return Ok(MaxUnused::Unlimited);
+        }
+        if let Some(p) = s.strip_suffix('%') {
+            let f: f64 = p
+                .trim()
+                .parse()
+                .map_err(|_| format!("invalid --max-unused {s:?}"))?;
+            if !(0.0..=100.0).contains(&f) {
+                return Err(format!("--max-unused {s:?} must be between 0% and 100%"));
+            }
+            return Ok(MaxUnused::Fraction(f / 100.0));
+        }
+        match crate::checker::Subset::parse(s) {
+            Ok(crate::checker::Subset::Bytes(b)) => Ok(MaxUnused::Bytes(b)),
+            _ => Err(format!(
+                "invalid --max-unused {s:?} (use 5%, 200MiB or unlimited)"
+            )),
+        }
+    }
+}
+
+/// Per-pack accounting.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PackStat {
+    pub size: u64,
+    pub blob_bytes: u64,
+    pub blobs: u64,
+    pub used_bytes: u64,
+    pub used_blobs: u64,
+    pub tree: bool,
+}
+
+/// The garbage-collection plan, and afterwards what was done.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GcPlan {
+    /// Blobs reachable from the remaining snapshots.
+    pub used_blobs: u64,
+    /// Their stored bytes.
+    pub used_bytes: u64,
+    /// Stored bytes of blobs nothing references.
+    pub unused_bytes: u64,
+    /// Packs in the repository.
+    pub packs_total: u64,
+    /// Packs deleted whole (nothing in them is used).
+    pub packs_to_delete: Vec<PackId>,
+    /// Packs whose used blobs are copied into new packs, then deleted.
+    pub packs_to_repack: Vec<PackId>,
+    /// Bytes of the packs deleted whole.
+    pub bytes_deleted: u64,
+    /// Bytes of the packs repacked (before).
+    pub bytes_repacked: u64,
+    /// Bytes of used blobs copied by repacking.
+    pub bytes_copied: u64,
+    /// Unused bytes left after the plan runs.
+    pub unused_after: u64,
+    /// Index objects that the new index supersedes.
+    pub old_indexes: Vec<IndexId>,
+    /// Packs written by repacking (after execution).
+    pub packs_written: u64,
+    /// Index objects written (after execution).
+    pub indexes_written: u64,
+    /// Bytes freed (after execution: deleted + repacked − written).
+    pub bytes_freed: u64,
+    /// Stale temporary files removed (after execution).
+    pub tmp_files_removed: u64,
+    #[serde(skip)]
+    pub(crate) stats: HashMap<PackId, PackStat>,
+    #[serde(skip)]
+    pub(crate) marks: Option<std::sync::Arc<MarkSet>>,
+}
+
+/// Marks every blob reachable from `snapshots`. Fails if a used blob is not indexed: pruning a
+/// damaged repository could delete what remains of it.
+pub(crate) fn mark(
+    repo: &Repository,
+    snapshots: &[(SnapshotId, Snapshot)],
+    progress: &dyn Progress,
+) -> Result<MarkSet> {
+    let marks = MarkSet::new()?;
+    let index = repo.index()?;
+    let mut frontier: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    progress.phase("mark", None, Unit::Items);
+    while !frontier.is_empty() {
+        frontier.retain(|t| seen.insert(*t));
+        let next: Vec<Result<Vec<BlobId>>> = frontier
+            .par_iter()
+            .map(|tid| -> Result<Vec<BlobId>> {
+                marks.insert(BlobType::Tree, tid)?;
+                let tree = repo.load_tree(tid).map_err(|e| {
+                    Error::InvalidInput(format!(
+                        "tree {} of a kept snapshot cannot be read ({e}); refusing to prune a damaged repository (run `vault check`)",
+                        tid.short()
+                    ))
+                })?;
+                progress.advance(1);
+                let mut subtrees = Vec::new();
+                for node in &tree.nodes {
+                    match node.kind {
+                        NodeKind::File => {
+                            for part in &node.content {
+                                if let ContentPart::Chunk(c) = part {
+                                    if !index.contains(BlobType::Data, c)? {
+                                        return Err(Error::InvalidInput(format!(
+                                            "data blob {} used by a kept snapshot is missing; refusing to prune a damaged repository (run `vault check`)",
+                                            c.short()
+                                        )));
+                                    }
+                                    marks.insert(BlobType::Data, c)?;
+                                }
+                            }
+                        }
+                        NodeKind::Dir => subtrees.extend(node.subtree),
+                        _ => {}
+                    }
+                }
+                Ok(subtrees)
+            })
+            .collect();
+        let mut n = Vec::new();
+        for r in next {
+            n.extend(r?);
+        }
+        frontier = n;
+    }
+    marks.flush()?;
+    progress.finish_phase();
+    Ok(marks)
+}
+
+/// Builds the plan: marks, then accounts every pack and decides.
+pub(crate) fn plan(
+    repo: &Repository,
+    remaining: &[(SnapshotId, Snapshot)],
+    max_unused: MaxUnused,
+    progress: &dyn Progress,
+) -> Result<GcPlan> {
+    let marks = mark(repo, remaining, progress)?;
+    let mut stats: HashMap<PackId, PackStat> = HashMap::new();
+    for o in repo.backend().list(Dir::Data.name())? {
+        if let Some(raw) = Dir::Data.name_of(&o.path) {
+            stats.entry(PackId(raw)).or_default().size = o.size;
+        }
+    }
+    // Totals per pack, streaming the index objects one at a time.
+    let old_indexes = repo.list_index_ids()?;
+    let mut counted: HashSet<PackId> = HashSet::new();
+    for id in &old_indexes {
+        let idx = repo.read_index(id).map_err(|e| {
+            Error::InvalidInput(format!(
+                "{e}; refusing to prune with a damaged index (run `vault repair index`)"
+            ))
+        })?;
+        for p in idx.packs {
+            if !counted.insert(p.id) {
+                continue;
+            }
+            let Some(st) = stats.get_mut(&p.id) else {
+                continue; // indexed but missing: nothing to delete; check reports it
+            };
+            st.blobs = p.blobs.len() as u64;
+            st.blob_bytes = p.blobs.iter().map(|b| b.length).sum();
+            st.tree = p
+                .blobs
+                .first()
+                .is_some_and(|b| b.blob_type == BlobType::Tree);
+        }
+    }
+    // Used bytes per pack: each used blob counts in the one pack the index serves it from.
+    let mut used_blobs = 0u64;
+    let mut used_bytes = 0u64;
+    let mut missing_pack: Option<(BlobId, PackId)> = None;
+    repo.index()?.for_each_marked(&marks, |_, id, loc, used| {
+        if !used {
+            return Ok(());
+        }
+        match stats.get_mut(&loc.pack) {
+            Some(st) => {
+                st.used_bytes += loc.length;
+                st.used_blobs += 1;
+                used_blobs += 1;
+                used_bytes += loc.length;
+            }
+            None => {
+                missing_pack.get_or_insert((id, loc.pack));
+            }
+        }
+        Ok(())
+    })?;
+    if let Some((blob, pack)) = missing_pack {
+        return Err(Error::InvalidInput(format!(
+            "used blob {} is indexed in {}, which is missing; refusing to prune (run `vault check` and `vault repair index`)",
+            blob.short(),
+            ObjectRef::Pack(pack)
+        )));
+    }
+    let mut plan = GcPlan {
+        used_blobs,
+        used_bytes,
+        packs_total: stats.len() as u64,
+        old_indexes,
+        ..GcPlan::default()
+    };
+    let unused_of = |st: &PackStat| st.size.saturating_sub(st.used_bytes);
+    let mut partial: Vec<(PackId, PackStat)> = Vec::new();
+    let mut unused_total = 0u64;
+    for (id, st) in &stats {
+        if st.used_blobs == 0 {
+            plan.packs_to_delete.push(*id);
+            plan.bytes_deleted += st.size;
+        } else {
+            unused_total += unused_of(st);
+            partial.push((*id, st.clone()));
+        }
+    }
+    plan.unused_bytes = unused_total + plan.bytes_deleted;
+    let limit = match max_unused {
+        MaxUnused::Fraction(f) => (used_bytes as f64 * f) as u64,
+        MaxUnused::Bytes(b) => b,
+        MaxUnused::Unlimited => u64::MAX,
+    };
+    // Most wasteful packs first (by unused share, then by unused bytes).
+    partial.sort_by(|a, b| {
+        let ra = unused_of(&a.1) as f64 / a.1.size.max(1) as f64;
+        let rb = unused_of(&b.1) as f64 / b.1.size.max(1) as f64;
+        rb.partial_cmp(&ra)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(unused_of(&b.1).cmp(&unused_of(&a.1)))
+    });
+    let mut repack: HashSet<PackId> = HashSet::new();
+    for (id, st) in &partial {
+        if unused_total <= limit {
+            break;
+        }
+        // Only packs with real garbage in them; the header overhead alone is not garbage.
+        if st.blob_bytes > st.used_bytes {
+            repack.insert(*id);
+            unused_total -= unused_of(st);
+        }
+    }
+    // Merge packs much smaller than the target size (left by small runs), per blob type.
+    let small = (repo.config().pack_size / 4) as u64;
+    for tree in [false, true] {
+        let smalls: Vec<PackId> = partial
+            .iter()
+            .filter(|(id, st)| st.tree == tree && st.size < small && !repack.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        if smalls.len() >= 2 {
+            for id in smalls {
+                unused_total -= unused_of(&stats[&id]).min(unused_total);
+                repack.insert(id);
+            }
+        }
+    }
+    for id in &repack {
+        let st = &stats[id];
+        plan.bytes_repacked += st.size;
+        plan.bytes_copied += st.used_bytes;
+    }
+    plan.packs_to_repack = repack.into_iter().collect();
+    plan.packs_to_repack.sort();
+    plan.packs_to_delete.sort();
+    plan.unused_after = unused_total;
+    plan.stats = stats;
+    plan.marks = Some(std::sync::Arc::new(marks));
+    Ok(plan)
+}
