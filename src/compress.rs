@@ -81,6 +81,43 @@ pub fn encode_payload_into(data: &[u8], compression: Compression, out: &mut Vec<
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PayloadError(pub String);
 
+/// Decodes `method || payload` without copying stored payloads: returns a slice of `plain`
+/// (method 0) or of `scratch`, into which zstd frames are decompressed (its allocation is
+/// reused across calls). The result is exactly `raw_len` bytes.
+pub fn decode_payload_ref<'a>(
+    plain: &'a [u8],
+    raw_len: u64,
+    scratch: &'a mut Vec<u8>,
+) -> Result<&'a [u8], PayloadError> {
+    let Some((&method, payload)) = plain.split_first() else {
+        return Err(PayloadError("empty blob payload".into()));
+    };
+    match method {
+        COMPRESSION_NONE if payload.len() as u64 == raw_len => Ok(payload),
+        COMPRESSION_NONE => Err(PayloadError(format!(
+            "stored blob has {} bytes, index says {raw_len}",
+            payload.len()
+        ))),
+        COMPRESSION_ZSTD => {
+            if raw_len > crate::format::MAX_BLOB_LEN {
+                return Err(PayloadError(format!("blob length {raw_len} too large")));
+            }
+            scratch.clear();
+            scratch.reserve_exact(raw_len as usize);
+            // Decompression stops at the buffer's capacity: a frame promising more fails.
+            let n = with_decompressor(|d| d.decompress_to_buffer(payload, scratch))
+                .map_err(|e| PayloadError(format!("zstd: {e}")))?;
+            if n as u64 != raw_len {
+                return Err(PayloadError(format!(
+                    "blob decompresses to {n} bytes, index says {raw_len}"
+                )));
+            }
+            Ok(&scratch[..])
+        }
+        m => Err(PayloadError(format!("unknown compression method {m}"))),
+    }
+}
+
 /// Decodes `method || payload` into exactly `raw_len` bytes.
 pub fn decode_payload(plain: Vec<u8>, raw_len: u64) -> Result<Vec<u8>, PayloadError> {
     let Some((&method, payload)) = plain.split_first() else {

@@ -220,6 +220,23 @@ impl Cipher {
         Ok(buf)
     }
 
+    /// Opens `NONCE || CIPHERTEXT || TAG` held in a mutable slice, decrypting in place; returns
+    /// the plaintext part of the slice (no allocation, no copy).
+    pub fn open_slice<'a>(&self, aad: &[u8], buf: &'a mut [u8]) -> Result<&'a mut [u8], OpenError> {
+        if buf.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        let tag_at = buf.len() - TAG_LEN;
+        let (head, tag) = buf.split_at_mut(tag_at);
+        let tag = Tag::try_from(&*tag).map_err(|_| OpenError)?;
+        let (nonce, body) = head.split_at_mut(NONCE_LEN);
+        let nonce = XNonce::try_from(&*nonce).map_err(|_| OpenError)?;
+        self.aead
+            .decrypt_inout_detached(&nonce, aad, (&mut *body).into(), &tag)
+            .map_err(|_| OpenError)?;
+        Ok(body)
+    }
+
     /// Opens in place: on success `buf` holds the plaintext.
     pub fn open_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), OpenError> {
         if buf.len() < SEAL_OVERHEAD {

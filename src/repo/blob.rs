@@ -101,6 +101,37 @@ impl Repository {
         Ok(plain)
     }
 
+    /// Like [`Repository::open_blob`], in place: decrypts inside `sealed`, decompresses into
+    /// `scratch` (reused), verifies the id, and returns the plaintext without copying it.
+    pub fn open_blob_ref<'a>(
+        &self,
+        blob_type: BlobType,
+        id: BlobId,
+        sealed: &'a mut [u8],
+        raw_len: u64,
+        pack: Option<PackId>,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        let object = ObjectRef::Blob {
+            blob_type,
+            id,
+            pack,
+        };
+        let plain = self
+            .cipher()
+            .open_slice(&blob_aad(blob_type, &id), sealed)
+            .map_err(|_| Error::corrupt(object.clone(), "authentication failed"))?;
+        let data = crate::compress::decode_payload_ref(plain, raw_len, scratch)
+            .map_err(|e| Error::corrupt(object.clone(), e.0))?;
+        if self.hasher().blob_id(data) != id {
+            return Err(Error::corrupt(
+                object,
+                "plaintext does not hash to the blob id",
+            ));
+        }
+        Ok(data)
+    }
+
     /// Loads and verifies one blob through the index. Tree blobs are served from local copies of
     /// their packs (fetched whole on first use), see `treecache`.
     pub fn load_blob(&self, blob_type: BlobType, id: &BlobId) -> Result<Vec<u8>> {

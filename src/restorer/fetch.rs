@@ -2,9 +2,11 @@
 //!
 //! Every needed blob is located through the index and grouped by pack; within a pack, blobs
 //! close to each other are read with one ranged request (gaps up to [`MAX_GAP`] are read and
-//! dropped). Reads, decryption, decompression and verification run on all workers; plaintext
-//! is written with `pwrite` at each target offset. All-zero blobs are skipped so sparse files
-//! stay sparse.
+//! dropped). Blobs are opened in place inside the fetched buffer (decrypted, decompressed,
+//! verified) on all workers and written with `pwrite` at each target offset. Files made of at
+//! most one blob are created, written and given their metadata through a single descriptor
+//! here, in parallel. All-zero blobs are skipped (the file already has its length), so sparse
+//! files stay sparse.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
@@ -19,13 +21,14 @@ use crate::format::tree::ContentPart;
 use crate::id::{BlobId, BlobType, PackId};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::source::apply::{ApplyOptions, apply_metadata_fd};
 
 use super::walk::FileJob;
 
 /// Unneeded bytes between two needed blobs that are still read in one request.
 const MAX_GAP: u64 = 256 * 1024;
 /// Longest single ranged read.
-const MAX_SPAN: u64 = 32 << 20;
+const MAX_SPAN: u64 = 16 << 20;
 
 struct Want {
     id: BlobId,
@@ -47,6 +50,8 @@ struct Span {
 pub(super) struct ContentResult {
     /// Failed jobs (by index) and why.
     pub failed: HashMap<usize, String>,
+    /// Metadata problems of files finished here (by job index).
+    pub meta_errors: Vec<(usize, crate::Error)>,
     /// Plaintext bytes written.
     pub bytes_written: u64,
     /// Distinct packs read.
@@ -55,10 +60,33 @@ pub(super) struct ContentResult {
     pub bytes_fetched: u64,
 }
 
+/// Creates a deferred single-blob file with its content, length and metadata.
+fn finish_deferred(
+    job: &FileJob,
+    data: Option<(&[u8], u64)>,
+    apply: ApplyOptions,
+) -> std::io::Result<Vec<crate::Error>> {
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&job.out)?;
+    if let Some((d, offset)) = data
+        && d.iter().any(|&b| b != 0)
+    {
+        f.write_all_at(d, offset)?;
+    }
+    if f.metadata()?.len() != job.node.size {
+        f.set_len(job.node.size)?;
+    }
+    Ok(apply_metadata_fd(&f, &job.out, &job.node, apply))
+}
+
 /// Writes the content of every job's file.
 pub(super) fn restore_content(
     repo: &Repository,
     jobs: &[FileJob],
+    apply: ApplyOptions,
     progress: &dyn Progress,
 ) -> Result<ContentResult> {
     let index = repo.index()?;
@@ -129,6 +157,7 @@ pub(super) fn restore_content(
         spans.extend(cur);
     }
     let failed = Mutex::new(failed);
+    let meta_errors = Mutex::new(Vec::new());
     let fail = |j: usize, msg: String| {
         failed
             .lock()
@@ -138,27 +167,45 @@ pub(super) fn restore_content(
     };
     let written = AtomicU64::new(0);
     let fetched = AtomicU64::new(0);
-    spans.par_iter().for_each(|span| {
-        let bytes = match repo
-            .backend()
-            .read_range(&pack_path(&span.pack), span.start, span.len)
-        {
-            Ok(b) => b,
-            Err(e) => {
-                for w in &span.blobs {
-                    for (j, _) in &w.targets {
-                        fail(*j, format!("pack {}: {e}", span.pack));
+    spans.into_par_iter().for_each(|span| {
+        let mut bytes =
+            match repo
+                .backend()
+                .read_range(&pack_path(&span.pack), span.start, span.len)
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    for w in &span.blobs {
+                        for (j, _) in &w.targets {
+                            fail(*j, format!("pack {}: {e}", span.pack));
+                        }
                     }
+                    return;
                 }
-                return;
-            }
-        };
+            };
         fetched.fetch_add(span.len, Ordering::Relaxed);
-        span.blobs.par_iter().for_each(|w| {
-            let at = (w.offset - span.start) as usize;
-            let sealed = bytes[at..at + w.length as usize].to_vec();
-            let plain =
-                match repo.open_blob(BlobType::Data, w.id, sealed, w.raw_length, Some(span.pack)) {
+        // One mutable slice per blob (blobs do not overlap), opened in place in parallel.
+        let mut slices: Vec<(&Want, &mut [u8])> = Vec::with_capacity(span.blobs.len());
+        let mut rest: &mut [u8] = &mut bytes[..];
+        let mut pos = span.start;
+        for w in &span.blobs {
+            let (_, tail) = rest.split_at_mut((w.offset - pos) as usize);
+            let (blob, tail) = tail.split_at_mut(w.length as usize);
+            slices.push((w, blob));
+            rest = tail;
+            pos = w.offset + w.length;
+        }
+        slices
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch, (w, sealed)| {
+                let plain = match repo.open_blob_ref(
+                    BlobType::Data,
+                    w.id,
+                    sealed,
+                    w.raw_length,
+                    Some(span.pack),
+                    scratch,
+                ) {
                     Ok(p) => p,
                     Err(e) => {
                         for (j, _) in &w.targets {
@@ -167,27 +214,54 @@ pub(super) fn restore_content(
                         return;
                     }
                 };
-            if plain.iter().all(|&b| b == 0) {
-                return; // the file was created at full length: zeros are already there
-            }
-            for (j, off) in &w.targets {
-                let path = &jobs[*j].out;
-                let r = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .and_then(|f| f.write_all_at(&plain, *off));
-                match r {
-                    Ok(()) => {
-                        written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                        progress.advance(plain.len() as u64);
+                let zero = plain.iter().all(|&b| b == 0);
+                for (j, off) in &w.targets {
+                    let job = &jobs[*j];
+                    let r = if job.deferred {
+                        finish_deferred(job, Some((plain, *off)), apply).map(|errs| {
+                            let mut m = meta_errors.lock().unwrap_or_else(|p| p.into_inner());
+                            m.extend(errs.into_iter().map(|e| (*j, e)));
+                        })
+                    } else if zero {
+                        Ok(()) // created at full length: zeros are already there
+                    } else {
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&job.out)
+                            .and_then(|f| f.write_all_at(plain, *off))
+                    };
+                    match r {
+                        Ok(()) => {
+                            written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                            progress.advance(plain.len() as u64);
+                        }
+                        Err(e) => fail(*j, format!("{}: {e}", job.out.display())),
                     }
-                    Err(e) => fail(*j, format!("{}: {e}", path.display())),
                 }
+            });
+    });
+    // Deferred files with no blob at all (empty or all holes), and deferred files whose blob
+    // could not be restored (they must still exist, at their length).
+    let failed_now = failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    jobs.par_iter().enumerate().for_each(|(j, job)| {
+        let blobless = !job
+            .node
+            .content
+            .iter()
+            .any(|p| matches!(p, ContentPart::Chunk(_)));
+        if job.deferred && (blobless || failed_now.contains_key(&j)) {
+            match finish_deferred(job, None, apply) {
+                Ok(errs) => meta_errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(errs.into_iter().map(|e| (j, e))),
+                Err(e) => fail(j, format!("{}: {e}", job.out.display())),
             }
-        });
+        }
     });
     Ok(ContentResult {
         failed: failed.into_inner().unwrap_or_else(|p| p.into_inner()),
+        meta_errors: meta_errors.into_inner().unwrap_or_else(|p| p.into_inner()),
         bytes_written: written.into_inner(),
         packs_read,
         bytes_fetched: fetched.into_inner(),

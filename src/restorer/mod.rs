@@ -47,7 +47,7 @@ impl Default for RestoreOptions {
             exclude: PathMatcher::new::<&str>(&[]).expect("invariant: empty pattern set"),
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             apply: ApplyOptions::default(),
-            batch_bytes: 4 << 30,
+            batch_bytes: 1 << 30,
         }
     }
 }

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::format::tree::{Node, NodeKind, Tree};
+use rayon::prelude::*;
+
+use crate::format::tree::{ContentPart, Node, NodeKind, Tree};
 use crate::id::BlobId;
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -22,6 +24,9 @@ pub(super) struct FileJob {
     pub snap_path: String,
     /// Its node.
     pub node: Node,
+    /// Created, written and given its metadata by the fetch workers (at most one blob, no
+    /// hard link); otherwise created here at full length and finished after its content.
+    pub deferred: bool,
 }
 
 struct DirFrame {
@@ -179,8 +184,16 @@ impl<'a> Restorer<'a> {
                     self.summary.hardlinks += 1;
                     return Ok(());
                 }
-                let f = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
-                f.set_len(node.size).map_err(|e| Error::io(out, e))?;
+                let chunks = node
+                    .content
+                    .iter()
+                    .filter(|p| matches!(p, ContentPart::Chunk(_)))
+                    .count();
+                let deferred = node.nlink <= 1 && chunks <= 1;
+                if !deferred {
+                    let f = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
+                    f.set_len(node.size).map_err(|e| Error::io(out, e))?;
+                }
                 if node.nlink > 1 {
                     self.hardlinks.insert(key, out.to_path_buf());
                 }
@@ -189,8 +202,9 @@ impl<'a> Restorer<'a> {
                     out: out.to_path_buf(),
                     snap_path: sp.to_string(),
                     node: node.clone(),
+                    deferred,
                 });
-                if self.batch_bytes >= self.opts.batch_bytes || self.batch.len() >= 100_000 {
+                if self.batch_bytes >= self.opts.batch_bytes || self.batch.len() >= 20_000 {
                     self.flush()?;
                 }
                 return Ok(());
@@ -212,18 +226,32 @@ impl<'a> Restorer<'a> {
         if jobs.is_empty() {
             return Ok(());
         }
-        let res = restore_content(self.repo, &jobs, self.progress)?;
+        let res = restore_content(self.repo, &jobs, self.opts.apply, self.progress)?;
         self.summary.bytes_written += res.bytes_written;
         self.summary.packs_read += res.packs_read;
         self.summary.bytes_fetched += res.bytes_fetched;
+        for (i, e) in res.meta_errors {
+            self.error(&jobs[i].snap_path, e);
+        }
+        // Files finished by path: metadata after all their content, in parallel.
+        let errors: Vec<(usize, Error)> = jobs
+            .par_iter()
+            .enumerate()
+            .filter(|(_, job)| !job.deferred)
+            .flat_map_iter(|(i, job)| {
+                apply_metadata(&job.out, &job.node, self.opts.apply)
+                    .into_iter()
+                    .map(move |e| (i, e))
+            })
+            .collect();
+        for (i, e) in errors {
+            self.error(&jobs[i].snap_path, e);
+        }
         for (i, job) in jobs.iter().enumerate() {
             if let Some(msg) = res.failed.get(&i) {
                 self.error(&job.snap_path, msg);
             }
             self.summary.files += 1;
-            for e in apply_metadata(&job.out, &job.node, self.opts.apply) {
-                self.error(&job.snap_path, e);
-            }
         }
         Ok(())
     }

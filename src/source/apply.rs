@@ -82,6 +82,46 @@ pub fn apply_metadata(path: &Path, node: &Node, opts: ApplyOptions) -> Vec<Error
     errors
 }
 
+/// Like [`apply_metadata`] through an open file (no path lookups): for regular files the
+/// restorer has just written.
+pub fn apply_metadata_fd(
+    file: &std::fs::File,
+    path: &Path,
+    node: &Node,
+    opts: ApplyOptions,
+) -> Vec<Error> {
+    let mut errors = Vec::new();
+    if opts.owner
+        && let Err(e) = rustix::fs::fchown(
+            file,
+            Some(rustix::fs::Uid::from_raw(node.uid)),
+            Some(rustix::fs::Gid::from_raw(node.gid)),
+        )
+    {
+        errors.push(io(path, e));
+    }
+    if let Err(e) = rustix::fs::fchmod(file, Mode::from_raw_mode(node.mode)) {
+        errors.push(io(path, e));
+    }
+    if opts.xattrs {
+        use xattr::FileExt;
+        for (k, v) in &node.xattrs {
+            use std::os::unix::ffi::OsStrExt;
+            if let Err(e) = file.set_xattr(std::ffi::OsStr::from_bytes(k), v) {
+                errors.push(Error::io(path, e));
+            }
+        }
+    }
+    let times = Timestamps {
+        last_access: ts(node.atime.unwrap_or(node.mtime)),
+        last_modification: ts(node.mtime),
+    };
+    if let Err(e) = rustix::fs::futimens(file, &times) {
+        errors.push(io(path, e));
+    }
+    errors
+}
+
 /// Creates a fifo, socket or device node.
 pub fn create_special(path: &Path, node: &Node) -> Result<()> {
     let ft = match node.kind {
