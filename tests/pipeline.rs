@@ -97,6 +97,8 @@ fn sample_tree(root: &Path) -> std::path::PathBuf {
         .unwrap();
     }
     std::fs::write(src.join("text"), "text that compresses ".repeat(100_000)).unwrap();
+    // Larger than one read batch: exercises the streaming window.
+    std::fs::write(src.join("large"), pseudo_random(12_000_000, 42)).unwrap();
     src
 }
 

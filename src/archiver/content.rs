@@ -107,6 +107,12 @@ fn fill(r: &mut (dyn Read + Send), buf: &mut Vec<u8>, cap: usize) -> Result<bool
 
 /// Stores what `r` yields; `size_hint` (the expected length, when known) keeps buffers small
 /// for small files.
+///
+/// Input that fits one batch (most files) is cut and its chunks processed in parallel. Longer
+/// input streams through a sliding window: every chunk becomes a task on the pool as soon as it
+/// is cut, and the reader only waits (helping with pending tasks meanwhile) when more than
+/// [`window`] bytes are in flight. Uneven chunk sizes then never leave a core idle, and memory
+/// stays at a few batches whatever the file's size.
 fn store_reader(
     ctx: &Ctx<'_>,
     r: &mut (dyn Read + Send),
@@ -117,36 +123,116 @@ fn store_reader(
     // One byte more than expected, so that reaching the end is seen without a second read.
     let cap = size_hint.map_or(full, |h| full.min(h as usize + 1));
     let mut cur = ctx.buffers.get(cap);
-    let mut eof = fill(r, &mut cur, cap)?;
-    let mut total = 0u64;
-    loop {
-        let mut cuts = Vec::new();
-        let mut pos = 0;
-        while let Some(n) = ctx.chunker.next_cut(&cur[pos..], eof) {
-            cuts.push((pos, n));
-            pos += n;
-        }
-        total += pos as u64;
-        Counters::add(&ctx.counters.bytes_read, pos as u64);
-        ctx.progress.advance(pos as u64);
-        if eof {
-            let ids = store_chunks(ctx, &cur, &cuts);
-            ctx.buffers.put(cur);
-            push_ids(parts, ids?);
-            return Ok(total);
-        }
-        let mut next = ctx.buffers.get(cap);
-        next.extend_from_slice(&cur[pos..]);
-        let (ids, filled) = rayon::join(
-            || store_chunks(ctx, &cur, &cuts),
-            || fill(r, &mut next, cap).map(|e| (next, e)),
-        );
-        ctx.buffers.put(std::mem::take(&mut cur));
+    let eof = fill(r, &mut cur, cap)?;
+    if eof {
+        let cuts = cut(ctx, &cur, true).0;
+        let n = cur.len() as u64;
+        Counters::add(&ctx.counters.bytes_read, n);
+        ctx.progress.advance(n);
+        let ids = store_chunks(ctx, &cur, &cuts);
+        ctx.buffers.put(cur);
         push_ids(parts, ids?);
-        let (n, e) = filled?;
-        cur = n;
-        eof = e;
+        return Ok(n);
     }
+    stream(ctx, r, cur, full, parts)
+}
+
+/// Cut points of `buf`: (offset, length) pairs and the number of bytes they cover.
+fn cut(ctx: &Ctx<'_>, buf: &[u8], eof: bool) -> (Vec<(usize, usize)>, usize) {
+    let mut cuts = Vec::new();
+    let mut pos = 0;
+    while let Some(n) = ctx.chunker.next_cut(&buf[pos..], eof) {
+        cuts.push((pos, n));
+        pos += n;
+    }
+    (cuts, pos)
+}
+
+/// Bytes of chunk data allowed in flight while streaming.
+fn window(ctx: &Ctx<'_>) -> usize {
+    2 * ctx.batch
+}
+
+fn stream(
+    ctx: &Ctx<'_>,
+    r: &mut (dyn Read + Send),
+    first: Vec<u8>,
+    full: usize,
+    parts: &mut Vec<ContentPart>,
+) -> Result<u64> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    let results: Mutex<Vec<Option<Result<BlobId>>>> = Mutex::new(Vec::new());
+    let in_flight = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let done = (Mutex::new(()), Condvar::new());
+    let mut total = 0u64;
+    let outcome = rayon::in_place_scope(|s| -> Result<()> {
+        let mut cur = first;
+        let mut eof = false;
+        loop {
+            let (cuts, pos) = cut(ctx, &cur, eof);
+            total += pos as u64;
+            Counters::add(&ctx.counters.bytes_read, pos as u64);
+            ctx.progress.advance(pos as u64);
+            let mut next = if eof {
+                Vec::new()
+            } else {
+                ctx.buffers.get(full)
+            };
+            next.extend_from_slice(&cur[pos..]);
+            let batch = Arc::new(cur);
+            for (off, len) in cuts {
+                let seq = {
+                    let mut res = results.lock().unwrap_or_else(|p| p.into_inner());
+                    res.push(None);
+                    res.len() - 1
+                };
+                in_flight.fetch_add(len, Ordering::SeqCst);
+                let batch = batch.clone();
+                let (results, in_flight, failed, done) = (&results, &in_flight, &failed, &done);
+                s.spawn(move |_| {
+                    let r = store_chunk(ctx, &batch[off..off + len]);
+                    if r.is_err() {
+                        failed.store(true, Ordering::SeqCst);
+                    }
+                    results.lock().unwrap_or_else(|p| p.into_inner())[seq] = Some(r);
+                    // The last task done with a batch hands its buffer back to the pool.
+                    if let Ok(buf) = Arc::try_unwrap(batch) {
+                        ctx.buffers.put(buf);
+                    }
+                    in_flight.fetch_sub(len, Ordering::SeqCst);
+                    let _g = done.0.lock().unwrap_or_else(|p| p.into_inner());
+                    done.1.notify_all();
+                });
+            }
+            if let Ok(buf) = Arc::try_unwrap(batch) {
+                ctx.buffers.put(buf);
+            }
+            if eof || failed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            eof = fill(r, &mut next, full)?;
+            cur = next;
+            // Bound memory: help with pending work, or wait for some to finish.
+            while in_flight.load(Ordering::SeqCst) > window(ctx) {
+                if !matches!(rayon::yield_now(), Some(rayon::Yield::Executed)) {
+                    let g = done.0.lock().unwrap_or_else(|p| p.into_inner());
+                    if in_flight.load(Ordering::SeqCst) > window(ctx) {
+                        let _ = done.1.wait_timeout(g, std::time::Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+    });
+    outcome?;
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut ids = Vec::with_capacity(results.len());
+    for r in results {
+        ids.push(r.expect("invariant: the scope waited for every task")?);
+    }
+    push_ids(parts, ids);
+    Ok(total)
 }
 
 fn push_ids(parts: &mut Vec<ContentPart>, ids: Vec<BlobId>) {

@@ -76,7 +76,7 @@ fn archive_virtual(
             let path = dir.join(std::ffi::OsStr::from_bytes(name));
             let pnode = parent.and_then(|t| t.find(name));
             if child.target {
-                return archive_entry(ctx, &path, name, pnode, None);
+                return archive_entry(ctx, &path, name, pnode, None, None);
             }
             let md = match std::fs::symlink_metadata(&path) {
                 Ok(md) if md.is_dir() => md,
@@ -89,7 +89,7 @@ fn archive_virtual(
                     return Ok(None);
                 }
             };
-            let mut node = match node_from_metadata(name, &path, &md, ctx.opts.meta) {
+            let mut node = match node_from_metadata(name, &path, &md, ctx.opts.meta, pnode) {
                 Ok(n) => n,
                 Err(e) => {
                     ctx.source_error(&path, e);
@@ -138,24 +138,26 @@ fn excluded(ctx: &Ctx<'_>, path: &Path) -> bool {
 }
 
 /// Archives one entry; `Ok(None)` means left out (excluded or unreadable, already reported).
+/// `entry` (when walking a directory) gives the metadata without a path lookup.
 fn archive_entry(
     ctx: &Ctx<'_>,
     path: &Path,
     name: &[u8],
     pnode: Option<&Node>,
     dev_limit: Option<u64>,
+    entry: Option<&crate::source::DirEntry>,
 ) -> Result<Option<Node>> {
     if excluded(ctx, path) {
         return Ok(None);
     }
-    let md = match std::fs::symlink_metadata(path) {
+    let md = match entry.map_or_else(|| std::fs::symlink_metadata(path), |e| e.metadata()) {
         Ok(m) => m,
         Err(e) => {
             ctx.source_error(path, e);
             return Ok(None);
         }
     };
-    let mut node = match node_from_metadata(name, path, &md, ctx.opts.meta) {
+    let mut node = match node_from_metadata(name, path, &md, ctx.opts.meta, pnode) {
         Ok(n) => n,
         Err(e) => {
             ctx.source_error(path, e);
@@ -263,6 +265,7 @@ fn archive_dir(
                 name,
                 parent.and_then(|t| t.find(name)),
                 dev_limit,
+                Some(e),
             )
         })
         .collect::<Result<_>>()?;

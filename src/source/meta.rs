@@ -40,11 +40,14 @@ pub struct MetaOptions {
 }
 
 /// Builds a node (without content or subtree) for `path` from its `lstat` metadata.
+/// `unchanged` is the previous snapshot's node when the entry has the same kind, ctime, inode,
+/// size and mtime: its xattrs and symlink target are reused (changing either changes ctime).
 pub fn node_from_metadata(
     name: &[u8],
     path: &Path,
     md: &std::fs::Metadata,
     opts: MetaOptions,
+    unchanged: Option<&Node>,
 ) -> Result<Node> {
     let kind = kind_of(&md.file_type())
         .ok_or_else(|| Error::io(path, std::io::Error::other("unsupported file type")))?;
@@ -66,8 +69,23 @@ pub fn node_from_metadata(
         nlink: md.nlink(),
         ..Node::default()
     };
+    if kind == NodeKind::File {
+        n.size = md.len();
+    }
+    let same = unchanged.filter(|p| {
+        p.kind == kind
+            && p.ctime == n.ctime
+            && p.inode == n.inode
+            && p.mtime == n.mtime
+            && p.size == n.size
+    });
+    if let Some(p) = same {
+        n.xattrs = p.xattrs.clone();
+        n.link_target = p.link_target.clone();
+        n.rdev = p.rdev;
+        return Ok(n);
+    }
     match kind {
-        NodeKind::File => n.size = md.len(),
         NodeKind::Symlink => {
             n.link_target = std::fs::read_link(path)
                 .map_err(|e| Error::io(path, e))?

@@ -18,12 +18,20 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// One directory entry.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct DirEntry {
     /// The entry's name.
     pub name: OsString,
     /// Its full path.
     pub path: PathBuf,
+    entry: std::fs::DirEntry,
+}
+
+impl DirEntry {
+    /// `lstat` of the entry, relative to the open directory (no path lookup).
+    pub fn metadata(&self) -> std::io::Result<std::fs::Metadata> {
+        self.entry.metadata()
+    }
 }
 
 /// Lists a directory, sorted by raw name bytes (the order trees store).
@@ -36,6 +44,7 @@ pub fn read_dir_sorted(dir: &Path) -> Result<Vec<DirEntry>> {
         out.push(DirEntry {
             path: dir.join(&name),
             name,
+            entry: e,
         });
     }
     out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
