@@ -4,6 +4,7 @@ mod support;
 
 mod cli_basics;
 mod corpus;
+mod corruption;
 mod pg;
 mod pipeline;
 mod proptree;

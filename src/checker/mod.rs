@@ -12,6 +12,7 @@
 
 mod damage;
 mod packs;
+pub mod repair;
 mod structure;
 
 use std::collections::HashSet;

@@ -206,6 +206,22 @@ pub(crate) fn check_snapshots(ctx: &Ctx<'_>) -> Result<SnapshotRoots> {
                 let tree = match ctx.repo.load_tree(tid) {
                     Ok(t) => t,
                     Err(e)
+                        if e.kind() == crate::ErrorKind::NotFound
+                            && matches!(
+                                e,
+                                crate::Error::NotFound {
+                                    object: ObjectRef::Blob { .. }
+                                }
+                            ) =>
+                    {
+                        ctx.error(
+                            &object,
+                            "referenced by a snapshot but not in the index (missing)",
+                        );
+                        ctx.bad_blob(BlobType::Tree, *tid);
+                        return Ok((Vec::new(), Vec::new()));
+                    }
+                    Err(e)
                         if matches!(
                             e.kind(),
                             crate::ErrorKind::Corrupt | crate::ErrorKind::NotFound

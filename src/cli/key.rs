@@ -68,6 +68,7 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
                             "hostname": k.hostname,
                             "username": k.username,
                             "kdf": {"memory_kib": k.kdf.m_cost_kib, "iterations": k.kdf.t_cost, "lanes": k.kdf.p_cost},
+                            "damaged": k.damaged,
                         })
                     })
                     .collect();
@@ -84,7 +85,10 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
                             ),
                             k.username.clone(),
                             k.hostname.clone(),
-                            output::short_time(k.created, 0),
+                            match &k.damaged {
+                                Some(why) => format!("DAMAGED: {why}"),
+                                None => output::short_time(k.created, 0),
+                            },
                         ]
                     })
                     .collect();

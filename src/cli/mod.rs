@@ -10,6 +10,7 @@ mod key;
 mod output;
 mod progress;
 mod prune;
+mod repair;
 mod restore;
 mod snapshot;
 mod snapshots;
@@ -55,6 +56,9 @@ pub enum Command {
     Release(hold::ReleaseArgs),
     /// Verify the repository: structure, and with --verify-data every byte
     Check(check::CheckArgs),
+    /// Repair a damaged repository
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
     /// Manage passwords (key files)
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -93,6 +97,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Prune(a) => prune::run(g, a),
         Command::Hold(a) => hold::hold(g, a),
         Command::Release(a) => hold::release(g, a),
+        Command::Repair(c) => repair::run(g, c),
         Command::Key(c) => key::run(g, c),
         Command::Unlock(a) => unlock::run(g, a),
     }

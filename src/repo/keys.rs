@@ -26,6 +26,8 @@ pub struct KeyInfo {
     pub username: String,
     /// Its KDF parameters.
     pub kdf: KdfParams,
+    /// Why it cannot be used, when it is damaged (it can still be removed).
+    pub damaged: Option<String>,
 }
 
 /// Wraps `key` under `password` and writes a new key file; returns its id.
@@ -134,14 +136,28 @@ pub fn list_keys(backend: &DynBackend) -> Result<Vec<KeyInfo>> {
         };
         let id = KeyId(raw);
         let bytes = backend.read(&f.path)?;
-        let kf = decode_key_file(&bytes)
-            .map_err(|_| Error::corrupt(ObjectRef::Key(id), "key file does not decode"))?;
-        out.push(KeyInfo {
-            id,
-            created: kf.created,
-            hostname: kf.hostname,
-            username: kf.username,
-            kdf: kf.kdf,
+        let decoded = if storage_hash(&bytes) != raw {
+            Err("content does not match its name".to_string())
+        } else {
+            decode_key_file(&bytes).map_err(|e| format!("does not decode: {e:?}"))
+        };
+        out.push(match decoded {
+            Ok(kf) => KeyInfo {
+                id,
+                created: kf.created,
+                hostname: kf.hostname,
+                username: kf.username,
+                kdf: kf.kdf,
+                damaged: None,
+            },
+            Err(why) => KeyInfo {
+                id,
+                created: Timestamp::default(),
+                hostname: String::new(),
+                username: String::new(),
+                kdf: KdfParams::DEFAULT,
+                damaged: Some(why),
+            },
         });
     }
     out.sort_by_key(|k| k.created);
@@ -161,9 +177,14 @@ pub fn remove_key(
             object: ObjectRef::Key(*id),
         });
     }
-    if keys.len() == 1 {
+    if keys
+        .iter()
+        .filter(|k| k.damaged.is_none() && k.id != *id)
+        .count()
+        == 0
+    {
         return Err(Error::InvalidInput(
-            "refusing to remove the only key: the repository would become unreadable".into(),
+            "refusing to remove the last usable key: the repository would become unreadable".into(),
         ));
     }
     if id == current && !allow_current {

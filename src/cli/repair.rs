@@ -1,0 +1,100 @@
+//! `vault repair index` and `vault repair snapshots`.
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use vault::checker::repair::{repair_index, repair_snapshots};
+use vault::repo::lock::LockKind;
+
+use super::global::GlobalArgs;
+use super::output;
+
+/// Repair subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RepairCommand {
+    /// Rebuild the index from the packs (after lost or damaged index objects)
+    Index(RepairIndexArgs),
+    /// Write replacement snapshots that leave out files whose data is gone
+    Snapshots(RepairSnapshotsArgs),
+}
+
+/// Options of `vault repair index`.
+#[derive(Args, Debug)]
+pub struct RepairIndexArgs {
+    /// Also read every pack and verify every blob: damaged blobs are left out, and the intact
+    /// blobs of damaged packs are copied into new packs
+    #[arg(long)]
+    pub verify_data: bool,
+}
+
+/// Options of `vault repair snapshots`.
+#[derive(Args, Debug)]
+pub struct RepairSnapshotsArgs {
+    /// Remove the original snapshots (and unreadable ones) once their replacements are written
+    #[arg(long)]
+    pub forget: bool,
+}
+
+/// Runs a repair subcommand.
+pub fn run(g: &GlobalArgs, c: RepairCommand) -> Result<i32> {
+    let repo = g.open()?;
+    let lock = g.lock(&repo, LockKind::Exclusive)?;
+    match c {
+        RepairCommand::Index(a) => {
+            let r = repair_index(&repo, &lock, a.verify_data, &g.progress())?;
+            if g.json {
+                output::json(&serde_json::to_value(&r)?)?;
+            } else if !g.quiet {
+                for p in &r.damaged_packs {
+                    eprintln!("damaged: {}: {}", p.object, p.message);
+                }
+                for p in &r.damaged_blobs {
+                    eprintln!("damaged: {}: {}", p.object, p.message);
+                }
+                println!(
+                    "indexed {} blobs in {} of {} packs ({} blobs salvaged from damaged packs); replaced {} index objects",
+                    r.blobs_indexed,
+                    r.packs_indexed,
+                    r.packs,
+                    r.salvaged_blobs,
+                    r.old_indexes_removed
+                );
+                if !r.damaged_packs.is_empty() {
+                    println!(
+                        "damaged packs are no longer indexed; run `vault repair snapshots` for the files that needed them"
+                    );
+                }
+            }
+        }
+        RepairCommand::Snapshots(a) => {
+            let r = repair_snapshots(&repo, &lock, a.forget)?;
+            if g.json {
+                output::json(&serde_json::to_value(&r)?)?;
+            } else if !g.quiet {
+                for s in &r.repaired {
+                    let short = &s.snapshot[..8];
+                    match &s.replacement {
+                        Some(n) => println!("snapshot {short}: replaced by {}", &n[..8]),
+                        None => println!("snapshot {short}: nothing could be saved"),
+                    }
+                    for p in &s.removed {
+                        println!("  left out {}: {}", p.object, p.message);
+                    }
+                    if s.forgotten {
+                        println!("  original removed");
+                    }
+                }
+                println!(
+                    "{} of {} snapshots needed repair",
+                    r.repaired.len(),
+                    r.snapshots
+                );
+                if !a.forget && !r.repaired.is_empty() {
+                    println!(
+                        "the originals are kept; remove them with `vault repair snapshots --forget` or `vault forget`"
+                    );
+                }
+            }
+        }
+    }
+    Ok(super::exit::OK)
+}
