@@ -370,7 +370,7 @@ def report(a, results):
     lines.append(f"Data: tree of {tree_info[0]} files / {int(tree_info[1]) / 2**30:.2f} GiB copied from /usr; "
                  f"{os.path.getsize(os.path.join(a.work, 'big.bin')) / 2**30:.2f} GiB mixed file; "
                  f"pg_dumps of {os.path.getsize(os.path.join(a.work, 'dump1.sql')) / 2**20:.0f} MiB.  ")
-    lines.append("Settings: vault defaults (zstd 3, 512 KiB chunks); restic repo v2 `--compression auto`; "
+    lines.append("Settings: vault defaults (zstd 2, 512 KiB chunks); restic repo v2 `--compression auto`; "
                  "borg `repokey-blake2`, `--compression zstd,3`. Warm page cache. Restores go to a fresh tmpfs "
                  "(ext4's inode allocator, slowed by the benchmark's own deletions, otherwise dominates every tool). "
                  "Medians of the runs.")

@@ -18,7 +18,7 @@ pub struct InitArgs {
     #[arg(long)]
     pub new_password_file: Option<PathBuf>,
     /// Compression: `zstd`, `zstd:LEVEL` (-7..=22) or `none`
-    #[arg(long, default_value = "zstd:3")]
+    #[arg(long, default_value = "zstd:2")]
     pub compression: String,
     /// Target pack size
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
@@ -43,7 +43,7 @@ pub struct InitArgs {
 fn parse_compression(s: &str) -> Result<Compression> {
     Ok(match s {
         "none" | "off" => Compression::None,
-        "zstd" => Compression::Zstd(3),
+        "zstd" => Compression::Zstd(2),
         other => match other.strip_prefix("zstd:").map(str::parse::<i32>) {
             Some(Ok(level)) => Compression::Zstd(level),
             _ => bail!("unknown compression {other:?} (use zstd, zstd:LEVEL or none)"),

@@ -48,7 +48,7 @@ impl Default for InitOptions {
     fn default() -> Self {
         Self {
             chunker: DEFAULT_CHUNKER,
-            compression: Compression::Zstd(3),
+            compression: Compression::Zstd(2),
             pack_size: 16 << 20,
             kdf: KdfParams::DEFAULT,
         }
