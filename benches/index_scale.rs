@@ -84,7 +84,8 @@ fn main() {
     );
 
     let started = std::time::Instant::now();
-    let per_index = 100_000u64;
+    // As large as the largest index objects vault writes (prune and repair: 50 000 entries).
+    let per_index = 50_000u64;
     let mut made = 0u64;
     let mut seed = 0u64;
     while made < blobs {

@@ -223,6 +223,11 @@ pub fn fill_cache(db: &CacheDb, n: u64) -> Vec<BlobId> {
         made += count;
     }
     db.flush().unwrap();
+    eprintln!("level-0 files after filling: {}", db.level0_files());
+    if std::env::var_os("VAULT_BENCH_COMPACT").is_some() {
+        db.compact();
+        eprintln!("level-0 files after compaction: {}", db.level0_files());
+    }
     sample
 }
 

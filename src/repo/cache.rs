@@ -68,17 +68,26 @@ fn db_options() -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&cache);
     table.set_bloom_filter(10.0, false);
+    // Index and filter blocks live in the (bounded) block cache, partitioned so that only the
+    // small top level is pinned and the partitions a lookup needs are loaded; at high priority,
+    // so that data blocks read for present keys do not evict the filters that answer "absent"
+    // (new chunks) without touching the disk.
+    table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_metadata_block_size(4096);
     table.set_cache_index_and_filter_blocks(true);
+    table.set_cache_index_and_filter_blocks_with_high_priority(true);
+    table.set_pin_top_level_index_and_filter(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     table.set_optimize_filters_for_memory(true);
-    table.set_block_size(16 * 1024);
+    table.set_block_size(4 * 1024);
     let mut opts = Options::default();
     opts.set_block_based_table_factory(&table);
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     // Keys are random hashes and values mostly hashes too: compression would not pay.
     opts.set_compression_type(DBCompressionType::None);
-    opts.set_write_buffer_size(16 << 20);
+    opts.set_write_buffer_size(8 << 20);
     opts.set_max_write_buffer_number(2);
     opts.set_max_open_files(256);
     opts.set_keep_log_file_num(2);
@@ -248,6 +257,22 @@ impl CacheDb {
             .and_then(|_| self.db.flush_cf(self.cf(CF_PACKS)))
             .and_then(|_| self.db.flush_cf(self.cf(CF_INDEXES)))
             .map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Compacts the blob entries into sorted, non-overlapping files. After a bulk ingest (a
+    /// rebuild) lookups otherwise probe every freshly flushed level-0 file.
+    pub fn compact(&self) {
+        self.db
+            .compact_range_cf(self.cf(CF_BLOBS), None::<&[u8]>, None::<&[u8]>);
+    }
+
+    /// Number of level-0 files of the blob entries (a measure of how much compaction is due).
+    pub fn level0_files(&self) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(CF_BLOBS), "rocksdb.num-files-at-level0")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
     }
 
     /// Where a blob is stored, if the cache knows it.
