@@ -27,7 +27,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-VAULT = os.path.join(ROOT, "target", "debug", "vault")
+VAULT = os.environ.get("VAULT_BIN", os.path.join(ROOT, "target", "debug", "vault"))
 PASSWORD = "benchmark password"
 
 

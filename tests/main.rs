@@ -2,6 +2,7 @@
 
 mod support;
 
+mod backends;
 mod cli_basics;
 mod corpus;
 mod corruption;
@@ -11,4 +12,5 @@ mod proptree;
 mod prune;
 mod roundtrip;
 mod security;
+mod servers;
 mod vectors;

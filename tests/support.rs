@@ -28,6 +28,16 @@ pub struct TestRepo {
     pub repo: PathBuf,
     pub cache: PathBuf,
     pub password_file: PathBuf,
+    /// A non-local repository: its location, environment and `-o` options.
+    pub remote: Option<Remote>,
+}
+
+/// How to reach a repository on a server.
+#[derive(Clone, Debug, Default)]
+pub struct Remote {
+    pub location: String,
+    pub env: Vec<(String, String)>,
+    pub options: Vec<String>,
 }
 
 /// Init flags that keep tests fast: cheap KDF, small chunks (so modest files have many).
@@ -76,6 +86,25 @@ impl TestRepo {
             repo,
             cache,
             password_file,
+            remote: None,
+        }
+    }
+
+    /// A fresh repository at a remote location, created with [`FAST_INIT`].
+    pub fn remote(remote: Remote) -> Self {
+        let mut r = Self::uninitialised();
+        r.remote = Some(remote);
+        let mut args = vec!["init"];
+        args.extend_from_slice(FAST_INIT);
+        r.ok(&args);
+        r
+    }
+
+    /// The `--repo` value of this repository.
+    pub fn location(&self) -> String {
+        match &self.remote {
+            Some(r) => r.location.clone(),
+            None => self.repo.display().to_string(),
         }
     }
 
@@ -89,6 +118,12 @@ impl TestRepo {
     /// A `vault` command with this repository, password and cache configured.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(vault_bin());
+        // `-o` goes first: after a command's file arguments it would be taken as a file.
+        if let Some(r) = &self.remote {
+            for o in &r.options {
+                c.args(["-o", o]);
+            }
+        }
         c.args(args)
             .env("VAULT_REPOSITORY", &self.repo)
             .env("VAULT_PASSWORD_FILE", &self.password_file)
@@ -97,6 +132,12 @@ impl TestRepo {
             .env_remove("VAULT_PASSWORD_COMMAND")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        if let Some(r) = &self.remote {
+            c.env("VAULT_REPOSITORY", &r.location);
+            for (k, v) in &r.env {
+                c.env(k, v);
+            }
+        }
         c
     }
 

@@ -9,6 +9,7 @@
 
 mod buffers;
 mod content;
+pub mod copy;
 mod walk;
 
 use std::io::Read;
@@ -223,6 +224,8 @@ pub fn snapshot(
         .thread_name(|i| format!("vault-work-{i}"))
         .build()
         .map_err(|e| Error::Aborted(format!("thread pool: {e}")))?;
+    // Packs a killed earlier run uploaded but never indexed are adopted, not uploaded again.
+    let (run, _adopted) = repo.begin_run()?;
     let saver = BlobSaver::new(
         repo,
         SaverOptions {
@@ -317,6 +320,7 @@ pub fn snapshot(
     // us (our lock must still be valid) before publishing it.
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
+    run.finish();
     Ok(SnapshotOutcome {
         id,
         snapshot,

@@ -12,7 +12,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Backend, DynBackend, ObjectInfo};
+use super::{Access, Backend, DynBackend, ObjectInfo};
 use crate::{Error, Result};
 
 /// What to inject.
@@ -143,9 +143,9 @@ impl Backend for FaultBackend {
         self.mutated();
         Ok(())
     }
-    fn write_file(&self, path: &str, local: &std::path::Path) -> Result<()> {
+    fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
         self.maybe_fail("write", path, false)?;
-        self.inner.write_file(path, local)?;
+        self.inner.write_file(path, local, access)?;
         self.mutated();
         Ok(())
     }

@@ -60,7 +60,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
     /// Writes a new object from a local file (create-only, atomic). A file inside
     /// [`Backend::staging_dir`] is moved into place; any other file is copied and left alone.
-    fn write_file(&self, path: &str, local: &std::path::Path) -> Result<()> {
+    /// `access` says how the object will be read, for services with storage classes.
+    fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
+        let _ = access;
         let data = std::fs::read(local).map_err(|e| crate::Error::io(local, e))?;
         self.write(path, &data)
     }
@@ -72,6 +74,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             Err(e) => Err(e),
         }
     }
+}
+
+/// How an object is expected to be read: a hint for services with storage classes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Read by listing, browsing and planning (config, keys, indexes, snapshots, tree packs).
+    Hot,
+    /// Read only to restore or verify file content (packs of data blobs).
+    Cold,
 }
 
 /// Shared handle to a backend.

@@ -5,11 +5,13 @@
 //! OpenDAL errors are mapped to [`crate::Error`] by kind, and `is_temporary()` decides whether
 //! an error is transient (retried by [`super::retry`]).
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use opendal::{ErrorKind as OdKind, Operator};
 
-use super::{Backend, ObjectInfo};
+use super::{Access, Backend, ObjectInfo};
 use crate::{Error, Result};
 
 /// How an OpenDAL-backed repository behaves.
@@ -19,12 +21,19 @@ pub struct OpendalOptions {
     pub timeout: Option<Duration>,
     /// Per-chunk I/O timeout for reads and writes.
     pub io_timeout: Option<Duration>,
+    /// The service's writes are not atomic (SFTP, WebDAV): write below `tmp/` and rename.
+    pub atomic_rename: bool,
 }
 
 /// A [`Backend`] over an OpenDAL [`Operator`].
 pub struct OpendalBackend {
     op: Operator,
+    /// Writes of cold objects (data packs) when a storage class was asked for.
+    cold: Option<Operator>,
     rt: tokio::runtime::Runtime,
+    atomic_rename: bool,
+    /// Directories known to exist (rename mode creates parents once).
+    made_dirs: Mutex<HashSet<String>>,
     location: String,
     can_if_not_exists: bool,
     /// For the local file-system service: the repository root (objects are files below it).
@@ -46,18 +55,14 @@ impl OpendalBackend {
             .enable_all()
             .build()
             .map_err(|e| Error::io("tokio runtime", e))?;
-        let mut layer = opendal::layers::TimeoutLayer::new();
-        if let Some(t) = options.timeout {
-            layer = layer.with_timeout(t);
-        }
-        if let Some(t) = options.io_timeout {
-            layer = layer.with_io_timeout(t);
-        }
-        let op = op.layer(layer);
+        let op = with_timeouts(op, options);
         let can_if_not_exists = op.info().capability().write_with_if_not_exists;
         Ok(Self {
             op,
+            cold: None,
             rt,
+            atomic_rename: options.atomic_rename,
+            made_dirs: Mutex::new(HashSet::new()),
             location,
             can_if_not_exists,
             local_root: None,
@@ -75,6 +80,131 @@ impl OpendalBackend {
         let mut b = Self::new(op, root_s, &OpendalOptions::default())?;
         b.local_root = Some(root.to_path_buf());
         Ok(b)
+    }
+
+    /// Any OpenDAL service by scheme name and configuration; `storage_class` (if any) is the
+    /// class data packs are written with.
+    pub fn service(
+        scheme: &str,
+        config: BTreeMap<String, String>,
+        storage_class: Option<String>,
+        location: String,
+        options: &OpendalOptions,
+    ) -> Result<Self> {
+        opendal::install_default();
+        let shown = location.clone();
+        let build = |cfg: BTreeMap<String, String>| {
+            Operator::via_iter(scheme, cfg).map_err(|e| match e.kind() {
+                OdKind::Unsupported => Error::Unsupported(format!(
+                    "OpenDAL service {scheme:?} is not built into this vault"
+                )),
+                _ => Error::InvalidInput(format!("{shown}: {}", e.message())),
+            })
+        };
+        let op = build(config.clone())?;
+        let mut b = Self::new(op, location, options)?;
+        if let Some(class) = storage_class {
+            let mut cfg = config;
+            cfg.insert("default_storage_class".into(), class);
+            b.cold = Some(with_timeouts(build(cfg)?, options));
+        }
+        Ok(b)
+    }
+
+    fn op_for(&self, access: Access) -> &Operator {
+        match (access, &self.cold) {
+            (Access::Cold, Some(cold)) => cold,
+            _ => &self.op,
+        }
+    }
+
+    /// Create-only check for services that cannot refuse an overwrite themselves.
+    fn refuse_existing(&self, path: &str) -> Result<()> {
+        if (!self.can_if_not_exists || self.atomic_rename) && self.exists(path)? {
+            return Err(Error::AlreadyExists(path.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Where a write goes first: the object itself, or a temporary name for rename mode.
+    fn write_target(&self, path: &str) -> Result<String> {
+        if !self.atomic_rename {
+            return Ok(path.to_string());
+        }
+        let mut r = [0u8; 16];
+        crate::crypto::random_bytes(&mut r)?;
+        Ok(format!("tmp/{}", hex::encode(r)))
+    }
+
+    /// Checks the stored size and, in rename mode, moves the object into place.
+    fn complete_write(
+        &self,
+        path: &str,
+        written: &str,
+        reported: u64,
+        expected: u64,
+    ) -> Result<()> {
+        // Verify what the service reports back; where it reports nothing, ask.
+        let stored = if reported != 0 || expected == 0 {
+            reported
+        } else {
+            self.rt
+                .block_on(self.op.stat(written))
+                .map_err(|e| map_err("write", path, e))?
+                .content_length()
+        };
+        if stored != expected {
+            if written != path {
+                let _ = self.rt.block_on(self.op.delete(written));
+            }
+            return Err(Error::Backend {
+                op: "write",
+                path: path.to_string(),
+                message: format!("stored {stored} bytes of {expected}"),
+                transient: true,
+            });
+        }
+        if written == path {
+            return Ok(());
+        }
+        if let Some((dir, _)) = path.rsplit_once('/') {
+            let dir = format!("{dir}/");
+            let known = self
+                .made_dirs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&dir);
+            if !known {
+                self.rt
+                    .block_on(self.op.create_dir(&dir))
+                    .map_err(|e| map_err("write", path, e))?;
+                self.made_dirs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(dir);
+            }
+        }
+        let res = self.rt.block_on(self.op.rename(written, path));
+        if res.is_err() {
+            let _ = self.rt.block_on(self.op.delete(written));
+        }
+        res.map_err(|e| map_err("write", path, e))
+    }
+
+    /// Writes a whole object in one request through `op`.
+    fn write_with(&self, op: &Operator, path: &str, data: &[u8]) -> Result<()> {
+        self.refuse_existing(path)?;
+        let target = self.write_target(path)?;
+        let bytes = opendal::Buffer::from(data.to_vec());
+        let mut w = op.write_with(&target, bytes);
+        if self.can_if_not_exists && !self.atomic_rename {
+            w = w.if_not_exists(true);
+        }
+        let meta = self
+            .rt
+            .block_on(async { w.await })
+            .map_err(|e| map_err("write", path, e))?;
+        self.complete_write(path, &target, meta.content_length(), data.len() as u64)
     }
 
     /// Moves a staged file into place: fsync it, rename it (create-only), fsync the directory.
@@ -106,6 +236,18 @@ impl OpendalBackend {
             .and_then(|d| d.sync_all())
             .map_err(|e| Error::io(parent, e))
     }
+}
+
+/// Per-request timeouts: a hung connection becomes a transient error that is retried.
+fn with_timeouts(op: Operator, options: &OpendalOptions) -> Operator {
+    let mut layer = opendal::layers::TimeoutLayer::new();
+    if let Some(t) = options.timeout {
+        layer = layer.with_timeout(t);
+    }
+    if let Some(t) = options.io_timeout {
+        layer = layer.with_io_timeout(t);
+    }
+    op.layer(layer)
 }
 
 /// Maps an OpenDAL error to vault's error type.
@@ -143,24 +285,29 @@ impl Backend for OpendalBackend {
         self.local_root.as_ref().map(|r| r.join("tmp"))
     }
 
-    fn write_file(&self, path: &str, local: &std::path::Path) -> Result<()> {
+    fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
         if let Some(root) = &self.local_root
             && local.starts_with(root.join("tmp"))
         {
             return self.publish_local(root, path, local);
         }
-        if !self.can_if_not_exists && self.exists(path)? {
-            return Err(Error::AlreadyExists(path.to_string()));
+        let op = self.op_for(access);
+        if !op.info().capability().write_can_multi {
+            // One-shot services (WebDAV): one request with the whole object.
+            let data = std::fs::read(local).map_err(|e| Error::io(local, e))?;
+            return self.write_with(op, path, &data);
         }
+        self.refuse_existing(path)?;
+        let target = self.write_target(path)?;
+        let if_not_exists = self.can_if_not_exists && !self.atomic_rename;
         // Stream the file in 8 MiB parts (multipart uploads on object stores).
         let mut f = std::fs::File::open(local).map_err(|e| Error::io(local, e))?;
         let expected = f.metadata().map_err(|e| Error::io(local, e))?.len();
-        self.rt.block_on(async {
+        let reported = self.rt.block_on(async {
             use std::io::Read;
-            let mut w = self
-                .op
-                .writer_with(path)
-                .if_not_exists(self.can_if_not_exists)
+            let mut w = op
+                .writer_with(&target)
+                .if_not_exists(if_not_exists)
                 .chunk(8 << 20)
                 .await
                 .map_err(|e| map_err("write", path, e))?;
@@ -175,17 +322,9 @@ impl Backend for OpendalBackend {
                     .map_err(|e| map_err("write", path, e))?;
             }
             let meta = w.close().await.map_err(|e| map_err("write", path, e))?;
-            let reported = meta.content_length();
-            if reported != 0 && reported != expected {
-                return Err(Error::Backend {
-                    op: "write",
-                    path: path.to_string(),
-                    message: format!("stored {reported} bytes of {expected}"),
-                    transient: true,
-                });
-            }
-            Ok(())
-        })
+            Ok::<u64, Error>(meta.content_length())
+        })?;
+        self.complete_write(path, &target, reported, expected)
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
@@ -212,29 +351,7 @@ impl Backend for OpendalBackend {
     }
 
     fn write(&self, path: &str, data: &[u8]) -> Result<()> {
-        if !self.can_if_not_exists && self.exists(path)? {
-            return Err(Error::AlreadyExists(path.to_string()));
-        }
-        let bytes = opendal::Buffer::from(data.to_vec());
-        let mut w = self.op.write_with(path, bytes);
-        if self.can_if_not_exists {
-            w = w.if_not_exists(true);
-        }
-        let meta = self
-            .rt
-            .block_on(async { w.await })
-            .map_err(|e| map_err("write", path, e))?;
-        // Verify what the service reports back, where it reports anything.
-        let reported = meta.content_length();
-        if reported != 0 && reported != data.len() as u64 {
-            return Err(Error::Backend {
-                op: "write",
-                path: path.to_string(),
-                message: format!("stored {reported} bytes of {}", data.len()),
-                transient: true,
-            });
-        }
-        Ok(())
+        self.write_with(&self.op, path, data)
     }
 
     fn delete(&self, path: &str) -> Result<()> {

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::{Backend, DynBackend, ObjectInfo};
+use super::{Access, Backend, DynBackend, ObjectInfo};
 use crate::{Error, Result};
 
 /// Retry tuning.
@@ -101,8 +101,8 @@ impl Backend for RetryBackend {
     fn write(&self, path: &str, data: &[u8]) -> Result<()> {
         self.run_write("write", || self.inner.write(path, data))
     }
-    fn write_file(&self, path: &str, local: &std::path::Path) -> Result<()> {
-        self.run_write("write", || self.inner.write_file(path, local))
+    fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
+        self.run_write("write", || self.inner.write_file(path, local, access))
     }
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.staging_dir()

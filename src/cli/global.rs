@@ -16,9 +16,14 @@ use super::progress::CliProgress;
 /// Options every command accepts.
 #[derive(Args, Debug, Clone)]
 pub struct GlobalArgs {
-    /// Repository location: /path, fs:/path
+    /// Repository location: /path, s3:BUCKET/PREFIX, azblob:CONTAINER/PREFIX, gcs:BUCKET/PREFIX,
+    /// sftp:USER@HOST:/PATH, webdav:https://HOST/PATH, opendal:SCHEME
     #[arg(short = 'r', long, env = "VAULT_REPOSITORY", global = true)]
     pub repo: Option<String>,
+    /// Backend option KEY=VALUE, repeatable (e.g. -o endpoint=http://127.0.0.1:9000,
+    /// -o storage_class=STANDARD_IA)
+    #[arg(short = 'o', long = "option", value_name = "KEY=VALUE", global = true)]
+    pub options: Vec<String>,
     /// Read the password from the first line of this file
     #[arg(long, env = "VAULT_PASSWORD_FILE", global = true)]
     pub password_file: Option<PathBuf>,
@@ -55,8 +60,7 @@ impl GlobalArgs {
             .repo
             .as_deref()
             .ok_or_else(|| anyhow!("no repository given: use --repo or set VAULT_REPOSITORY"))?;
-        let loc = vault::backend::location::parse(repo)?;
-        Ok(vault::backend::location::open(&loc)?)
+        open_backend(repo, &self.options)
     }
 
     /// Open options derived from the cache flags.
@@ -74,35 +78,11 @@ impl GlobalArgs {
 
     /// The repository password, from the first source that gives one.
     pub fn password(&self) -> Result<Zeroizing<String>> {
-        if let Some(f) = &self.password_file {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading password file {}", f.display()))?;
-            return Ok(Zeroizing::new(first_line(&text)));
-        }
-        if let Some(cmd) = &self.password_command {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .stderr(std::process::Stdio::inherit())
-                .output()
-                .with_context(|| format!("running password command {cmd:?}"))?;
-            if !out.status.success() {
-                bail!("password command {cmd:?} failed ({})", out.status);
-            }
-            return Ok(Zeroizing::new(first_line(&String::from_utf8_lossy(
-                &out.stdout,
-            ))));
-        }
-        if let Ok(p) = std::env::var("VAULT_PASSWORD") {
-            return Ok(Zeroizing::new(p));
-        }
-        if std::io::stdin().is_terminal() {
-            let p = rpassword::prompt_password("repository password: ")
-                .context("reading the password from the terminal")?;
-            return Ok(Zeroizing::new(p));
-        }
-        bail!(
-            "no password given: use --password-file, --password-command, VAULT_PASSWORD or a terminal"
+        read_password(
+            self.password_file.as_ref(),
+            self.password_command.as_deref(),
+            "VAULT_PASSWORD",
+            "repository password: ",
         )
     }
 
@@ -147,6 +127,51 @@ impl GlobalArgs {
     pub fn progress(&self) -> CliProgress {
         CliProgress::new(!(self.quiet || self.json || self.no_progress))
     }
+}
+
+/// A password from a file, a command, an environment variable or the terminal, in that order.
+pub fn read_password(
+    file: Option<&PathBuf>,
+    command: Option<&str>,
+    env_name: &str,
+    prompt: &str,
+) -> Result<Zeroizing<String>> {
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading password file {}", f.display()))?;
+        return Ok(Zeroizing::new(first_line(&text)));
+    }
+    if let Some(cmd) = command {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running password command {cmd:?}"))?;
+        if !out.status.success() {
+            bail!("password command {cmd:?} failed ({})", out.status);
+        }
+        return Ok(Zeroizing::new(first_line(&String::from_utf8_lossy(
+            &out.stdout,
+        ))));
+    }
+    if let Ok(p) = std::env::var(env_name) {
+        return Ok(Zeroizing::new(p));
+    }
+    if std::io::stdin().is_terminal() {
+        let p =
+            rpassword::prompt_password(prompt).context("reading the password from the terminal")?;
+        return Ok(Zeroizing::new(p));
+    }
+    bail!("no password given: use a password file, a password command, {env_name} or a terminal")
+}
+
+/// Opens the backend at `repo` with `-o` options.
+pub fn open_backend(repo: &str, options: &[String]) -> Result<DynBackend> {
+    use vault::backend::location;
+    let loc = location::parse(repo)?;
+    let opts = location::BackendOptions::parse(options)?;
+    Ok(location::open_with(&loc, &opts)?)
 }
 
 fn first_line(s: &str) -> String {

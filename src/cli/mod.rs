@@ -3,6 +3,7 @@
 
 mod browse;
 mod check;
+mod copy;
 mod global;
 mod hold;
 mod init;
@@ -46,6 +47,8 @@ pub enum Command {
     Ls(browse::LsArgs),
     /// Write one file of a snapshot to standard output
     Dump(browse::DumpArgs),
+    /// Copy snapshots into another repository (re-chunked with its keys; already copied ones skipped)
+    Copy(copy::CopyArgs),
     /// Remove snapshots (by id or policy) without collecting garbage
     Forget(prune::ForgetArgs),
     /// Apply a retention policy and collect garbage
@@ -93,6 +96,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Ls(a) => browse::ls(g, a),
         Command::Dump(a) => browse::dump(g, a),
         Command::Check(a) => check::run(g, a),
+        Command::Copy(a) => copy::run(g, a),
         Command::Forget(a) => prune::forget(g, a),
         Command::Prune(a) => prune::run(g, a),
         Command::Hold(a) => hold::hold(g, a),

@@ -72,6 +72,9 @@ pub struct ForgetArgs {
     pub ids: Vec<String>,
     #[command(flatten)]
     pub policy: PolicyArgs,
+    /// Collect garbage afterwards, as `vault prune` does (default --max-unused)
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// Options of `vault prune`.
@@ -108,7 +111,7 @@ pub fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
         filter: a.policy.filter.filter(),
         forget: forget_ids,
         keep_none: a.policy.keep_none,
-        gc: false,
+        gc: a.prune,
         dry_run: a.policy.dry_run,
         ..PruneOptions::default()
     };

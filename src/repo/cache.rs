@@ -104,7 +104,7 @@ fn cache_err(path: &Path, reason: &str) -> Error {
     )
 }
 
-fn db_err(path: &Path, e: rocksdb::Error) -> Error {
+pub(super) fn db_err(path: &Path, e: rocksdb::Error) -> Error {
     Error::corrupt(
         ObjectRef::Path(format!("local cache {}", path.display())),
         e.to_string(),

@@ -6,11 +6,13 @@
 //! backend, and takes locks. The engines in `archiver`, `restorer`, `checker` and `pruner` use
 //! this layer and never the backend directly.
 
+pub mod adopt;
 pub mod blob;
 pub mod cache;
 pub mod index;
 pub mod keys;
 pub mod lock;
+pub mod memo;
 pub mod packer;
 pub mod snapshots;
 mod treecache;

@@ -21,6 +21,7 @@ use crossbeam_channel::{Receiver, Sender, bounded};
 
 use std::path::{Path, PathBuf};
 
+use crate::backend::Access;
 use crate::format::KIND_PACK_HEADER;
 use crate::format::index::{Index, IndexPack};
 use crate::format::layout::pack_path;
@@ -168,7 +169,15 @@ impl Shared {
 
     fn upload(&self, f: Finished) -> Result<()> {
         let id = f.id;
-        let res = self.repo.backend().write_file(&pack_path(&id), &f.path);
+        // Data packs are only read to restore or verify content: they may go to a cold class.
+        let access = match f.entries.first().map(|e| e.blob_type) {
+            Some(BlobType::Data) => Access::Cold,
+            _ => Access::Hot,
+        };
+        let res = self
+            .repo
+            .backend()
+            .write_file(&pack_path(&id), &f.path, access);
         let _ = std::fs::remove_file(&f.path);
         match res {
             Ok(()) => {}
