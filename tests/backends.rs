@@ -668,3 +668,37 @@ fn gcs_is_configured_and_fails_cleanly_without_a_server() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not known"));
 }
+
+#[test]
+fn generic_opendal_scheme_with_options() {
+    // `opendal:SCHEME` reaches any built-in OpenDAL service with nothing but -o options; the
+    // file-system service is the one that needs no server.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("generic");
+    let remote = Remote {
+        location: "opendal:fs".into(),
+        env: Vec::new(),
+        options: vec![format!("root={}", root.display())],
+    };
+    conformance(open_remote(&remote).as_ref());
+    std::fs::remove_dir_all(&root).unwrap();
+    let r = TestRepo::remote(remote);
+    let work = r.scratch("work");
+    let src = sample(&work, 21);
+    let id = r.snapshot(&[&src]);
+    assert!(root.join("config").exists());
+    restore_and_compare(&r, &id, &src);
+    r.ok(&["check", "--verify-data"]);
+    // an unknown service is a clear error
+    let out = r
+        .cmd(&["snapshots"])
+        .env("VAULT_REPOSITORY", "opendal:nosuchservice")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuchservice"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -54,7 +54,7 @@ fn program(name: &str) -> PathBuf {
         std::env::var("VAULT_TEST_TOOLS").unwrap_or_else(|_| "/opt/vault-test-tools".into());
     let candidates = [
         PathBuf::from(&tools).join("node_modules/.bin").join(name),
-        PathBuf::from(&tools).join("bin").join(name),
+        PathBuf::from(&tools).join("venv/bin").join(name),
         PathBuf::from("/usr/sbin").join(name),
     ];
     for c in candidates {
