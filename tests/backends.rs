@@ -10,11 +10,9 @@ use std::sync::{Arc, Mutex};
 use vault::backend::location::{self, BackendOptions};
 use vault::backend::memory::MemoryBackend;
 use vault::backend::{Access, Backend, DynBackend, ObjectInfo};
-use vault::format::config::ChunkerParams;
-use vault::format::key::KdfParams;
 use vault::progress::NoProgress;
 use vault::repo::lock::LockKind;
-use vault::repo::{InitOptions, OpenOptions, Repository};
+use vault::repo::{OpenOptions, Repository};
 use vault::{ErrorKind, Result};
 
 use crate::servers::Server;
@@ -216,6 +214,15 @@ fn copy(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> Output {
     c.output().unwrap()
 }
 
+/// Runs `vault --json copy`, asserts success, returns the report.
+fn copy_json(src: &TestRepo, dst: &TestRepo, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(extra);
+    let out = copy(src, dst, &args);
+    assert_success(&out, &["copy"]);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// init, snapshot, list, restore, check --verify-data, a changed snapshot, forget + prune,
 /// check again, and a copy into a repository on another backend.
 fn round_trip(remote: Remote, other: &TestRepo) {
@@ -238,13 +245,9 @@ fn round_trip(remote: Remote, other: &TestRepo) {
     r.ok(&["check", "--verify-data"]);
     restore_and_compare(&r, &second, &src);
     // copy to another backend, twice: the second run copies nothing
-    let out = copy(&r, other, &["--json"]);
-    assert_success(&out, &["copy"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = copy_json(&r, other, &[]);
     assert_eq!(report["copied"].as_array().unwrap().len(), 1);
-    let out = copy(&r, other, &["--json"]);
-    assert_success(&out, &["copy"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = copy_json(&r, other, &[]);
     assert_eq!(report["copied"].as_array().unwrap().len(), 0);
     assert_eq!(report["skipped"].as_array().unwrap().len(), 1);
     other.ok(&["check", "--verify-data"]);
@@ -334,17 +337,13 @@ fn copy_s3_to_azure_ten_snapshots_then_nothing() {
         .unwrap();
         ids.push(src_repo.snapshot(&[&src]));
     }
-    let out = copy(&src_repo, &dst_repo, &["--json"]);
-    assert_success(&out, &["copy"]);
-    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = copy_json(&src_repo, &dst_repo, &[]);
     assert_eq!(first["copied"].as_array().unwrap().len(), 10);
     // unchanged files of later snapshots were not read again: about 5 MB of distinct content
     // (10 snapshots of the tree would be over 30 MB)
     assert!(first["bytes_read"].as_u64().unwrap() < 6_000_000, "{first}");
     assert!(first["files_reused"].as_u64().unwrap() > 20, "{first}");
-    let out = copy(&src_repo, &dst_repo, &["--json"]);
-    assert_success(&out, &["copy"]);
-    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let again = copy_json(&src_repo, &dst_repo, &[]);
     assert_eq!(again["copied"].as_array().unwrap().len(), 0, "{again}");
     assert_eq!(again["skipped"].as_array().unwrap().len(), 10);
     assert_eq!(again["bytes_read"].as_u64().unwrap(), 0);
@@ -372,8 +371,7 @@ fn copy_rechunks_keeps_metadata_and_survives_prune_in_between() {
     let work = a.scratch("work");
     let src = crate::support::build_rich_tree(&work);
     let s1 = a.snapshot(&[&src]);
-    let out = copy(&a, &b, &["--json"]);
-    assert_success(&out, &["copy"]);
+    copy_json(&a, &b, &[]);
     restore_and_compare(&b, "latest", &src);
     // Different keys and chunker seeds: no pack or blob name is shared.
     let names = |r: &TestRepo| -> HashSet<String> {
@@ -390,16 +388,12 @@ fn copy_rechunks_keeps_metadata_and_survives_prune_in_between() {
     assert_eq!(b.json(&["snapshots"]).as_array().unwrap().len(), 0);
     std::fs::write(src.join("added.txt"), "new file\n").unwrap();
     let s2 = a.snapshot(&[&src]);
-    let out = copy(&a, &b, &["--json", &s2]);
-    assert_success(&out, &["copy"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = copy_json(&a, &b, &[&s2]);
     assert_eq!(report["copied"].as_array().unwrap().len(), 1);
     b.ok(&["check", "--verify-data"]);
     restore_and_compare(&b, "latest", &src);
     // The first snapshot's copy was forgotten in the target, so it is copied again on request.
-    let out = copy(&a, &b, &["--json", &s1]);
-    assert_success(&out, &["copy"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = copy_json(&a, &b, &[&s1]);
     assert_eq!(report["copied"].as_array().unwrap().len(), 1);
     // Copying into itself is refused.
     let out = a
@@ -567,24 +561,10 @@ fn listing_and_browsing_never_read_cold_packs() {
         cold: Mutex::new(HashSet::new()),
         armed: false.into(),
     });
-    let init = InitOptions {
-        chunker: ChunkerParams {
-            min_size: 16 << 10,
-            avg_size: 64 << 10,
-            max_size: 256 << 10,
-        },
-        kdf: KdfParams {
-            m_cost_kib: 64,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        pack_size: 1 << 20,
-        ..InitOptions::default()
-    };
     let open = |cache: &str| OpenOptions {
         cache_root: Some(dir.path().join(cache)),
     };
-    let repo = Repository::init(guard.clone(), b"pw", &init, open("c1")).unwrap();
+    let repo = crate::support::init_repo(guard.clone(), &dir.path().join("c1"));
     let src = sample(dir.path(), 5);
     let lock = repo.lock(LockKind::Shared, None).unwrap();
     let out = vault::archiver::snapshot(

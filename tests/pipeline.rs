@@ -10,13 +10,11 @@ use vault::archiver::{ParentChoice, SnapshotOptions, Source, snapshot};
 use vault::backend::memory::MemoryBackend;
 use vault::backend::{Backend, ObjectInfo};
 use vault::checker::{CheckOptions, Subset, check};
-use vault::format::config::ChunkerParams;
-use vault::format::key::KdfParams;
 use vault::progress::NoProgress;
 use vault::repo::lock::LockKind;
-use vault::repo::{InitOptions, OpenOptions, Repository};
+use vault::repo::{OpenOptions, Repository};
 
-use crate::support::pseudo_random;
+use crate::support::{init_repo as init, pseudo_random};
 
 /// A backend that counts whole and ranged reads per path.
 #[derive(Debug, Default)]
@@ -55,32 +53,6 @@ impl Backend for Counting {
     fn stat(&self, path: &str) -> Result<ObjectInfo> {
         self.inner.stat(path)
     }
-}
-
-fn init(backend: Arc<dyn Backend>, cache: &Path) -> Repository {
-    let init = InitOptions {
-        chunker: ChunkerParams {
-            min_size: 16 << 10,
-            avg_size: 64 << 10,
-            max_size: 256 << 10,
-        },
-        kdf: KdfParams {
-            m_cost_kib: 64,
-            t_cost: 1,
-            p_cost: 1,
-        },
-        pack_size: 1 << 20,
-        ..InitOptions::default()
-    };
-    Repository::init(
-        backend,
-        b"pw",
-        &init,
-        OpenOptions {
-            cache_root: Some(cache.to_path_buf()),
-        },
-    )
-    .unwrap()
 }
 
 fn sample_tree(root: &Path) -> std::path::PathBuf {

@@ -499,3 +499,34 @@ fn same_large_content(a: &Path, b: &Path) -> bool {
 pub fn allocated(p: &Path) -> u64 {
     std::fs::metadata(p).unwrap().blocks() * 512
 }
+
+/// A repository created through the library (not the CLI) on `backend`, with the fast test
+/// parameters of [`FAST_INIT`], password `pw` and its cache below `cache`.
+pub fn init_repo(
+    backend: std::sync::Arc<dyn vault::backend::Backend>,
+    cache: &Path,
+) -> vault::repo::Repository {
+    let init = vault::repo::InitOptions {
+        chunker: vault::format::config::ChunkerParams {
+            min_size: 16 << 10,
+            avg_size: 64 << 10,
+            max_size: 256 << 10,
+        },
+        kdf: vault::format::key::KdfParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        },
+        pack_size: 1 << 20,
+        ..vault::repo::InitOptions::default()
+    };
+    vault::repo::Repository::init(
+        backend,
+        b"pw",
+        &init,
+        vault::repo::OpenOptions {
+            cache_root: Some(cache.to_path_buf()),
+        },
+    )
+    .unwrap()
+}

@@ -94,6 +94,11 @@ pub fn copy_snapshots(
         .map(|(id, s)| (origin(id, s), *id))
         .collect();
     snapshots.sort_by_key(|(_, s)| s.time);
+    // Origins of the source snapshots at hand, to map parents without reading them again.
+    let src_origins: HashMap<SnapshotId, SnapshotId> = snapshots
+        .iter()
+        .map(|(id, s)| (*id, origin(id, s)))
+        .collect();
     let memo = Memo::open(
         dst.cache_dir()
             .map(|d| d.join(format!("copy-from-{}", src.config().repo_id.to_hex())))
@@ -155,7 +160,12 @@ pub fn copy_snapshots(
         report.bytes_stored += saved.bytes_stored;
         let parent = snap
             .parent
-            .and_then(|p| src.load_snapshot(&p).ok().map(|ps| origin(&p, &ps)))
+            .and_then(|p| {
+                src_origins
+                    .get(&p)
+                    .copied()
+                    .or_else(|| src.load_snapshot(&p).ok().map(|ps| origin(&p, &ps)))
+            })
             .and_then(|o| copied.get(&o).copied());
         let new = Snapshot {
             tree,

@@ -332,24 +332,24 @@ fn duration_option(opts: &mut BackendOptions, key: &str, default: u64) -> Result
     }
 }
 
+/// How to build the OpenDAL operator(s) for a location.
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// OpenDAL scheme name.
+    pub scheme: String,
+    /// The service's configuration (may hold secrets: never print it).
+    pub config: BTreeMap<String, String>,
+    /// Storage class for packs of data blobs.
+    pub storage_class: Option<String>,
+    /// Request behaviour.
+    pub options: OpendalOptions,
+}
+
 /// The OpenDAL scheme and configuration for a location: environment first, `-o` on top.
-/// Returns (scheme, config, storage class for data packs, request options).
-#[allow(clippy::type_complexity)]
-pub fn service_config(
-    loc: &Location,
-    mut opts: BackendOptions,
-) -> Result<(
-    String,
-    BTreeMap<String, String>,
-    Option<String>,
-    OpendalOptions,
-)> {
+pub fn service_config(loc: &Location, mut opts: BackendOptions) -> Result<ServiceConfig> {
     let storage_class = opts.take("storage_class");
-    let od = OpendalOptions {
-        timeout: Some(duration_option(&mut opts, "timeout", 60)?),
-        io_timeout: Some(duration_option(&mut opts, "io_timeout", 120)?),
-        atomic_rename: false,
-    };
+    let timeout = duration_option(&mut opts, "timeout", 60)?;
+    let io_timeout = duration_option(&mut opts, "io_timeout", 120)?;
     let mut cfg = BTreeMap::new();
     let mut put = |k: &str, v: Option<String>| {
         if let Some(v) = v {
@@ -460,20 +460,26 @@ pub fn service_config(
     for (k, v) in opts.map {
         cfg.insert(k, v);
     }
+    // Object stores publish an object only when its upload completes; others need a rename.
     let atomic_puts = matches!(
         scheme,
         "s3" | "azblob" | "gcs" | "memory" | "oss" | "cos" | "obs"
     );
-    let od = OpendalOptions {
-        atomic_rename: !atomic_puts,
-        ..od
-    };
     if storage_class.is_some() && !matches!(scheme, "s3" | "gcs") {
         return Err(Error::Unsupported(format!(
             "storage_class is supported for s3 and gcs repositories, not {scheme}"
         )));
     }
-    Ok((scheme.to_string(), cfg, storage_class, od))
+    Ok(ServiceConfig {
+        scheme: scheme.to_string(),
+        config: cfg,
+        storage_class,
+        options: OpendalOptions {
+            timeout: Some(timeout),
+            io_timeout: Some(io_timeout),
+            atomic_rename: !atomic_puts,
+        },
+    })
 }
 
 /// `Key=Value;Key=Value` (Azure connection strings).
@@ -495,13 +501,13 @@ fn open_raw(loc: &Location, options: BackendOptions) -> Result<DynBackend> {
         };
         return Ok(Arc::new(OpendalBackend::fs(&abs)?));
     }
-    let (scheme, cfg, storage_class, od) = service_config(loc, options)?;
+    let sc = service_config(loc, options)?;
     Ok(Arc::new(OpendalBackend::service(
-        &scheme,
-        cfg,
-        storage_class,
+        &sc.scheme,
+        sc.config,
+        sc.storage_class,
         loc.to_string(),
-        &od,
+        &sc.options,
     )?))
 }
 
@@ -620,7 +626,12 @@ mod tests {
         .unwrap();
         assert!(!format!("{opts:?}").contains("hunter2"));
         let loc = parse("s3:b/p").unwrap();
-        let (scheme, cfg, class, od) = service_config(&loc, opts).unwrap();
+        let ServiceConfig {
+            scheme,
+            config: cfg,
+            storage_class: class,
+            options: od,
+        } = service_config(&loc, opts).unwrap();
         assert_eq!(scheme, "s3");
         assert_eq!(cfg["endpoint"], "http://127.0.0.1:9");
         assert_eq!(cfg["bucket"], "b");
@@ -642,7 +653,12 @@ mod tests {
 
     #[test]
     fn gcs_and_sftp_configuration() {
-        let (scheme, cfg, _, od) = service_config(
+        let ServiceConfig {
+            scheme,
+            config: cfg,
+            options: od,
+            ..
+        } = service_config(
             &parse("gcs:bucket/x").unwrap(),
             BackendOptions::parse(&["credential_path=/k.json"]).unwrap(),
         )
@@ -652,7 +668,12 @@ mod tests {
         assert_eq!(cfg["root"], "/x");
         assert_eq!(cfg["credential_path"], "/k.json");
         assert!(!od.atomic_rename);
-        let (scheme, cfg, _, od) = service_config(
+        let ServiceConfig {
+            scheme,
+            config: cfg,
+            options: od,
+            ..
+        } = service_config(
             &parse("sftp://u@h:2200/srv/r").unwrap(),
             BackendOptions::default(),
         )
