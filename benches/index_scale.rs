@@ -74,7 +74,7 @@ fn main() {
         },
         ..InitOptions::default()
     };
-    let repo = Repository::init(backend, b"pw", &init, OpenOptions { cache_root: None }).unwrap();
+    let repo = Repository::init(backend, b"pw", &init, OpenOptions::default()).unwrap();
 
     // Baseline: the same snapshot in an (almost) empty repository.
     let (t0, base) = peak_rss(&repo_path, &work.path().join("cache0"), &dir);

@@ -125,6 +125,7 @@ fn new_repo(dir: &std::path::Path) -> Repository {
         &init,
         OpenOptions {
             cache_root: Some(dir.to_path_buf()),
+            ..Default::default()
         },
     )
     .unwrap()

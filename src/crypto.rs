@@ -35,10 +35,7 @@ impl std::fmt::Debug for MasterKey {
 
 /// Fills `buf` from the operating system's random generator.
 pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
-    getrandom::fill(buf).map_err(|e| Error::Io {
-        path: "getrandom".into(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    getrandom::fill(buf).map_err(|e| Error::io("getrandom", std::io::Error::other(e.to_string())))
 }
 
 impl MasterKey {

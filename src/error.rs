@@ -68,13 +68,20 @@ impl fmt::Display for ObjectRef {
 }
 
 /// Coarse classification of an [`Error`], stable across versions.
+///
+/// The kinds form one taxonomy from the backend to the CLI's exit codes and `--json` errors:
+/// only [`ErrorKind::Corrupt`] (stored bytes failed verification) and [`ErrorKind::NotFound`]
+/// (an object the repository references is absent) are damage; everything else keeps its own
+/// kind, so an outage, a full disk or a read-only mount is never reported as damage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The repository does not exist at the given location.
     NoRepository,
-    /// An object, snapshot or path was not found.
+    /// A repository object is missing (a pack, an index object, a snapshot named by id).
     NotFound,
+    /// Something the user named (a snapshot prefix, a path inside a snapshot) matched nothing.
+    NoMatch,
     /// Stored bytes failed authentication, hashing or decoding (tampering included).
     Corrupt,
     /// No key file opens with the given password.
@@ -83,6 +90,9 @@ pub enum ErrorKind {
     Locked,
     /// The storage backend failed.
     Backend,
+    /// The operating system or the storage service refused access (read-only file system,
+    /// missing permission). Never retried.
+    PermissionDenied,
     /// The object uses a format version or feature this build does not know.
     Unsupported,
     /// The caller passed something invalid.
@@ -157,14 +167,22 @@ pub enum Error {
     /// The target exists and vault refuses to overwrite it.
     #[error("{0} already exists")]
     AlreadyExists(String),
-    /// Local I/O failed on `path`.
-    #[error("{}: {source}", path.display())]
+    /// Local I/O failed on `path`. The OS error is part of the message, not a separate
+    /// source, so that printing the error chain never repeats it.
+    #[error("{}: {}", path.display(), io_message(error))]
     Io {
         /// The local path.
         path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
+    },
+    /// Access was refused (read-only file system, permissions) on a local path or object.
+    #[error("{what}: permission denied ({reason})")]
+    PermissionDenied {
+        /// The path or object.
+        what: String,
+        /// The OS's or service's reason.
+        reason: String,
     },
     /// Cancelled, or a child process failed.
     #[error("aborted: {0}")]
@@ -176,7 +194,8 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NoRepository { .. } => ErrorKind::NoRepository,
-            Error::NotFound { .. } | Error::NoMatch { .. } => ErrorKind::NotFound,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::NoMatch { .. } => ErrorKind::NoMatch,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::WrongPassword => ErrorKind::WrongPassword,
             Error::Locked { .. } => ErrorKind::Locked,
@@ -185,6 +204,7 @@ impl Error {
             Error::InvalidInput(_) => ErrorKind::InvalidInput,
             Error::AlreadyExists(_) => ErrorKind::AlreadyExists,
             Error::Io { .. } => ErrorKind::Io,
+            Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
             Error::Aborted(_) => ErrorKind::Aborted,
         }
     }
@@ -208,11 +228,38 @@ impl Error {
         }
     }
 
-    /// Shorthand for an [`Error::Io`].
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
+    /// Shorthand for a local I/O failure on `path`. Permission errors (EACCES, EPERM, EROFS)
+    /// become [`Error::PermissionDenied`], so that they are never retried or taken for damage.
+    pub fn io(path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        let path = path.into();
+        if is_permission_error(&error) {
+            return Error::PermissionDenied {
+                what: path.display().to_string(),
+                reason: io_message(&error),
+            };
+        }
+        Error::Io { path, error }
+    }
+
+    /// Whether the error means stored bytes are damaged or a referenced object is missing.
+    /// The one place that decides what counts as damage.
+    pub fn is_damage(&self) -> bool {
+        self.kind().is_damage()
+    }
+
+    /// The object the error concerns, when it names one.
+    pub fn object(&self) -> Option<&ObjectRef> {
+        match self {
+            Error::NotFound { object } | Error::Corrupt { object, .. } => Some(object),
+            _ => None,
+        }
+    }
+
+    /// The underlying OS error of a local I/O failure.
+    pub fn io_error(&self) -> Option<&std::io::Error> {
+        match self {
+            Error::Io { error, .. } => Some(error),
+            _ => None,
         }
     }
 
@@ -222,6 +269,50 @@ impl Error {
             Error::Corrupt { reason, .. } => Error::Corrupt { object, reason },
             other => other,
         }
+    }
+}
+
+impl ErrorKind {
+    /// Whether this kind means damage (see the type's documentation).
+    pub fn is_damage(self) -> bool {
+        matches!(self, ErrorKind::Corrupt | ErrorKind::NotFound)
+    }
+
+    /// Stable snake_case name, used in `--json` error objects.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::NoRepository => "no_repository",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::NoMatch => "no_match",
+            ErrorKind::Corrupt => "damaged",
+            ErrorKind::WrongPassword => "wrong_password",
+            ErrorKind::Locked => "locked",
+            ErrorKind::Backend => "backend",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Io => "io",
+            ErrorKind::Aborted => "aborted",
+        }
+    }
+}
+
+/// Whether an OS error is a refusal (permissions, read-only file system) rather than a failure.
+pub fn is_permission_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::PermissionDenied
+        || matches!(
+            e.raw_os_error(),
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS)
+        )
+}
+
+/// An OS error's text without the "(os error N)" suffix that std appends.
+pub fn io_message(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.rfind(" (os error ") {
+        Some(i) if s.ends_with(')') => s[..i].to_string(),
+        _ => s,
     }
 }
 

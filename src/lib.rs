@@ -25,6 +25,7 @@ pub mod format;
 pub mod id;
 pub mod progress;
 pub mod pruner;
+pub mod quote;
 pub mod repo;
 pub mod restorer;
 pub mod source;

@@ -2,34 +2,47 @@
 
 mod cli;
 
-use clap::Parser;
+use std::io::IsTerminal;
 
 fn main() {
-    let cli = cli::Cli::parse();
-    let level = if cli.global.quiet {
+    cli::raise_fd_limit();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let json = cli::wants_json(&args);
+    let cli = match <cli::Cli as clap::Parser>::try_parse_from(&args) {
+        Ok(c) => c,
+        // Unknown options, missing values, bad numbers: a usage error (exit 2) before anything
+        // is touched; with --json also as a JSON error object on stdout.
+        Err(e) => std::process::exit(cli::usage_error(e, json)),
+    };
+    init_logging(&cli.global);
+    let code = match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) if cli::is_broken_pipe(&e) => cli::exit::OK,
+        Err(e) => cli::report_error(&e, json),
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(g: &cli::GlobalArgs) {
+    let level = if g.quiet {
         "error"
     } else {
-        match cli.global.verbose {
-            0 => "warn",
-            1 => "info",
+        match g.verbose {
+            0 | 1 => "warn",
+            2 => "info",
             _ => "debug",
         }
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("vault={level}")));
+    // Colour only on a terminal, and never when NO_COLOR is set: logs written into a pipe or a
+    // file must not carry escape codes.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .without_time()
         .init();
-    let code = match cli::run(cli) {
-        Ok(code) => code,
-        Err(e) if cli::is_broken_pipe(&e) => cli::exit::OK,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            cli::exit_code(&e)
-        }
-    };
-    std::process::exit(code);
 }

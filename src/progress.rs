@@ -16,6 +16,23 @@ pub trait Progress: Send + Sync {
     fn warn(&self, _message: &str) {}
     /// The current phase ended.
     fn finish_phase(&self) {}
+    /// Whether [`Progress::entry`] is wanted (building paths costs; it is skipped otherwise).
+    fn wants_entries(&self) -> bool {
+        false
+    }
+    /// A file was found new, changed or unchanged (snapshot), for displays that list files.
+    fn entry(&self, _status: EntryStatus, _path: &std::path::Path) {}
+}
+
+/// What happened to a file in a snapshot, compared with the parent snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryStatus {
+    /// Not in the parent snapshot.
+    New,
+    /// In the parent, with other content or metadata.
+    Changed,
+    /// As in the parent.
+    Unchanged,
 }
 
 /// What a phase counts.

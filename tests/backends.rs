@@ -49,8 +49,9 @@ fn conformance(b: &dyn Backend) {
     assert_eq!(b.read_range("index/aa", 10, 20).unwrap(), &small[10..30]);
     assert_eq!(b.read_range("index/aa", 990, 10).unwrap(), &small[990..]);
     assert!(
-        b.read_range("index/aa", 995, 10).is_err(),
-        "short ranged read"
+        b.read_range("index/aa", 995, 10)
+            .is_err_and(|e| e.kind() == vault::ErrorKind::Corrupt),
+        "short ranged read is damage"
     );
     assert_eq!(b.stat("index/aa").unwrap().size, 1000);
     // overwrite refusal
@@ -144,7 +145,12 @@ fn open_remote(remote: &Remote) -> DynBackend {
         opts.push(format!("{key}={v}"));
     }
     let loc = location::parse(&remote.location).unwrap();
-    let b = location::open_with(&loc, &BackendOptions::parse(&opts).unwrap()).unwrap();
+    let b = location::open_with(
+        &loc,
+        &BackendOptions::parse(&opts).unwrap(),
+        &location::OpenSettings::default(),
+    )
+    .unwrap();
     b.create().unwrap();
     b
 }
@@ -153,8 +159,17 @@ fn open_remote(remote: &Remote) -> DynBackend {
 fn conformance_memory_and_local_directory() {
     conformance(&MemoryBackend::new());
     let dir = tempfile::tempdir().unwrap();
-    let b = location::open(&location::parse(dir.path().join("repo").to_str().unwrap()).unwrap())
-        .unwrap();
+    let loc = location::parse(dir.path().join("repo").to_str().unwrap()).unwrap();
+    // Nothing is created at a location without a repository…
+    let e = location::open(&loc).unwrap_err();
+    assert_eq!(e.kind(), vault::ErrorKind::NoRepository);
+    assert!(!dir.path().join("repo").exists());
+    // …except by init.
+    let settings = location::OpenSettings {
+        create: true,
+        ..Default::default()
+    };
+    let b = location::open_with(&loc, &BackendOptions::default(), &settings).unwrap();
     b.create().unwrap();
     conformance(b.as_ref());
 }
@@ -563,6 +578,7 @@ fn listing_and_browsing_never_read_cold_packs() {
     });
     let open = |cache: &str| OpenOptions {
         cache_root: Some(dir.path().join(cache)),
+        ..Default::default()
     };
     let repo = crate::support::init_repo(guard.clone(), &dir.path().join("c1"));
     let src = sample(dir.path(), 5);

@@ -331,7 +331,7 @@ fn locked_repository_exits_11() {
     let repo = vault::repo::Repository::open(
         backend,
         b"correct horse battery staple",
-        vault::repo::OpenOptions { cache_root: None },
+        vault::repo::OpenOptions::default(),
     )
     .unwrap();
     let guard = repo
@@ -409,6 +409,7 @@ fn concurrent_processes_share_the_cache() {
         b"correct horse battery staple",
         vault::repo::OpenOptions {
             cache_root: Some(r.cache.clone()),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -533,9 +534,11 @@ fn explicit_parent_is_used_for_change_detection() {
     ]);
     assert_eq!(v["summary"]["files_unmodified"], 10);
     assert_eq!(v["parent"], first.as_str());
-    // --force reads everything even with a parent.
+    // --force reads everything even with a parent; files that turn out identical are
+    // reported unmodified, not changed.
     let v = r.json(&["snapshot", "--host", "one", "--force", d.to_str().unwrap()]);
-    assert_eq!(v["summary"]["files_unmodified"], 0);
+    assert_eq!(v["summary"]["files_unmodified"], 10);
+    assert_eq!(v["summary"]["files_changed"], 0);
     assert_eq!(v["summary"]["bytes_read"], 100_000);
 }
 

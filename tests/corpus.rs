@@ -51,7 +51,7 @@ fn seeds_are_accepted_by_their_decoder() {
             "index" => index::decode_index(d).is_ok(),
             "tree" => tree::decode_tree(d).is_ok(),
             "snapshot" => snapshot::decode_snapshot(d).is_ok(),
-            "lock" => lock::decode_lock(d).is_ok(),
+            "lock" => lock::decode_lock(d, 1).is_ok() || lock::decode_lock(d, 2).is_ok(),
             "hold" => hold::decode_hold(d).is_ok(),
             _ => false,
         }

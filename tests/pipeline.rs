@@ -146,6 +146,7 @@ fn verify_data_reads_every_pack_exactly_once_and_subsets_partition_them() {
             b"pw",
             OpenOptions {
                 cache_root: Some(dir.path().join(name)),
+                ..Default::default()
             },
         )
         .unwrap()

@@ -539,8 +539,9 @@ fn snapshot_concurrent_with_prune_completes_or_fails_cleanly() {
 
 #[test]
 fn locks_stale_unlock_and_wait() {
-    use vault::format::lock::{Lock, encode_lock};
+    use vault::format::lock::{Lock, LockOwner, encode_lock};
     use vault::format::time::Timestamp;
+    use vault::repo::process::ProcessIdentity;
     let r = TestRepo::new();
     let backend = vault::backend::location::open(
         &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
@@ -549,7 +550,7 @@ fn locks_stale_unlock_and_wait() {
     let repo = vault::repo::Repository::open(
         backend,
         b"correct horse battery staple",
-        vault::repo::OpenOptions { cache_root: None },
+        vault::repo::OpenOptions::default(),
     )
     .unwrap();
     // A lock not refreshed for an hour, from another host: stale, ignored, removed by unlock.
@@ -562,6 +563,11 @@ fn locks_stale_unlock_and_wait() {
         uid: 0,
         created: Timestamp::new(now.secs - 7200, 0),
         refreshed: Timestamp::new(now.secs - 3600, 0),
+        owner: Some(LockOwner {
+            boot_id: "0123456789abcdef0123456789abcdef".into(),
+            pid_ns: 1,
+            start_ticks: 1,
+        }),
     };
     repo.write_object(
         vault::format::layout::Dir::Locks,
@@ -573,11 +579,17 @@ fn locks_stale_unlock_and_wait() {
     let mut dead_child = std::process::Command::new("true").spawn().unwrap();
     let dead_pid = dead_child.id();
     dead_child.wait().unwrap();
+    let me = ProcessIdentity::current();
     let dead = Lock {
         hostname: vault::source::owner::hostname(),
         pid: dead_pid,
         created: now,
         refreshed: now,
+        owner: Some(LockOwner {
+            boot_id: me.boot_id.clone(),
+            pid_ns: me.pid_ns,
+            start_ticks: me.start_ticks,
+        }),
         ..stale.clone()
     };
     repo.write_object(

@@ -526,6 +526,7 @@ pub fn init_repo(
         &init,
         vault::repo::OpenOptions {
             cache_root: Some(cache.to_path_buf()),
+            ..Default::default()
         },
     )
     .unwrap()

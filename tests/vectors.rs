@@ -464,6 +464,11 @@ fn fuzz_seeds() {
         uid: 0,
         created: Timestamp::new(1, 2),
         refreshed: Timestamp::new(3, 4),
+        owner: Some(vault::format::lock::LockOwner {
+            boot_id: "c3d0016a8a58456e97d804dc7f32a95c".into(),
+            pid_ns: 4026531836,
+            start_ticks: 39344,
+        }),
     };
     let hold = Hold {
         snapshot: SnapshotId([0xab; 32]),

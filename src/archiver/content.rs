@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -18,19 +18,6 @@ use crate::source::extents::extents;
 use crate::{Error, Result};
 
 use super::{Counters, Ctx};
-
-/// Opens a file for reading without updating its access time where permitted.
-fn open_noatime(path: &Path) -> std::io::Result<File> {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-    {
-        Ok(f) => Ok(f),
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => File::open(path),
-        Err(e) => Err(e),
-    }
-}
 
 /// Reads one region of a file through `pread`.
 struct RangeReader<'f> {
@@ -51,28 +38,32 @@ impl Read for RangeReader<'_> {
     }
 }
 
-/// Stores a file's content; returns its parts and the number of bytes it had.
-pub(super) fn store_file(ctx: &Ctx<'_>, path: &Path) -> Result<(Vec<ContentPart>, u64)> {
-    let file = open_noatime(path).map_err(|e| Error::io(path, e))?;
+/// Stores the content of an open file (`path` names it in errors); returns its parts and the
+/// number of bytes it had.
+pub(super) fn store_file(
+    ctx: &Ctx<'_>,
+    file: &File,
+    path: &Path,
+) -> Result<(Vec<ContentPart>, u64)> {
     let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
     let mut parts = Vec::new();
     let mut total = 0u64;
     if ctx.opts.mmap && size >= 4 * ctx.batch as u64 {
-        return store_mapped(ctx, path, &file, size);
+        return store_mapped(ctx, path, file, size);
     }
-    for ext in extents(&file, size) {
+    for ext in extents(file, size) {
         if ext.hole {
             parts.push(ContentPart::Hole(ext.len));
             total += ext.len;
             continue;
         }
         let mut r = RangeReader {
-            file: &file,
+            file,
             pos: ext.offset,
             end: ext.offset + ext.len,
         };
         let n = store_reader(ctx, &mut r, Some(ext.len), &mut parts).map_err(|e| match e {
-            Error::Io { source, .. } => Error::io(path, source),
+            Error::Io { error, .. } => Error::io(path, error),
             other => other,
         })?;
         total += n;

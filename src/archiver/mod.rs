@@ -47,8 +47,8 @@ pub enum Source {
     Paths(Vec<PathBuf>),
     /// A stream stored as one file called `name` (stdin or a command's stdout).
     Stream {
-        /// The file name in the snapshot.
-        name: String,
+        /// The file name in the snapshot (raw bytes).
+        name: Vec<u8>,
         /// The bytes.
         reader: Box<dyn Read + Send>,
     },
@@ -58,7 +58,9 @@ impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Source::Paths(p) => write!(f, "Paths({p:?})"),
-            Source::Stream { name, .. } => write!(f, "Stream({name})"),
+            Source::Stream { name, .. } => {
+                write!(f, "Stream({})", crate::quote::quote_bytes(name))
+            }
         }
     }
 }
@@ -167,16 +169,33 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// Reports a file's status to a progress display that lists files (`-v`).
+    fn entry(&self, status: crate::progress::EntryStatus, path: &std::path::Path) {
+        if self.progress.wants_entries() {
+            self.progress.entry(status, path);
+        }
+    }
+
     fn source_error(&self, path: &std::path::Path, e: impl std::fmt::Display) {
-        let msg = format!("{}: {e}", path.display());
+        // The error usually names the path already; do not say it twice.
+        let text = e.to_string();
+        let shown = path.display().to_string();
+        let msg = if text.starts_with(&shown) {
+            text.clone()
+        } else {
+            format!("{shown}: {text}")
+        };
         tracing::debug!("{msg}");
         self.progress.warn(&msg);
         self.errors
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(SourceError {
-                path: path.display().to_string(),
-                error: e.to_string(),
+                path: crate::quote::quote_path(path),
+                error: text
+                    .strip_prefix(&shown)
+                    .map(|r| r.trim_start_matches(": ").to_string())
+                    .unwrap_or(text),
             });
     }
 }
@@ -260,15 +279,12 @@ pub fn snapshot(
             raw.sort();
             raw.dedup();
             let parent = find_parent(repo, &opts.parent, &host, &raw)?;
-            let parent_tree = match &parent {
-                Some((_, s)) => Some(repo.load_tree(&s.tree)?),
-                None => None,
-            };
+            let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
             let tree = pool.install(|| walk::archive_paths(&ctx, &abs, parent_tree))?;
             (raw, parent.map(|p| p.0), tree)
         }
         Source::Stream { name, reader } => {
-            let raw = vec![name.clone().into_bytes()];
+            let raw = vec![name.clone()];
             let parent = find_parent(repo, &opts.parent, &host, &raw)?;
             let tree = pool.install(|| walk::archive_stream(&ctx, &name, reader))?;
             (raw, parent.map(|p| p.0), tree)

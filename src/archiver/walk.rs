@@ -1,25 +1,38 @@
-//! The tree walk: sources → nodes → tree blobs, bottom-up, in parallel over directory entries.
+//! The tree walk: sources → nodes → tree blobs, bottom-up, in parallel, without recursion.
+//!
+//! Every directory is a task on the pool; a task lists its directory through the parent's
+//! open descriptor (`openat`/`fstatat`, so path length does not matter), finishes the entries
+//! it can at once (unchanged files, symlinks, special files) and spawns a task per changed
+//! file and per subdirectory. A directory's [`DirState`] counts its unfinished entries; the
+//! task that finishes the last one saves the directory's tree and hands its node to the
+//! parent, and so on upwards in a loop. No task waits for another, so neither the call stack
+//! nor the number of threads grows with the depth of the tree (depth 10 000 is tested), and
+//! descriptors are held only while a directory still has entries to open.
 
 use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use rayon::prelude::*;
+use rustix::fs::FileType;
 
 use crate::format::time::Timestamp;
 use crate::format::tree::{ContentPart, Node, NodeKind, Tree, encode_tree};
 use crate::id::{BlobId, BlobType};
-use crate::source::meta::node_from_metadata;
+use crate::progress::EntryStatus;
+use crate::source::dir::{DirHandle, Stat};
+use crate::source::meta::node_from_stat;
 use crate::{Error, Result};
 
 use super::{Counters, Ctx};
 
 /// The absolute source paths as a tree of path components; `target` marks the paths given.
-#[derive(Default, Debug)]
+#[derive(Default, Debug, Clone)]
 struct PathNode {
-    children: BTreeMap<Vec<u8>, PathNode>,
+    children: BTreeMap<Vec<u8>, Arc<PathNode>>,
     target: bool,
 }
 
@@ -30,84 +43,134 @@ impl PathNode {
             if node.target {
                 return; // an ancestor is already backed up whole
             }
-            node = node
-                .children
-                .entry(c.as_os_str().as_bytes().to_vec())
-                .or_default();
+            node = Arc::make_mut(
+                node.children
+                    .entry(c.as_os_str().as_bytes().to_vec())
+                    .or_default(),
+            );
         }
         node.target = true;
         node.children.clear();
     }
 }
 
+/// A directory whose tree is being assembled.
+struct DirState {
+    /// The directory's own node (`None` for the root).
+    node: Mutex<Option<Node>>,
+    /// The parent snapshot's tree id for this directory, for the dirs counters.
+    previous: Option<Option<BlobId>>,
+    /// An intermediate directory on the way to a source path: left out when nothing in it
+    /// could be read.
+    intermediate: bool,
+    /// One slot per entry, in name order; `None` = left out.
+    slots: Mutex<Vec<Option<Node>>>,
+    /// Entries not finished yet, plus one while the directory's own task still runs.
+    pending: AtomicUsize,
+    /// Where the finished node goes.
+    up: Option<(Arc<DirState>, usize)>,
+}
+
+/// Shared state of one walk.
+struct Walk {
+    failed: AtomicBool,
+    error: Mutex<Option<Error>>,
+    root: Mutex<Option<BlobId>>,
+}
+
+impl Walk {
+    fn fail(&self, e: Error) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+
+    fn aborted(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// How a directory task reaches its directory.
+enum Origin {
+    /// An absolute path (the root, `/`).
+    Absolute(PathBuf),
+    /// The entry `name` of an open directory.
+    Child(Arc<DirHandle>, OsString),
+}
+
+/// What a directory task lists.
+enum Listing {
+    /// Every entry of the directory.
+    All,
+    /// Only the given children (an intermediate directory of the source paths).
+    Only(Arc<PathNode>),
+}
+
+struct DirTask {
+    origin: Origin,
+    path: PathBuf,
+    /// This directory's node, built from its `lstat` by the parent (`None` for the root).
+    node: Option<Node>,
+    /// The parent snapshot's node for this directory.
+    previous: Option<Node>,
+    listing: Listing,
+    dev_limit: Option<u64>,
+    up: Option<(Arc<DirState>, usize)>,
+}
+
+struct FileTask {
+    dir: Arc<DirHandle>,
+    name: OsString,
+    path: PathBuf,
+    node: Node,
+    previous: Option<Node>,
+    up: (Arc<DirState>, usize),
+}
+
 /// Archives the given absolute paths under a root tree that mirrors their full paths.
 pub(super) fn archive_paths(
     ctx: &Ctx<'_>,
     paths: &[PathBuf],
-    parent: Option<Tree>,
+    parent: Option<BlobId>,
 ) -> Result<BlobId> {
     let mut root = PathNode::default();
     for p in paths {
         root.insert(p);
     }
-    if root.target {
-        return archive_dir(ctx, Path::new("/"), parent.as_ref(), None);
+    let previous = parent.map(|id| Node {
+        name: b"/".to_vec(),
+        kind: NodeKind::Dir,
+        subtree: Some(id),
+        ..Node::default()
+    });
+    let walk = Walk {
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+        root: Mutex::new(None),
+    };
+    let task = DirTask {
+        origin: Origin::Absolute(PathBuf::from("/")),
+        path: PathBuf::from("/"),
+        node: None,
+        previous,
+        listing: if root.target {
+            Listing::All
+        } else {
+            Listing::Only(Arc::new(root))
+        },
+        dev_limit: None,
+        up: None,
+    };
+    rayon::scope(|s| run_dir(ctx, s, &walk, task));
+    if let Some(e) = walk.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
     }
-    let tree = archive_virtual(ctx, Path::new("/"), &root, parent.as_ref())?;
-    if tree.nodes.is_empty() && !paths.is_empty() {
-        return Err(Error::InvalidInput(
-            "none of the paths to back up could be read".into(),
-        ));
-    }
-    save_tree(ctx, &tree)
-}
-
-/// An intermediate directory: only the children on the way to a target are included.
-fn archive_virtual(
-    ctx: &Ctx<'_>,
-    dir: &Path,
-    pn: &PathNode,
-    parent: Option<&Tree>,
-) -> Result<Tree> {
-    let children: Vec<(&Vec<u8>, &PathNode)> = pn.children.iter().collect();
-    let nodes: Vec<Option<Node>> = children
-        .par_iter()
-        .map(|(name, child)| -> Result<Option<Node>> {
-            let path = dir.join(std::ffi::OsStr::from_bytes(name));
-            let pnode = parent.and_then(|t| t.find(name));
-            if child.target {
-                return archive_entry(ctx, &path, name, pnode, None, None);
-            }
-            let md = match std::fs::symlink_metadata(&path) {
-                Ok(md) if md.is_dir() => md,
-                Ok(_) => {
-                    ctx.source_error(&path, "is not a directory");
-                    return Ok(None);
-                }
-                Err(e) => {
-                    ctx.source_error(&path, e);
-                    return Ok(None);
-                }
-            };
-            let mut node = match node_from_metadata(name, &path, &md, ctx.opts.meta, pnode) {
-                Ok(n) => n,
-                Err(e) => {
-                    ctx.source_error(&path, e);
-                    return Ok(None);
-                }
-            };
-            let ptree = load_subtree(ctx, pnode)?;
-            let sub = archive_virtual(ctx, &path, child, ptree.as_ref())?;
-            if sub.nodes.is_empty() {
-                return Ok(None);
-            }
-            node.subtree = Some(save_tree(ctx, &sub)?);
-            Ok(Some(node))
-        })
-        .collect::<Result<_>>()?;
-    Ok(Tree {
-        nodes: nodes.into_iter().flatten().collect(),
-    })
+    walk.root
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .ok_or_else(|| Error::InvalidInput("none of the paths to back up could be read".into()))
 }
 
 fn load_subtree(ctx: &Ctx<'_>, pnode: Option<&Node>) -> Result<Option<Tree>> {
@@ -115,12 +178,7 @@ fn load_subtree(ctx: &Ctx<'_>, pnode: Option<&Node>) -> Result<Option<Tree>> {
         Some(n) if n.kind == NodeKind::Dir => match n.subtree {
             Some(id) => match ctx.repo.load_tree(&id) {
                 Ok(t) => Ok(Some(t)),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        crate::ErrorKind::NotFound | crate::ErrorKind::Corrupt
-                    ) =>
-                {
+                Err(e) if e.is_damage() => {
                     // A damaged parent only costs re-reading; it must not stop a backup.
                     tracing::warn!(error = %e, "parent tree unreadable; reading files again");
                     Ok(None)
@@ -137,92 +195,346 @@ fn excluded(ctx: &Ctx<'_>, path: &Path) -> bool {
     ctx.opts.excludes.matches(path) || ctx.opts.skip.iter().any(|s| s == path)
 }
 
-/// Archives one entry; `Ok(None)` means left out (excluded or unreadable, already reported).
-/// `entry` (when walking a directory) gives the metadata without a path lookup.
-fn archive_entry(
-    ctx: &Ctx<'_>,
-    path: &Path,
-    name: &[u8],
-    pnode: Option<&Node>,
-    dev_limit: Option<u64>,
-    entry: Option<&crate::source::DirEntry>,
-) -> Result<Option<Node>> {
-    if excluded(ctx, path) {
-        return Ok(None);
+/// Source problems (unreadable, vanished, refused) leave the entry out; anything else is a
+/// repository or program error and stops the run.
+fn is_source_error(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        crate::ErrorKind::Io | crate::ErrorKind::PermissionDenied
+    )
+}
+
+/// Records a finished entry; the task that finishes a directory's last entry completes it.
+fn fill(ctx: &Ctx<'_>, walk: &Walk, up: &(Arc<DirState>, usize), node: Option<Node>) {
+    if node.is_some() {
+        up.0.slots.lock().unwrap_or_else(|p| p.into_inner())[up.1] = node;
     }
-    let md = match entry.map_or_else(|| std::fs::symlink_metadata(path), |e| e.metadata()) {
-        Ok(m) => m,
+    if up.0.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        complete(ctx, walk, up.0.clone());
+    }
+}
+
+/// Saves a finished directory's tree and passes its node up, for as many levels as finish.
+fn complete(ctx: &Ctx<'_>, walk: &Walk, mut state: Arc<DirState>) {
+    loop {
+        let nodes: Vec<Node> =
+            std::mem::take(&mut *state.slots.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .flatten()
+                .collect();
+        let empty = nodes.is_empty();
+        let node = if walk.aborted() || (state.intermediate && empty) {
+            None
+        } else {
+            match save_tree(ctx, &Tree { nodes }) {
+                Ok(id) => match &state.up {
+                    None => {
+                        *walk.root.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+                        None
+                    }
+                    Some(_) => {
+                        let mut n = state
+                            .node
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .take()
+                            .expect("invariant: a directory with a parent has a node");
+                        n.subtree = Some(id);
+                        let counter = match state.previous {
+                            None => &ctx.counters.dirs_new,
+                            Some(p) if p == Some(id) => &ctx.counters.dirs_unmodified,
+                            Some(_) => &ctx.counters.dirs_changed,
+                        };
+                        if !state.intermediate {
+                            Counters::add(counter, 1);
+                        }
+                        Some(n)
+                    }
+                },
+                Err(e) => {
+                    walk.fail(e);
+                    None
+                }
+            }
+        };
+        let Some((parent, slot)) = &state.up else {
+            return;
+        };
+        if node.is_some() {
+            parent.slots.lock().unwrap_or_else(|p| p.into_inner())[*slot] = node;
+        }
+        if parent.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        state = parent.clone();
+    }
+}
+
+fn run_dir<'s>(ctx: &'s Ctx<'_>, s: &rayon::Scope<'s>, walk: &'s Walk, task: DirTask) {
+    if walk.aborted() {
+        if let Some(up) = &task.up {
+            fill(ctx, walk, up, None);
+        }
+        return;
+    }
+    let DirTask {
+        origin,
+        path,
+        node,
+        previous,
+        listing,
+        dev_limit,
+        up,
+    } = task;
+    let opened = match &origin {
+        Origin::Absolute(p) => DirHandle::open(p),
+        Origin::Child(parent, name) => parent.open_dir(name),
+    };
+    drop(origin); // the parent's descriptor is not needed any more
+    let intermediate = matches!(listing, Listing::Only(_));
+    let mut names: Vec<(OsString, Option<Arc<PathNode>>)> = Vec::new();
+    let handle = match opened {
+        Ok(h) => {
+            match &listing {
+                Listing::All => match h.entries() {
+                    Ok(e) => names = e.into_iter().map(|n| (n, None)).collect(),
+                    Err(e) => ctx.source_error(&path, Error::io(&path, e)),
+                },
+                Listing::Only(pn) => {
+                    names = pn
+                        .children
+                        .iter()
+                        .map(|(k, c)| (OsStr::from_bytes(k).to_owned(), Some(c.clone())))
+                        .collect();
+                }
+            }
+            Some(Arc::new(h))
+        }
         Err(e) => {
-            ctx.source_error(path, e);
-            return Ok(None);
+            ctx.source_error(&path, Error::io(&path, e));
+            None
         }
     };
-    let mut node = match node_from_metadata(name, path, &md, ctx.opts.meta, pnode) {
+    let ptree = match load_subtree(ctx, previous.as_ref()) {
+        Ok(t) => t,
+        Err(e) => {
+            walk.fail(e);
+            None
+        }
+    };
+    let state = Arc::new(DirState {
+        node: Mutex::new(node),
+        previous: previous.as_ref().map(|p| p.subtree),
+        intermediate,
+        slots: Mutex::new(vec![None; names.len()]),
+        pending: AtomicUsize::new(names.len() + 1),
+        up,
+    });
+    let mut done_now: Vec<(usize, Option<Node>)> = Vec::new();
+    if let Some(handle) = &handle {
+        for (i, (name, pn)) in names.into_iter().enumerate() {
+            if walk.aborted() {
+                done_now.push((i, None));
+                continue;
+            }
+            let entry_path = path.join(&name);
+            let prev = ptree
+                .as_ref()
+                .and_then(|t| t.find(name.as_bytes()))
+                .cloned();
+            // A child that is itself on the way to a source path (not one of them) is walked
+            // as an intermediate directory.
+            let virtual_child = pn.filter(|c| !c.target);
+            let slot = (state.clone(), i);
+            match entry(
+                ctx,
+                handle,
+                &name,
+                &entry_path,
+                prev,
+                dev_limit,
+                virtual_child,
+                slot,
+            ) {
+                Entry::Done(node) => done_now.push((i, node)),
+                Entry::Dir(t) => s.spawn(move |s| run_dir(ctx, s, walk, t)),
+                Entry::File(t) => s.spawn(move |_| run_file(ctx, walk, t)),
+            }
+        }
+    }
+    {
+        let mut slots = state.slots.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, n) in &mut done_now {
+            slots[*i] = n.take();
+        }
+    }
+    let n = done_now.len() + 1;
+    if state.pending.fetch_sub(n, Ordering::AcqRel) == n {
+        complete(ctx, walk, state);
+    }
+}
+
+/// What became of one directory entry.
+enum Entry {
+    /// Finished (or left out) at once.
+    Done(Option<Node>),
+    /// A subdirectory to walk.
+    Dir(DirTask),
+    /// A file to read.
+    File(FileTask),
+}
+
+/// Looks at one entry of an open directory.
+#[allow(clippy::too_many_arguments)]
+fn entry(
+    ctx: &Ctx<'_>,
+    dir: &Arc<DirHandle>,
+    name: &OsStr,
+    path: &Path,
+    previous: Option<Node>,
+    dev_limit: Option<u64>,
+    intermediate: Option<Arc<PathNode>>,
+    up: (Arc<DirState>, usize),
+) -> Entry {
+    if intermediate.is_none() && excluded(ctx, path) {
+        return Entry::Done(None);
+    }
+    let st: Stat = match dir.stat(name) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.source_error(path, Error::io(path, e));
+            return Entry::Done(None);
+        }
+    };
+    if intermediate.is_some() && st.file_type != FileType::Directory {
+        ctx.source_error(path, "is not a directory");
+        return Entry::Done(None);
+    }
+    let mut node = match node_from_stat(dir, name, path, &st, ctx.opts.meta, previous.as_ref()) {
         Ok(n) => n,
         Err(e) => {
             ctx.source_error(path, e);
-            return Ok(None);
+            return Entry::Done(None);
         }
     };
-    let pnode = pnode.filter(|p| p.kind == node.kind);
+    let previous = previous.filter(|p| p.kind == node.kind);
     match node.kind {
-        NodeKind::File => {
-            Counters::add(&ctx.counters.total_files, 1);
-            if let Some(p) = pnode
-                && !ctx.opts.force
-                && unchanged(p, &node)
-                && all_indexed(ctx, &p.content)?
-            {
-                node.content = p.content.clone();
-                Counters::add(&ctx.counters.files_unmodified, 1);
-                Counters::add(&ctx.counters.total_bytes, node.size);
-                ctx.progress.item_done(node.size);
-                return Ok(Some(node));
-            }
-            match super::content::store_file(ctx, path) {
-                Ok((content, size)) => {
-                    node.content = content;
-                    node.size = size;
-                }
-                Err(e) if e.kind() == crate::ErrorKind::Io => {
-                    ctx.source_error(path, e);
-                    return Ok(None);
-                }
-                Err(e) => return Err(e),
-            }
-            Counters::add(&ctx.counters.total_bytes, node.size);
-            let counter = if pnode.is_some() {
-                &ctx.counters.files_changed
-            } else {
-                &ctx.counters.files_new
-            };
-            Counters::add(counter, 1);
-            ctx.progress.item_done(node.size);
-        }
         NodeKind::Dir => {
             let limit = match dev_limit {
                 Some(d) => Some(d),
-                None if ctx.opts.one_file_system => Some(md.dev()),
+                None if ctx.opts.one_file_system && intermediate.is_none() => Some(st.dev),
                 None => None,
             };
-            let id = if limit.is_some_and(|d| d != md.dev()) {
+            if intermediate.is_none() && limit.is_some_and(|d| d != st.dev) {
                 // A mount point under --one-file-system: keep the directory, not its content.
-                save_tree(ctx, &Tree::default())?
-            } else {
-                let ptree = load_subtree(ctx, pnode)?;
-                archive_dir(ctx, path, ptree.as_ref(), limit)?
-            };
-            let counter = match pnode {
-                None => &ctx.counters.dirs_new,
-                Some(p) if p.subtree == Some(id) => &ctx.counters.dirs_unmodified,
-                Some(_) => &ctx.counters.dirs_changed,
+                return match save_tree(ctx, &Tree::default()) {
+                    Ok(id) => {
+                        node.subtree = Some(id);
+                        Entry::Done(Some(node))
+                    }
+                    Err(e) => {
+                        ctx.source_error(path, e);
+                        Entry::Done(None)
+                    }
+                };
+            }
+            Entry::Dir(DirTask {
+                origin: Origin::Child(dir.clone(), name.to_owned()),
+                path: path.to_path_buf(),
+                node: Some(node),
+                previous,
+                listing: match intermediate {
+                    Some(pn) => Listing::Only(pn),
+                    None => Listing::All,
+                },
+                dev_limit: limit,
+                up: Some(up),
+            })
+        }
+        NodeKind::File => {
+            Counters::add(&ctx.counters.total_files, 1);
+            if let Some(p) = &previous
+                && !ctx.opts.force
+                && unchanged(p, &node)
+            {
+                match all_indexed(ctx, &p.content) {
+                    Ok(true) => {
+                        node.content = p.content.clone();
+                        Counters::add(&ctx.counters.files_unmodified, 1);
+                        Counters::add(&ctx.counters.total_bytes, node.size);
+                        ctx.progress.item_done(node.size);
+                        ctx.entry(EntryStatus::Unchanged, path);
+                        return Entry::Done(Some(node));
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        ctx.source_error(path, e);
+                        return Entry::Done(None);
+                    }
+                }
+            }
+            Entry::File(FileTask {
+                dir: dir.clone(),
+                name: name.to_owned(),
+                path: path.to_path_buf(),
+                node,
+                previous,
+                up,
+            })
+        }
+        _ => {
+            Counters::add(&ctx.counters.other, 1);
+            Entry::Done(Some(node))
+        }
+    }
+}
+
+fn run_file(ctx: &Ctx<'_>, walk: &Walk, t: FileTask) {
+    if walk.aborted() {
+        fill(ctx, walk, &t.up, None);
+        return;
+    }
+    let FileTask {
+        dir,
+        name,
+        path,
+        mut node,
+        previous,
+        up,
+    } = t;
+    let opened = dir.open_file(&name);
+    drop(dir);
+    let stored = opened
+        .map_err(|e| Error::io(&path, e))
+        .and_then(|f| super::content::store_file(ctx, &f, &path));
+    let result = match stored {
+        Ok((content, size)) => {
+            node.content = content;
+            node.size = size;
+            Counters::add(&ctx.counters.total_bytes, node.size);
+            // Read again (--force, or metadata changed) but identical: not a change.
+            let (counter, status) = match &previous {
+                Some(p) if unchanged(p, &node) && p.content == node.content => {
+                    (&ctx.counters.files_unmodified, EntryStatus::Unchanged)
+                }
+                Some(_) => (&ctx.counters.files_changed, EntryStatus::Changed),
+                None => (&ctx.counters.files_new, EntryStatus::New),
             };
             Counters::add(counter, 1);
-            node.subtree = Some(id);
+            ctx.progress.item_done(node.size);
+            ctx.entry(status, &path);
+            Some(node)
         }
-        _ => Counters::add(&ctx.counters.other, 1),
-    }
-    Ok(Some(node))
+        Err(e) if is_source_error(&e) => {
+            ctx.source_error(&path, e);
+            None
+        }
+        Err(e) => {
+            walk.fail(e);
+            None
+        }
+    };
+    fill(ctx, walk, &up, result);
 }
 
 /// Whether a file looks unchanged since the parent snapshot (content may be reused).
@@ -242,41 +554,6 @@ fn all_indexed(ctx: &Ctx<'_>, content: &[ContentPart]) -> Result<bool> {
     Ok(true)
 }
 
-fn archive_dir(
-    ctx: &Ctx<'_>,
-    path: &Path,
-    parent: Option<&Tree>,
-    dev_limit: Option<u64>,
-) -> Result<BlobId> {
-    let entries = match crate::source::read_dir_sorted(path) {
-        Ok(e) => e,
-        Err(e) => {
-            ctx.source_error(path, e);
-            Vec::new()
-        }
-    };
-    let nodes: Vec<Option<Node>> = entries
-        .par_iter()
-        .map(|e| {
-            let name = e.name.as_bytes();
-            archive_entry(
-                ctx,
-                &e.path,
-                name,
-                parent.and_then(|t| t.find(name)),
-                dev_limit,
-                Some(e),
-            )
-        })
-        .collect::<Result<_>>()?;
-    save_tree(
-        ctx,
-        &Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        },
-    )
-}
-
 /// Stores a tree blob (unless already stored) and returns its id.
 pub(super) fn save_tree(ctx: &Ctx<'_>, tree: &Tree) -> Result<BlobId> {
     let bytes = encode_tree(tree);
@@ -291,23 +568,24 @@ pub(super) fn save_tree(ctx: &Ctx<'_>, tree: &Tree) -> Result<BlobId> {
 /// Archives a stream as a single file named `name` in the root tree.
 pub(super) fn archive_stream(
     ctx: &Ctx<'_>,
-    name: &str,
+    name: &[u8],
     mut reader: Box<dyn Read + Send>,
 ) -> Result<BlobId> {
-    if !Node::valid_name(name.as_bytes()) {
+    if !Node::valid_name(name) {
         return Err(Error::InvalidInput(format!(
-            "invalid stdin file name {name:?}"
+            "invalid stdin file name {}",
+            crate::quote::quote_bytes(name)
         )));
     }
     let (content, size) = super::content::store_stream(ctx, &mut reader).map_err(|e| match e {
-        Error::Io { source, .. } => Error::Aborted(source.to_string()),
+        Error::Io { error, .. } => Error::Aborted(crate::error::io_message(&error)),
         other => other,
     })?;
     let now = Timestamp::now();
     let uid = rustix::process::getuid().as_raw();
     let gid = rustix::process::getgid().as_raw();
     let node = Node {
-        name: name.as_bytes().to_vec(),
+        name: name.to_vec(),
         kind: NodeKind::File,
         mode: 0o600,
         uid,

@@ -294,33 +294,93 @@ impl BackendOptions {
     }
 }
 
-/// Opens the backend for a location, with retries of transient failures and, when
-/// `VAULT_FAULTS` is set (tests only), fault injection beneath the retries.
+/// Environment variables a location may read credentials and endpoints from. The library
+/// never reads the process environment itself: the caller (the CLI) captures these names and
+/// passes them in an [`Environment`].
+pub const ENV_VARS: &[&str] = &[
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ENDPOINT",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "STORAGE_EMULATOR_HOST",
+    "VAULT_SFTP_KEY",
+    "VAULT_WEBDAV_USERNAME",
+    "VAULT_WEBDAV_PASSWORD",
+    "VAULT_WEBDAV_TOKEN",
+];
+
+/// Values of the [`ENV_VARS`] the caller chose to pass (empty values count as unset).
+#[derive(Clone, Default)]
+pub struct Environment {
+    vars: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Values may be secrets.
+        f.debug_list().entries(self.vars.keys()).finish()
+    }
+}
+
+impl Environment {
+    /// An environment from name/value pairs.
+    pub fn from_pairs<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .filter(|(_, v)| !v.is_empty())
+                .collect(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+}
+
+/// How to open a backend beyond its location and options.
+#[derive(Clone, Debug, Default)]
+pub struct OpenSettings {
+    /// Credentials and endpoints from the environment.
+    pub env: Environment,
+    /// Retry tuning.
+    pub retry: super::retry::RetryOptions,
+    /// Create a local repository directory if it does not exist (only `init` does).
+    pub create: bool,
+    /// Fault injection beneath the retries (test builds only).
+    #[cfg(feature = "fault-injection")]
+    pub faults: Option<super::fault::FaultOptions>,
+}
+
+/// Opens the backend for a location, with retries of transient failures.
 pub fn open(loc: &Location) -> Result<DynBackend> {
-    open_with(loc, &BackendOptions::default())
+    open_with(loc, &BackendOptions::default(), &OpenSettings::default())
 }
 
-/// [`open`] with `-o` options.
-pub fn open_with(loc: &Location, options: &BackendOptions) -> Result<DynBackend> {
-    let mut b = open_raw(loc, options.clone())?;
-    if let Ok(spec) = std::env::var("VAULT_FAULTS")
-        && !spec.is_empty()
-    {
-        let opts = super::fault::FaultOptions::parse(&spec)?;
-        b = Arc::new(super::fault::FaultBackend::new(b, opts));
+/// [`open`] with `-o` options and settings.
+pub fn open_with(
+    loc: &Location,
+    options: &BackendOptions,
+    settings: &OpenSettings,
+) -> Result<DynBackend> {
+    #[allow(unused_mut)]
+    let mut b = open_raw(loc, options.clone(), settings)?;
+    #[cfg(feature = "fault-injection")]
+    if let Some(f) = &settings.faults {
+        b = Arc::new(super::fault::FaultBackend::new(b, f.clone()));
     }
-    let mut retry = super::retry::RetryOptions::default();
-    if let Some(ms) = std::env::var("VAULT_RETRY_BASE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        retry.base = std::time::Duration::from_millis(ms);
-    }
-    Ok(Arc::new(super::retry::RetryBackend::new(b, retry)))
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    Ok(Arc::new(super::retry::RetryBackend::new(b, settings.retry)))
 }
 
 fn duration_option(opts: &mut BackendOptions, key: &str, default: u64) -> Result<Duration> {
@@ -346,7 +406,13 @@ pub struct ServiceConfig {
 }
 
 /// The OpenDAL scheme and configuration for a location: environment first, `-o` on top.
-pub fn service_config(loc: &Location, mut opts: BackendOptions) -> Result<ServiceConfig> {
+/// Options the service does not know are refused (a typo must not be silently ignored).
+pub fn service_config(
+    loc: &Location,
+    mut opts: BackendOptions,
+    environment: &Environment,
+) -> Result<ServiceConfig> {
+    let env = |name: &str| environment.get(name);
     let storage_class = opts.take("storage_class");
     let timeout = duration_option(&mut opts, "timeout", 60)?;
     let io_timeout = duration_option(&mut opts, "io_timeout", 120)?;
@@ -358,6 +424,11 @@ pub fn service_config(loc: &Location, mut opts: BackendOptions) -> Result<Servic
     };
     let scheme = match loc {
         Location::Fs(_) => {
+            if let Some(k) = opts.map.keys().next() {
+                return Err(Error::InvalidInput(format!(
+                    "backend option {k:?} is not known for local repositories"
+                )));
+            }
             return Err(Error::InvalidInput(
                 "local repositories are opened directly".into(),
             ));
@@ -457,6 +528,15 @@ pub fn service_config(loc: &Location, mut opts: BackendOptions) -> Result<Servic
         }
         Location::Opendal { scheme } => scheme.as_str(),
     };
+    if let Some(known) = super::service_keys::known_keys(scheme) {
+        if let Some(k) = opts.map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(Error::InvalidInput(format!(
+                "backend option {k:?} is not known to the {scheme} service (known: {}, and vault's \
+                 own storage_class, timeout, io_timeout)",
+                known.join(", ")
+            )));
+        }
+    }
     for (k, v) in opts.map {
         cfg.insert(k, v);
     }
@@ -490,8 +570,17 @@ fn parse_connection_string(s: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn open_raw(loc: &Location, options: BackendOptions) -> Result<DynBackend> {
+fn open_raw(
+    loc: &Location,
+    options: BackendOptions,
+    settings: &OpenSettings,
+) -> Result<DynBackend> {
     if let Location::Fs(p) = loc {
+        if let Some(k) = options.map.keys().next() {
+            return Err(Error::InvalidInput(format!(
+                "backend option {k:?} is not known for local repositories"
+            )));
+        }
         let abs = if p.is_absolute() {
             p.clone()
         } else {
@@ -499,9 +588,9 @@ fn open_raw(loc: &Location, options: BackendOptions) -> Result<DynBackend> {
                 .map_err(|e| Error::io(".", e))?
                 .join(p)
         };
-        return Ok(Arc::new(OpendalBackend::fs(&abs)?));
+        return Ok(Arc::new(OpendalBackend::fs(&abs, settings.create)?));
     }
-    let sc = service_config(loc, options)?;
+    let sc = service_config(loc, options, &settings.env)?;
     Ok(Arc::new(OpendalBackend::service(
         &sc.scheme,
         sc.config,
@@ -631,7 +720,7 @@ mod tests {
             config: cfg,
             storage_class: class,
             options: od,
-        } = service_config(&loc, opts).unwrap();
+        } = service_config(&loc, opts, &Environment::default()).unwrap();
         assert_eq!(scheme, "s3");
         assert_eq!(cfg["endpoint"], "http://127.0.0.1:9");
         assert_eq!(cfg["bucket"], "b");
@@ -643,12 +732,15 @@ mod tests {
         assert!(BackendOptions::parse(&["novalue"]).is_err());
         assert!(
             BackendOptions::parse(&["timeout=soon"])
-                .and_then(|o| service_config(&loc, o))
+                .and_then(|o| service_config(&loc, o, &Environment::default()))
                 .is_err()
         );
         // storage classes only where the service has them
         let o = BackendOptions::parse(&["storage_class=COOL"]).unwrap();
-        assert!(service_config(&parse("azblob:c").unwrap(), o).is_err());
+        assert!(service_config(&parse("azblob:c").unwrap(), o, &Environment::default()).is_err());
+        let o = BackendOptions::parse(&["bogus=1"]).unwrap();
+        let e = service_config(&loc, o, &Environment::default()).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
     }
 
     #[test]
@@ -661,6 +753,7 @@ mod tests {
         } = service_config(
             &parse("gcs:bucket/x").unwrap(),
             BackendOptions::parse(&["credential_path=/k.json"]).unwrap(),
+            &Environment::default(),
         )
         .unwrap();
         assert_eq!(scheme, "gcs");
@@ -676,11 +769,13 @@ mod tests {
         } = service_config(
             &parse("sftp://u@h:2200/srv/r").unwrap(),
             BackendOptions::default(),
+            &Environment::from_pairs([("VAULT_SFTP_KEY", "/id")]),
         )
         .unwrap();
         assert_eq!(scheme, "sftp");
         assert_eq!(cfg["endpoint"], "ssh://u@h:2200");
         assert_eq!(cfg["root"], "/srv/r");
+        assert_eq!(cfg["key"], "/id");
         assert!(od.atomic_rename);
     }
 }

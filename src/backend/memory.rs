@@ -49,12 +49,13 @@ impl Backend for MemoryBackend {
         let end = offset.checked_add(len).filter(|&e| e <= obj.len() as u64);
         match end {
             Some(end) => Ok(obj[offset as usize..end as usize].to_vec()),
-            None => Err(Error::Backend {
-                op: "read",
-                path: path.to_string(),
-                message: format!("range {offset}+{len} beyond object of {} bytes", obj.len()),
-                transient: false,
-            }),
+            None => Err(Error::corrupt(
+                crate::ObjectRef::Path(path.to_string()),
+                format!(
+                    "truncated: range {offset}+{len} beyond object of {} bytes",
+                    obj.len()
+                ),
+            )),
         }
     }
 

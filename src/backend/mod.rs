@@ -3,14 +3,17 @@
 //! A backend never decrypts or parses what it stores; it reads, writes (create-only, atomic),
 //! lists, stats and deletes. The [`Backend`] trait is synchronous; the OpenDAL implementation
 //! owns the only tokio runtime in the program. [`memory::MemoryBackend`] serves tests, and the
-//! wrappers add retries ([`retry`]) and fault injection ([`fault`]). Every implementation must
-//! pass the conformance suite in `tests/`.
+//! wrappers add retries ([`retry`]) and, in test builds only (feature `fault-injection`), fault
+//! injection. Every implementation must pass the conformance suite in `tests/`.
 
+#[cfg(feature = "fault-injection")]
 pub mod fault;
+mod local;
 pub mod location;
 pub mod memory;
 pub mod opendal;
 pub mod retry;
+pub mod service_keys;
 
 use std::sync::Arc;
 

@@ -73,13 +73,22 @@ impl OpendalBackend {
         })
     }
 
-    /// A local directory, written atomically through a temporary directory inside it.
-    pub fn fs(root: &std::path::Path) -> Result<Self> {
+    /// A local directory. Objects are created by [`super::local`] (private, atomic,
+    /// create-only); OpenDAL reads, lists and deletes them. Unless `create` (only `init`), a
+    /// directory that does not exist is reported as "no repository" and nothing is created.
+    pub fn fs(root: &std::path::Path, create: bool) -> Result<Self> {
         let root_s = root.to_string_lossy().to_string();
-        let tmp = root.join("tmp");
-        let builder = opendal::services::Fs::default()
-            .root(&root_s)
-            .atomic_write_dir(&tmp.to_string_lossy());
+        match std::fs::symlink_metadata(root) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+                return Err(Error::NoRepository { location: root_s });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                super::local::private_dir_all(root)?;
+            }
+            Err(e) => return Err(Error::io(root, e)),
+        }
+        let builder = opendal::services::Fs::default().root(&root_s);
         let op = Operator::new(builder).map_err(|e| map_err("open", &root_s, e))?;
         let mut b = Self::new(op, root_s, &OpendalOptions::default())?;
         b.local_root = Some(root.to_path_buf());
@@ -210,36 +219,6 @@ impl OpendalBackend {
             .map_err(|e| map_err("write", path, e))?;
         self.complete_write(path, &target, meta.content_length(), data.len() as u64)
     }
-
-    /// Moves a staged file into place: fsync it, rename it (create-only), fsync the directory.
-    fn publish_local(
-        &self,
-        root: &std::path::Path,
-        path: &str,
-        local: &std::path::Path,
-    ) -> Result<()> {
-        let dst = root.join(path);
-        let parent = dst
-            .parent()
-            .expect("invariant: object paths have a directory");
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        std::fs::File::open(local)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(local, e))?;
-        // link + unlink instead of rename: link fails if the target exists (create-only).
-        match std::fs::hard_link(local, &dst) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let _ = std::fs::remove_file(local);
-                return Err(Error::AlreadyExists(path.to_string()));
-            }
-            Err(e) => return Err(Error::io(&dst, e)),
-        }
-        std::fs::remove_file(local).map_err(|e| Error::io(local, e))?;
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(parent, e))
-    }
 }
 
 /// Per-request timeouts: a hung connection becomes a transient error that is retried.
@@ -254,8 +233,30 @@ fn with_timeouts(op: Operator, options: &OpendalOptions) -> Operator {
     op.layer(layer)
 }
 
-/// Maps an OpenDAL error to vault's error type.
+/// The OS error behind an OpenDAL error, if any (local files, SFTP's local side).
+fn os_error(e: &opendal::Error) -> Option<&std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cur = c.source();
+    }
+    None
+}
+
+/// Maps an OpenDAL error to vault's error type. Refusals (permissions, read-only storage) and
+/// a full disk are permanent whatever OpenDAL guesses: retrying them only delays the error.
 pub(crate) fn map_err(op: &'static str, path: &str, e: opendal::Error) -> Error {
+    let os = os_error(&e);
+    if e.kind() == OdKind::PermissionDenied || os.is_some_and(crate::error::is_permission_error) {
+        return Error::PermissionDenied {
+            what: format!("{op} of {path}"),
+            reason: os.map_or_else(|| e.to_string(), crate::error::io_message),
+        };
+    }
+    let no_space =
+        os.is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)));
     match e.kind() {
         OdKind::NotFound => Error::NotFound {
             object: crate::ObjectRef::Path(path.to_string()),
@@ -264,8 +265,11 @@ pub(crate) fn map_err(op: &'static str, path: &str, e: opendal::Error) -> Error 
         _ => Error::Backend {
             op,
             path: path.to_string(),
-            message: e.to_string(),
-            transient: e.is_temporary() || e.kind() == OdKind::RateLimited,
+            message: match os {
+                Some(io) => crate::error::io_message(io),
+                None => e.to_string(),
+            },
+            transient: !no_space && (e.is_temporary() || e.kind() == OdKind::RateLimited),
         },
     }
 }
@@ -276,6 +280,12 @@ impl Backend for OpendalBackend {
     }
 
     fn create(&self) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            for dir in crate::format::layout::DIRS {
+                super::local::private_dir_all(&root.join(dir))?;
+            }
+            return Ok(());
+        }
         for dir in crate::format::layout::DIRS {
             let p = format!("{dir}/");
             self.rt
@@ -290,10 +300,12 @@ impl Backend for OpendalBackend {
     }
 
     fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
-        if let Some(root) = &self.local_root
-            && local.starts_with(root.join("tmp"))
-        {
-            return self.publish_local(root, path, local);
+        if let Some(root) = &self.local_root {
+            if local.starts_with(root.join("tmp")) {
+                return super::local::publish(root, path, local, true);
+            }
+            let data = std::fs::read(local).map_err(|e| Error::io(local, e))?;
+            return super::local::write_new(root, path, &data, "object");
         }
         let op = self.op_for(access);
         if !op.info().capability().write_can_multi {
@@ -342,19 +354,38 @@ impl Backend for OpendalBackend {
         let buf = self
             .rt
             .block_on(async { self.op.read_with(path).range(offset..offset + len).await })
-            .map_err(|e| map_err("read", path, e))?;
+            .map_err(|e| {
+                let mapped = map_err("read", path, e);
+                // Services report a range beyond the end differently (416, a short body);
+                // whether the object is truncated is decided by its size, not by wording.
+                if mapped.kind() == crate::ErrorKind::Backend
+                    && !mapped.is_transient()
+                    && self.stat(path).is_ok_and(|st| st.size < offset + len)
+                {
+                    return Error::corrupt(
+                        crate::ObjectRef::Path(path.to_string()),
+                        format!("truncated: bytes {offset}..{} are not there", offset + len),
+                    );
+                }
+                mapped
+            })?;
         if buf.len() as u64 != len {
-            return Err(Error::Backend {
-                op: "read",
-                path: path.to_string(),
-                message: format!("short read: {} of {len} bytes at {offset}", buf.len()),
-                transient: false,
-            });
+            // The object is shorter than what refers to it: damage (a truncated object).
+            return Err(Error::corrupt(
+                crate::ObjectRef::Path(path.to_string()),
+                format!(
+                    "truncated: {} of {len} bytes readable at offset {offset}",
+                    buf.len()
+                ),
+            ));
         }
         Ok(buf.to_vec())
     }
 
     fn write(&self, path: &str, data: &[u8]) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            return super::local::write_new(root, path, data, "object");
+        }
         self.write_with(&self.op, path, data)
     }
 

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use clap::Args;
 use vault::format::tree::{Node, NodeKind};
-use vault::repo::lock::LockKind;
-use vault::restorer::{TreeEntry, dump as dump_node, find_node, walk_tree};
+use vault::restorer::{DumpMode, TreeEntry, dump as dump_node, find_node, walk_tree};
 
 use super::global::GlobalArgs;
 use super::output;
@@ -35,11 +34,17 @@ pub struct DumpArgs {
     pub snapshot: String,
     /// File inside the snapshot (e.g. db.sql or /etc/hosts)
     pub path: PathBuf,
+    /// Write each part as soon as it is verified instead of verifying the whole file before
+    /// the first byte (faster for large files, but a damaged file stops midway)
+    #[arg(long)]
+    pub stream: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
 
-fn mode_string(n: &Node) -> String {
+/// `ls -l`-style mode: type, then rwx triples with setuid/setgid (`s`/`S`) and sticky
+/// (`t`/`T`) shown where `ls` shows them.
+pub fn mode_string(n: &Node) -> String {
     let t = match n.kind {
         NodeKind::File => '-',
         NodeKind::Dir => 'd',
@@ -50,20 +55,38 @@ fn mode_string(n: &Node) -> String {
         NodeKind::BlockDevice => 'b',
     };
     let mut s = String::from(t);
-    for shift in [6, 3, 0] {
+    // (shift, special bit, letter when executable, letter when not)
+    for (shift, special, set, unset) in [
+        (6, 0o4000, 's', 'S'),
+        (3, 0o2000, 's', 'S'),
+        (0, 0o1000, 't', 'T'),
+    ] {
         let b = (n.mode >> shift) & 7;
         s.push(if b & 4 != 0 { 'r' } else { '-' });
         s.push(if b & 2 != 0 { 'w' } else { '-' });
-        s.push(if b & 1 != 0 { 'x' } else { '-' });
+        let x = b & 1 != 0;
+        s.push(match (n.mode & special != 0, x) {
+            (true, true) => set,
+            (true, false) => unset,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }
 
+/// A path for JSON: its text, and when that is not exact (not UTF-8), its bytes in hex.
+fn json_bytes(v: &mut serde_json::Value, key: &str, bytes: &[u8]) {
+    v[key] = serde_json::Value::String(String::from_utf8_lossy(bytes).into_owned());
+    if std::str::from_utf8(bytes).is_err() {
+        v[format!("{key}_hex")] = serde_json::Value::String(hex::encode(bytes));
+    }
+}
+
 fn entry_json(e: &TreeEntry) -> serde_json::Value {
+    use std::os::unix::ffi::OsStrExt;
     let n = &e.node;
     let mut v = serde_json::json!({
-        "path": e.path.to_string_lossy(),
-        "name": String::from_utf8_lossy(&n.name),
         "type": n.kind.name(),
         "mode": format!("{:04o}", n.mode),
         "uid": n.uid,
@@ -75,9 +98,10 @@ fn entry_json(e: &TreeEntry) -> serde_json::Value {
         "inode": n.inode,
         "nlink": n.nlink,
     });
+    json_bytes(&mut v, "path", e.path.as_os_str().as_bytes());
+    json_bytes(&mut v, "name", &n.name);
     if n.kind == NodeKind::Symlink {
-        v["link_target"] =
-            serde_json::Value::String(String::from_utf8_lossy(&n.link_target).into());
+        json_bytes(&mut v, "link_target", &n.link_target);
     }
     v
 }
@@ -85,7 +109,7 @@ fn entry_json(e: &TreeEntry) -> serde_json::Value {
 /// Runs `vault ls`.
 pub fn ls(g: &GlobalArgs, a: LsArgs) -> Result<i32> {
     let repo = g.open()?;
-    let _lock = g.lock(&repo, LockKind::Shared)?;
+    let _lock = g.read_lock(&repo)?;
     let (_, snap) = repo.resolve_snapshot(&a.snapshot, &a.filter.filter(), None)?;
     let node = find_node(&repo, &snap.tree, &a.path)?;
     let base = Path::new("/").join(a.path.strip_prefix("/").unwrap_or(&a.path));
@@ -112,10 +136,13 @@ pub fn ls(g: &GlobalArgs, a: LsArgs) -> Result<i32> {
                 },
                 n.size,
                 output::short_time(n.mtime, 0),
-                e.path.display()
+                vault::quote::quote_path(&e.path)
             );
             if n.kind == NodeKind::Symlink {
-                line.push_str(&format!(" -> {}", String::from_utf8_lossy(&n.link_target)));
+                line.push_str(&format!(
+                    " -> {}",
+                    vault::quote::quote_bytes(&n.link_target)
+                ));
             }
             writeln!(out, "{line}")
         };
@@ -129,13 +156,21 @@ pub fn ls(g: &GlobalArgs, a: LsArgs) -> Result<i32> {
 }
 
 /// Runs `vault dump`.
+///
+/// The file's bytes go to stdout; `--json` changes only how a failure is reported (nothing
+/// has been written to stdout when it fails, unless `--stream` was given).
 pub fn dump(g: &GlobalArgs, a: DumpArgs) -> Result<i32> {
     let repo = g.open()?;
-    let _lock = g.lock(&repo, LockKind::Shared)?;
+    let _lock = g.read_lock(&repo)?;
     let (_, snap) = repo.resolve_snapshot(&a.snapshot, &a.filter.filter(), None)?;
     let node = find_node(&repo, &snap.tree, &a.path)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    dump_node(&repo, &node, &mut out)?;
+    let mode = if a.stream {
+        DumpMode::Stream
+    } else {
+        DumpMode::Verified
+    };
+    dump_node(&repo, &node, &mut out, mode)?;
     Ok(super::exit::OK)
 }

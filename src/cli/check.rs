@@ -3,7 +3,6 @@
 use anyhow::Result;
 use clap::Args;
 use vault::checker::{CheckOptions, Subset, check};
-use vault::repo::lock::LockKind;
 
 use super::global::GlobalArgs;
 use super::output;
@@ -30,7 +29,7 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
         (None, false) => None,
     };
     let repo = g.open()?;
-    let _lock = g.lock(&repo, LockKind::Shared)?;
+    let _lock = g.read_lock(&repo)?;
     let opts = CheckOptions {
         verify_data: subset,
         threads: a.threads.unwrap_or(CheckOptions::default().threads),

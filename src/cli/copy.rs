@@ -41,7 +41,7 @@ pub struct CopyArgs {
 /// Runs `vault copy`.
 pub fn run(g: &GlobalArgs, a: CopyArgs) -> Result<i32> {
     let src = g.open()?;
-    let dst_backend = open_backend(&a.to_repo, &a.to_options)?;
+    let dst_backend = open_backend(&a.to_repo, &a.to_options, false)?;
     let dst_password = read_password(
         a.to_password_file.as_ref(),
         a.to_password_command.as_deref(),
@@ -53,7 +53,7 @@ pub fn run(g: &GlobalArgs, a: CopyArgs) -> Result<i32> {
     if src.config().repo_id == dst.config().repo_id {
         anyhow::bail!("the source and the target are the same repository");
     }
-    let _src_lock = g.lock(&src, LockKind::Shared)?;
+    let _src_lock = g.read_lock(&src)?;
     let dst_lock = g.lock(&dst, LockKind::Shared)?;
     let filter = a.filter.filter();
     let (all, damaged) = src.list_snapshots()?;
@@ -68,7 +68,7 @@ pub fn run(g: &GlobalArgs, a: CopyArgs) -> Result<i32> {
     } else {
         let mut v = Vec::new();
         for spec in &a.snapshots {
-            let id = src.resolve_snapshot_id(spec)?;
+            let (id, _) = src.resolve_snapshot(spec, &filter, None)?;
             if let Some(found) = all.iter().find(|(i, _)| *i == id) {
                 v.push(found.clone());
             }
@@ -83,7 +83,7 @@ pub fn run(g: &GlobalArgs, a: CopyArgs) -> Result<i32> {
     let progress = g.progress();
     let report = copy_snapshots(&src, &dst, selected, &opts, &dst_lock, &progress)?;
     if g.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        super::output::json(&serde_json::to_value(&report)?)?;
     } else if !g.quiet {
         for (from, to) in &report.copied {
             println!("copied snapshot {} to {}", from.short(), to.short());

@@ -1,7 +1,12 @@
 //! Global options: where the repository is, how to get the password, how to print.
+//!
+//! This is the only place that reads the process environment for the library: backend
+//! credentials, the cache location and the temporary directory are captured here and passed
+//! down as options.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -30,37 +35,90 @@ pub struct GlobalArgs {
     /// Run this shell command and use the first line of its output as the password
     #[arg(long, env = "VAULT_PASSWORD_COMMAND", global = true)]
     pub password_command: Option<String>,
-    /// Print machine-readable JSON instead of text
+    /// Print machine-readable JSON instead of text (errors too: {"error": {...}})
     #[arg(long, global = true)]
     pub json: bool,
     /// Print only errors
     #[arg(short, long, global = true)]
     pub quiet: bool,
-    /// Print more (repeat for debug output)
+    /// Print more: -v lists new and changed files, -vv adds unchanged ones and progress notes
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
     /// Do not show progress
     #[arg(long, global = true)]
     pub no_progress: bool,
-    /// Directory of the local cache (default: $XDG_CACHE_HOME/vault)
+    /// Directory of the local cache (default: $XDG_CACHE_HOME/vault or ~/.cache/vault)
     #[arg(long, env = "VAULT_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,
     /// Use a temporary cache that is deleted on exit
     #[arg(long, global = true)]
     pub no_cache: bool,
+    /// Do not lock the repository (reading commands only; a read-only repository is read
+    /// without a lock automatically)
+    #[arg(long, global = true)]
+    pub no_lock: bool,
     /// Wait this long for a conflicting lock to go away (e.g. 10m) instead of failing
     #[arg(long, global = true, value_parser = humantime::parse_duration)]
     pub wait_lock: Option<Duration>,
 }
 
+/// The backend open settings from the environment (credentials, test-only fault injection).
+pub fn open_settings(create: bool) -> Result<vault::backend::location::OpenSettings> {
+    use vault::backend::location::{ENV_VARS, Environment, OpenSettings};
+    #[allow(unused_mut)]
+    let mut s = OpenSettings {
+        env: Environment::from_pairs(
+            ENV_VARS
+                .iter()
+                .filter_map(|n| std::env::var(n).ok().map(|v| (*n, v))),
+        ),
+        create,
+        ..OpenSettings::default()
+    };
+    #[cfg(feature = "fault-injection")]
+    {
+        if let Ok(spec) = std::env::var("VAULT_FAULTS")
+            && !spec.is_empty()
+        {
+            s.faults = Some(vault::backend::fault::FaultOptions::parse(&spec)?);
+        }
+        if let Some(ms) = std::env::var("VAULT_RETRY_BASE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            s.retry.base = Duration::from_millis(ms);
+        }
+    }
+    Ok(s)
+}
+
+/// Default root of the local cache: `$XDG_CACHE_HOME/vault`, else `$HOME/.cache/vault`.
+fn default_cache_root() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return Some(Path::new(&d).join("vault"));
+    }
+    std::env::var_os("HOME")
+        .filter(|v| !v.is_empty())
+        .map(|h| Path::new(&h).join(".cache").join("vault"))
+}
+
+static READ_ONLY_WARNED: AtomicBool = AtomicBool::new(false);
+
 impl GlobalArgs {
-    /// The backend named by `--repo`.
-    pub fn backend(&self) -> Result<DynBackend> {
-        let repo = self
-            .repo
+    fn location(&self) -> Result<&str> {
+        self.repo
             .as_deref()
-            .ok_or_else(|| anyhow!("no repository given: use --repo or set VAULT_REPOSITORY"))?;
-        open_backend(repo, &self.options)
+            .ok_or_else(|| anyhow!("no repository given: use --repo or set VAULT_REPOSITORY"))
+    }
+
+    /// The backend named by `--repo` (never creates anything).
+    pub fn backend(&self) -> Result<DynBackend> {
+        open_backend(self.location()?, &self.options, false)
+    }
+
+    /// The backend named by `--repo`, for `init` (may create a local directory).
+    pub fn backend_for_init(&self) -> Result<DynBackend> {
+        open_backend(self.location()?, &self.options, true)
     }
 
     /// Open options derived from the cache flags.
@@ -69,10 +127,9 @@ impl GlobalArgs {
             cache_root: if self.no_cache {
                 None
             } else {
-                self.cache_dir
-                    .clone()
-                    .or_else(vault::repo::default_cache_root)
+                self.cache_dir.clone().or_else(default_cache_root)
             },
+            temp_dir: std::env::temp_dir(),
         }
     }
 
@@ -89,9 +146,7 @@ impl GlobalArgs {
     /// Asks for a new password (twice on a terminal) or reads it from `file`.
     pub fn new_password(&self, file: Option<&PathBuf>) -> Result<Zeroizing<String>> {
         if let Some(f) = file {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading password file {}", f.display()))?;
-            return Ok(Zeroizing::new(first_line(&text)));
+            return password_from_file(f);
         }
         if std::io::stdin().is_terminal() {
             let a = Zeroizing::new(rpassword::prompt_password("new password: ")?);
@@ -107,26 +162,84 @@ impl GlobalArgs {
         bail!("no new password given: use --new-password-file or a terminal")
     }
 
-    /// Opens and unlocks the repository.
+    /// Opens and unlocks the repository. A location without a repository is reported before
+    /// any password is asked for.
     pub fn open(&self) -> Result<Repository> {
-        let backend = self.backend()?;
+        let location = self.location()?;
+        let context = |e: vault::Error| -> anyhow::Error {
+            match e.kind() {
+                // These name the location (or need no more words) already.
+                vault::ErrorKind::NoRepository | vault::ErrorKind::WrongPassword => e.into(),
+                _ => anyhow::Error::new(e).context(format!("opening repository {location}")),
+            }
+        };
+        let found = Repository::locate(self.backend()?).map_err(context)?;
         let password = self.password()?;
-        Ok(Repository::open(
-            backend,
-            password.as_bytes(),
-            self.open_options(),
-        )?)
+        found
+            .unlock(password.as_bytes(), self.open_options())
+            .map_err(context)
     }
 
-    /// Takes a lock of `kind` (honouring `--wait-lock`).
+    /// Takes a lock of `kind` for a command that writes (honouring `--wait-lock`).
     pub fn lock(&self, repo: &Repository, kind: LockKind) -> Result<LockGuard> {
+        if self.no_lock {
+            bail!("--no-lock is only allowed for commands that do not change the repository");
+        }
         Ok(repo.lock(kind, self.wait_lock)?)
+    }
+
+    /// Takes a shared lock for a command that only reads. Without `--no-lock`, a repository
+    /// that refuses writes (read-only storage, no permission) is read without a lock, which
+    /// is said once on stderr.
+    pub fn read_lock(&self, repo: &Repository) -> Result<Option<LockGuard>> {
+        if self.no_lock {
+            return Ok(None);
+        }
+        match repo.lock(LockKind::Shared, self.wait_lock) {
+            Ok(g) => Ok(Some(g)),
+            Err(e) if e.kind() == vault::ErrorKind::PermissionDenied => {
+                if !READ_ONLY_WARNED.swap(true, Ordering::Relaxed) && !self.quiet {
+                    eprintln!(
+                        "warning: the repository cannot be written ({e}); reading it without a lock"
+                    );
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The progress display for this invocation.
     pub fn progress(&self) -> CliProgress {
-        CliProgress::new(!(self.quiet || self.json || self.no_progress))
+        CliProgress::new(
+            !(self.quiet || self.json || self.no_progress),
+            if self.json || self.quiet {
+                0
+            } else {
+                self.verbose
+            },
+        )
     }
+}
+
+/// The first line of a password file; an empty one is an error of its own, not a wrong
+/// password.
+fn password_from_file(f: &Path) -> Result<Zeroizing<String>> {
+    let bytes = Zeroizing::new(
+        std::fs::read(f)
+            .map_err(|e| vault::Error::io(f, e))
+            .context("reading the password file")?,
+    );
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow!("password file {} is not UTF-8 text", f.display()))?;
+    let line = first_line(text);
+    if line.is_empty() {
+        bail!(
+            "password file {} is empty (the password is its first line)",
+            f.display()
+        );
+    }
+    Ok(Zeroizing::new(line))
 }
 
 /// A password from a file, a command, an environment variable or the terminal, in that order.
@@ -137,9 +250,7 @@ pub fn read_password(
     prompt: &str,
 ) -> Result<Zeroizing<String>> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f)
-            .with_context(|| format!("reading password file {}", f.display()))?;
-        return Ok(Zeroizing::new(first_line(&text)));
+        return password_from_file(f);
     }
     if let Some(cmd) = command {
         let out = std::process::Command::new("sh")
@@ -151,11 +262,16 @@ pub fn read_password(
         if !out.status.success() {
             bail!("password command {cmd:?} failed ({})", out.status);
         }
-        return Ok(Zeroizing::new(first_line(&String::from_utf8_lossy(
-            &out.stdout,
-        ))));
+        let line = Zeroizing::new(first_line(&String::from_utf8_lossy(&out.stdout)));
+        if line.is_empty() {
+            bail!("password command {cmd:?} printed an empty password");
+        }
+        return Ok(line);
     }
     if let Ok(p) = std::env::var(env_name) {
+        if p.is_empty() {
+            bail!("{env_name} is set but empty");
+        }
         return Ok(Zeroizing::new(p));
     }
     if std::io::stdin().is_terminal() {
@@ -166,12 +282,12 @@ pub fn read_password(
     bail!("no password given: use a password file, a password command, {env_name} or a terminal")
 }
 
-/// Opens the backend at `repo` with `-o` options.
-pub fn open_backend(repo: &str, options: &[String]) -> Result<DynBackend> {
+/// Opens the backend at `repo` with `-o` options; only `init` may create a local directory.
+pub fn open_backend(repo: &str, options: &[String], create: bool) -> Result<DynBackend> {
     use vault::backend::location;
     let loc = location::parse(repo)?;
     let opts = location::BackendOptions::parse(options)?;
-    Ok(location::open_with(&loc, &opts)?)
+    Ok(location::open_with(&loc, &opts, &open_settings(create)?)?)
 }
 
 fn first_line(s: &str) -> String {

@@ -7,6 +7,7 @@ use vault::format::time::Timestamp;
 use vault::repo::lock::LockKind;
 
 use super::global::GlobalArgs;
+use super::output;
 
 /// Options of `vault hold`.
 #[derive(Args, Debug)]
@@ -21,7 +22,7 @@ pub struct HoldArgs {
 /// Options of `vault release`.
 #[derive(Args, Debug)]
 pub struct ReleaseArgs {
-    /// Snapshot to release (id or unique prefix)
+    /// Snapshot to release (id, unique prefix or `latest`)
     pub snapshot: String,
 }
 
@@ -34,14 +35,23 @@ pub fn hold(g: &GlobalArgs, a: HoldArgs) -> Result<i32> {
     // Shared: a running prune (exclusive) must not miss a hold placed meanwhile.
     let _lock = g.lock(&repo, LockKind::Shared)?;
     let (id, _) = repo.resolve_snapshot(&a.snapshot, &Default::default(), None)?;
-    repo.add_hold(&Hold {
+    let created = Timestamp::now();
+    let hold_id = repo.add_hold(&Hold {
         snapshot: id,
         reason: a.reason.clone(),
-        created: Timestamp::now(),
+        created,
         hostname: vault::source::owner::hostname(),
         username: vault::source::owner::current_username(),
     })?;
-    if !g.quiet {
+    if g.json {
+        output::json(&serde_json::json!({
+            "hold": hold_id.to_hex(),
+            "snapshot": id.to_hex(),
+            "short_id": id.short(),
+            "reason": a.reason,
+            "created": output::time(created, 0),
+        }))?;
+    } else if !g.quiet {
         println!("snapshot {} is held: {}", id.short(), a.reason);
     }
     Ok(super::exit::OK)
@@ -51,12 +61,18 @@ pub fn hold(g: &GlobalArgs, a: HoldArgs) -> Result<i32> {
 pub fn release(g: &GlobalArgs, a: ReleaseArgs) -> Result<i32> {
     let repo = g.open()?;
     let _lock = g.lock(&repo, LockKind::Shared)?;
-    let id = repo.resolve_snapshot_id(&a.snapshot)?;
+    let (id, _) = repo.resolve_snapshot(&a.snapshot, &Default::default(), None)?;
     let n = repo.release_holds(&id)?;
     if n == 0 {
         bail!("snapshot {} is not held", id.short());
     }
-    if !g.quiet {
+    if g.json {
+        output::json(&serde_json::json!({
+            "snapshot": id.to_hex(),
+            "short_id": id.short(),
+            "released": n,
+        }))?;
+    } else if !g.quiet {
         println!("released {n} hold(s) on snapshot {}", id.short());
     }
     Ok(super::exit::OK)

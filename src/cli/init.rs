@@ -83,7 +83,7 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
             p_cost: 1,
         },
     };
-    let backend = g.backend()?;
+    let backend = g.backend_for_init()?;
     let password = match (&a.new_password_file, std::env::var("VAULT_PASSWORD")) {
         (None, Ok(p)) if g.password_file.is_none() && g.password_command.is_none() => {
             zeroize::Zeroizing::new(p)

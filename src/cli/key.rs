@@ -98,7 +98,9 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
         KeyCommand::Add(a) => {
             let pw = g.new_password(a.new_password_file.as_ref())?;
             let id = write_key(repo.backend(), repo.master_key(), pw.as_bytes(), &a.kdf())?;
-            if !g.quiet {
+            if g.json {
+                output::json(&serde_json::json!({ "added": id.to_hex() }))?;
+            } else if !g.quiet {
                 println!("added key {}", id.short());
             }
         }
@@ -106,7 +108,9 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
             let _lock = g.lock(&repo, LockKind::Exclusive)?;
             let id = resolve_key(repo.backend(), &id)?;
             remove_key(repo.backend(), &id, &repo.key_id(), false)?;
-            if !g.quiet {
+            if g.json {
+                output::json(&serde_json::json!({ "removed": id.to_hex() }))?;
+            } else if !g.quiet {
                 println!("removed key {}", id.short());
             }
         }
@@ -115,7 +119,12 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
             let pw = g.new_password(a.new_password_file.as_ref())?;
             let id = write_key(repo.backend(), repo.master_key(), pw.as_bytes(), &a.kdf())?;
             remove_key(repo.backend(), &repo.key_id(), &id, true)?;
-            if !g.quiet {
+            if g.json {
+                output::json(&serde_json::json!({
+                    "added": id.to_hex(),
+                    "removed": repo.key_id().to_hex(),
+                }))?;
+            } else if !g.quiet {
                 println!("password changed (new key {})", id.short());
             }
         }

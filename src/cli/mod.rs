@@ -69,22 +69,6 @@ pub enum Command {
     Unlock(unlock::UnlockArgs),
 }
 
-/// Exit codes (the same as restic's).
-pub mod exit {
-    /// Success.
-    pub const OK: i32 = 0;
-    /// Fatal error.
-    pub const FATAL: i32 = 1;
-    /// Snapshot saved, but some sources could not be read (or restore incomplete).
-    pub const PARTIAL: i32 = 3;
-    /// No repository at the location.
-    pub const NO_REPOSITORY: i32 = 10;
-    /// The repository is locked.
-    pub const LOCKED: i32 = 11;
-    /// Wrong password.
-    pub const WRONG_PASSWORD: i32 = 12;
-}
-
 /// Runs the parsed command; returns the exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
@@ -107,19 +91,118 @@ pub fn run(cli: Cli) -> Result<i32> {
     }
 }
 
+/// Exit codes (the same as restic's).
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Fatal error.
+    pub const FATAL: i32 = 1;
+    /// Usage error: unknown option, missing or malformed value (nothing was done).
+    pub const USAGE: i32 = 2;
+    /// Snapshot saved, but some sources could not be read (or restore incomplete).
+    pub const PARTIAL: i32 = 3;
+    /// No repository at the location.
+    pub const NO_REPOSITORY: i32 = 10;
+    /// The repository is locked.
+    pub const LOCKED: i32 = 11;
+    /// Wrong password.
+    pub const WRONG_PASSWORD: i32 = 12;
+}
+
+/// The library error anywhere in an anyhow chain.
+fn vault_error(e: &anyhow::Error) -> Option<&vault::Error> {
+    e.chain().find_map(|c| c.downcast_ref::<vault::Error>())
+}
+
 /// The exit code for an error, from the library error kind anywhere in its chain.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    for cause in e.chain() {
-        if let Some(v) = cause.downcast_ref::<vault::Error>() {
-            return match v.kind() {
-                vault::ErrorKind::NoRepository => exit::NO_REPOSITORY,
-                vault::ErrorKind::Locked => exit::LOCKED,
-                vault::ErrorKind::WrongPassword => exit::WRONG_PASSWORD,
-                _ => exit::FATAL,
-            };
-        }
+    match vault_error(e).map(vault::Error::kind) {
+        Some(vault::ErrorKind::NoRepository) => exit::NO_REPOSITORY,
+        Some(vault::ErrorKind::Locked) => exit::LOCKED,
+        Some(vault::ErrorKind::WrongPassword) => exit::WRONG_PASSWORD,
+        _ => exit::FATAL,
     }
-    exit::FATAL
+}
+
+/// Whether `--json` was given as an option (before any `--`), so that even a usage error can
+/// be reported as JSON.
+pub fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .skip(1)
+        .take_while(|a| a.as_os_str() != "--")
+        .any(|a| a.as_os_str() == "--json")
+}
+
+/// The `--json` error object: `{"error": {"kind", "message", "exit_code", "object"?}}`.
+pub fn error_json(
+    kind: &str,
+    message: &str,
+    exit_code: i32,
+    object: Option<String>,
+) -> serde_json::Value {
+    let mut e = serde_json::json!({
+        "kind": kind,
+        "message": message,
+        "exit_code": exit_code,
+    });
+    if let Some(o) = object {
+        e["object"] = serde_json::Value::String(o);
+    }
+    serde_json::json!({ "error": e })
+}
+
+fn print_json_line(v: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut out, v);
+    let _ = writeln!(out);
+}
+
+/// Reports a command-line parsing error (help and version requests are printed as usual);
+/// returns the exit code.
+pub fn usage_error(e: clap::Error, json: bool) -> i32 {
+    use clap::error::ErrorKind as K;
+    if matches!(e.kind(), K::DisplayHelp | K::DisplayVersion) {
+        let _ = e.print();
+        return exit::OK;
+    }
+    if json {
+        let message = e.render().to_string();
+        let first = message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_string();
+        print_json_line(&error_json("usage", &first, exit::USAGE, None));
+    }
+    let _ = e.print();
+    exit::USAGE
+}
+
+/// Prints an error (and, with `--json`, its JSON object on stdout); returns the exit code.
+pub fn report_error(e: &anyhow::Error, json: bool) -> i32 {
+    let code = exit_code(e);
+    let message = format!("{e:#}");
+    if json {
+        let v = vault_error(e);
+        let kind = v.map_or("error", |v| v.kind().name());
+        let object = v.and_then(|v| v.object()).map(|o| o.to_string());
+        print_json_line(&error_json(kind, &message, code, object));
+    }
+    eprintln!("error: {message}");
+    code
+}
+
+/// Raises the soft limit on open files to the hard limit: walking and restoring very deep
+/// trees keeps one descriptor per directory level in flight.
+pub fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        l.current = l.maximum;
+        let _ = setrlimit(Resource::Nofile, l);
+    }
 }
 
 /// Whether the error is a closed stdout (`vault ls | head`), which is not a failure.
@@ -127,8 +210,8 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()
             .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            || c.downcast_ref::<vault::Error>().is_some_and(|v| {
-                matches!(v, vault::Error::Io { source, .. } if source.kind() == std::io::ErrorKind::BrokenPipe)
-            })
+            || c.downcast_ref::<vault::Error>()
+                .and_then(vault::Error::io_error)
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }

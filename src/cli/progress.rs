@@ -7,10 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use vault::progress::{Progress, Unit};
+use vault::progress::{EntryStatus, Progress, Unit};
+
+/// Progress display plus, at `-v`, a list of the files a snapshot found new or changed.
+pub struct CliProgress {
+    display: Display,
+    verbosity: u8,
+}
 
 /// How progress is shown.
-pub enum CliProgress {
+enum Display {
     /// Nothing at all.
     Silent,
     /// A live bar on stderr.
@@ -29,31 +35,34 @@ pub enum CliProgress {
 }
 
 impl CliProgress {
-    /// Picks the display for the current stderr.
-    pub fn new(enabled: bool) -> Self {
-        if !enabled {
-            return CliProgress::Silent;
-        }
-        if std::io::stderr().is_terminal() {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            CliProgress::Bar(bar)
+    /// Picks the display for the current stderr; `verbosity` ≥ 1 lists new and changed files,
+    /// ≥ 2 unchanged ones too.
+    pub fn new(enabled: bool, verbosity: u8) -> Self {
+        let display = if !enabled {
+            Display::Silent
+        } else if std::io::stderr().is_terminal() {
+            Display::Bar(ProgressBar::with_draw_target(
+                None,
+                ProgressDrawTarget::stderr(),
+            ))
         } else {
-            CliProgress::Lines {
+            Display::Lines {
                 done: AtomicU64::new(0),
                 items: AtomicU64::new(0),
                 last: Mutex::new(Instant::now()),
                 phase: Mutex::new((String::new(), Unit::Items)),
             }
-        }
+        };
+        Self { display, verbosity }
     }
 
     fn maybe_line(&self) {
-        if let CliProgress::Lines {
+        if let Display::Lines {
             done,
             items,
             last,
             phase,
-        } = self
+        } = &self.display
         {
             let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
             if l.elapsed() >= Duration::from_secs(30) {
@@ -72,9 +81,9 @@ impl CliProgress {
 
 impl Progress for CliProgress {
     fn phase(&self, name: &str, total: Option<u64>, unit: Unit) {
-        match self {
-            CliProgress::Silent => {}
-            CliProgress::Bar(bar) => {
+        match &self.display {
+            Display::Silent => {}
+            Display::Bar(bar) => {
                 let tmpl = match (total.is_some(), unit) {
                     (true, Unit::Bytes) => {
                         "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} {msg}"
@@ -95,7 +104,7 @@ impl Progress for CliProgress {
                 bar.set_prefix(name.to_string());
                 bar.enable_steady_tick(Duration::from_millis(200));
             }
-            CliProgress::Lines {
+            Display::Lines {
                 done, items, phase, ..
             } => {
                 done.store(0, Ordering::Relaxed);
@@ -106,10 +115,10 @@ impl Progress for CliProgress {
     }
 
     fn advance(&self, n: u64) {
-        match self {
-            CliProgress::Silent => {}
-            CliProgress::Bar(bar) => bar.inc(n),
-            CliProgress::Lines { done, .. } => {
+        match &self.display {
+            Display::Silent => {}
+            Display::Bar(bar) => bar.inc(n),
+            Display::Lines { done, .. } => {
                 done.fetch_add(n, Ordering::Relaxed);
                 self.maybe_line();
             }
@@ -117,13 +126,13 @@ impl Progress for CliProgress {
     }
 
     fn item_done(&self, _bytes: u64) {
-        match self {
-            CliProgress::Silent => {}
-            CliProgress::Bar(bar) => {
+        match &self.display {
+            Display::Silent => {}
+            Display::Bar(bar) => {
                 let n: u64 = bar.message().parse().unwrap_or(0) + 1;
                 bar.set_message(format!("{n}"));
             }
-            CliProgress::Lines { items, .. } => {
+            Display::Lines { items, .. } => {
                 items.fetch_add(1, Ordering::Relaxed);
                 self.maybe_line();
             }
@@ -132,15 +141,36 @@ impl Progress for CliProgress {
 
     fn warn(&self, message: &str) {
         // Problems are shown even with --quiet: they change the exit code.
-        match self {
-            CliProgress::Bar(bar) => bar.println(format!("warning: {message}")),
+        match &self.display {
+            Display::Bar(bar) => bar.println(format!("warning: {message}")),
             _ => eprintln!("warning: {message}"),
         }
     }
 
     fn finish_phase(&self) {
-        if let CliProgress::Bar(bar) = self {
+        if let Display::Bar(bar) = &self.display {
             bar.finish_and_clear();
+        }
+    }
+
+    fn wants_entries(&self) -> bool {
+        self.verbosity > 0
+    }
+
+    fn entry(&self, status: EntryStatus, path: &std::path::Path) {
+        let word = match status {
+            EntryStatus::New => "new",
+            EntryStatus::Changed => "modified",
+            EntryStatus::Unchanged if self.verbosity >= 2 => "unchanged",
+            EntryStatus::Unchanged => return,
+        };
+        let line = format!("{word:<9} {}", vault::quote::quote_path(path));
+        match &self.display {
+            Display::Bar(bar) => bar.println(line),
+            _ => {
+                use std::io::Write;
+                let _ = writeln!(std::io::stdout().lock(), "{line}");
+            }
         }
     }
 }

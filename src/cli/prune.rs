@@ -177,6 +177,7 @@ fn print_report(g: &GlobalArgs, repo: &Repository, r: &PruneReport, dry_run: boo
             "dry_run": dry_run,
             "groups": groups,
             "removed": r.removed.iter().map(|(id, _)| snap_json(id)).collect::<Vec<_>>(),
+            "damaged_removed": r.damaged_removed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "gc": r.gc,
             "duration_ms": r.duration_ms,
         }))?;
@@ -233,6 +234,9 @@ fn print_report(g: &GlobalArgs, repo: &Repository, r: &PruneReport, dry_run: boo
     }
     let verb = if dry_run { "would remove" } else { "removed" };
     println!("{verb} {} snapshots", r.removed.len());
+    for id in &r.damaged_removed {
+        println!("{verb} unreadable snapshot object {}", id.short());
+    }
     if let Some(p) = &r.gc {
         println!(
             "used: {} blobs, {}; unused: {}",

@@ -15,6 +15,8 @@ pub enum RepairCommand {
     Index(RepairIndexArgs),
     /// Write replacement snapshots that leave out files whose data is gone
     Snapshots(RepairSnapshotsArgs),
+    /// Remove hold objects that cannot be read (damaged); place the holds again afterwards
+    Holds,
 }
 
 /// Options of `vault repair index`.
@@ -39,6 +41,23 @@ pub fn run(g: &GlobalArgs, c: RepairCommand) -> Result<i32> {
     let repo = g.open()?;
     let lock = g.lock(&repo, LockKind::Exclusive)?;
     match c {
+        RepairCommand::Holds => {
+            lock.check()?;
+            let removed = repo.remove_damaged_holds()?;
+            if g.json {
+                output::json(&serde_json::json!({
+                    "removed": removed
+                        .iter()
+                        .map(|(id, e)| serde_json::json!({"hold": id.to_hex(), "error": e.to_string()}))
+                        .collect::<Vec<_>>(),
+                }))?;
+            } else if !g.quiet {
+                for (id, e) in &removed {
+                    println!("removed hold {}: {e}", id.short());
+                }
+                println!("{} damaged hold(s) removed", removed.len());
+            }
+        }
         RepairCommand::Index(a) => {
             let r = repair_index(&repo, &lock, a.verify_data, &g.progress())?;
             if g.json {

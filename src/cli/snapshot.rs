@@ -16,9 +16,11 @@ use super::output::{self, bytes, parse_time};
 /// Options of `vault snapshot`.
 #[derive(Args, Debug)]
 pub struct SnapshotArgs {
-    /// Files and directories to back up (with --stdin-from-command: the command and its arguments)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub paths: Vec<String>,
+    /// Files and directories to back up (any bytes; a path starting with `-` is written `./-x`)
+    pub paths: Vec<PathBuf>,
+    /// With --stdin-from-command: the command and its arguments, after `--`
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     pub tags: Vec<String>,
@@ -30,7 +32,7 @@ pub struct SnapshotArgs {
     pub time: Option<(vault::format::time::Timestamp, i32)>,
     /// Leave out paths matching this glob (repeatable)
     #[arg(short, long = "exclude")]
-    pub excludes: Vec<String>,
+    pub excludes: Vec<std::ffi::OsString>,
     /// Read exclude globs from this file, one per line (repeatable)
     #[arg(long = "exclude-file")]
     pub exclude_files: Vec<PathBuf>,
@@ -47,13 +49,14 @@ pub struct SnapshotArgs {
     #[arg(long)]
     pub with_atime: bool,
     /// Back up standard input as one file
-    #[arg(long, conflicts_with = "stdin_from_command")]
+    #[arg(long, conflicts_with_all = ["stdin_from_command", "paths"])]
     pub stdin: bool,
     /// File name for --stdin or --stdin-from-command
     #[arg(long, default_value = "stdin")]
-    pub stdin_name: String,
-    /// Run a command and back up its standard output; no snapshot if it fails
-    #[arg(long)]
+    pub stdin_name: std::ffi::OsString,
+    /// Run the command given after `--` and back up its standard output; no snapshot if it
+    /// fails
+    #[arg(long, requires = "command", conflicts_with = "paths")]
     pub stdin_from_command: bool,
     /// Worker threads (default: number of cores)
     #[arg(long)]
@@ -68,37 +71,38 @@ pub struct SnapshotArgs {
 
 /// Runs `vault snapshot`.
 pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
-    let mut patterns = a.excludes.clone();
+    use std::os::unix::ffi::OsStrExt;
+    let mut patterns: Vec<Vec<u8>> = a.excludes.iter().map(|p| p.as_bytes().to_vec()).collect();
     for f in &a.exclude_files {
         patterns.extend(PathMatcher::read_pattern_file(f)?);
     }
-    let excludes = PathMatcher::new(&patterns)?;
+    let excludes = PathMatcher::new_bytes(&patterns)?;
+    if !a.command.is_empty() && !a.stdin_from_command {
+        bail!(
+            "a command after `--` is only taken with --stdin-from-command: vault snapshot --stdin-from-command -- CMD ARGS..."
+        );
+    }
+    let stdin_name = a.stdin_name.as_bytes().to_vec();
+    if !a.stdin && !a.stdin_from_command && a.paths.is_empty() {
+        bail!("nothing to back up: give paths, --stdin or --stdin-from-command -- CMD");
+    }
+    // Everything is validated before the repository is opened; the command (pg_dump …) is
+    // started only once the repository is open and locked.
+    let repo = g.open()?;
+    let lock = g.lock(&repo, LockKind::Shared)?;
     let source = if a.stdin {
-        if !a.paths.is_empty() {
-            bail!("--stdin takes no paths");
-        }
         Source::Stream {
-            name: a.stdin_name.clone(),
+            name: stdin_name,
             reader: Box::new(std::io::stdin()),
         }
     } else if a.stdin_from_command {
-        if a.paths.is_empty() {
-            bail!(
-                "--stdin-from-command needs a command: vault snapshot --stdin-from-command -- CMD ARGS..."
-            );
-        }
         Source::Stream {
-            name: a.stdin_name.clone(),
-            reader: Box::new(CommandReader::spawn(&a.paths)?),
+            name: stdin_name,
+            reader: Box::new(CommandReader::spawn(&a.command)?),
         }
     } else {
-        if a.paths.is_empty() {
-            bail!("nothing to back up: give paths, --stdin or --stdin-from-command");
-        }
-        Source::Paths(a.paths.iter().map(PathBuf::from).collect())
+        Source::Paths(a.paths.clone())
     };
-    let repo = g.open()?;
-    let lock = g.lock(&repo, LockKind::Shared)?;
     let parent = match &a.parent {
         Some(p) => ParentChoice::Id(repo.resolve_snapshot_id(p)?),
         None => ParentChoice::Auto,

@@ -20,7 +20,7 @@ pub struct FilterArgs {
     pub tags: Vec<String>,
     /// Only snapshots that include this path (repeatable)
     #[arg(long = "path")]
-    pub paths: Vec<String>,
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 impl FilterArgs {
@@ -29,7 +29,11 @@ impl FilterArgs {
         SnapshotFilter {
             hosts: self.hosts.clone(),
             tags: self.tags.clone(),
-            paths: self.paths.clone(),
+            paths: self
+                .paths
+                .iter()
+                .map(|p| std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()).to_vec())
+                .collect(),
         }
     }
 }
@@ -63,7 +67,13 @@ pub fn snapshot_json(id: &SnapshotId, s: &Snapshot) -> serde_json::Value {
 pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
     let repo = g.open()?;
     let (snaps, damaged) = repo.list_snapshots()?;
-    let holds = repo.list_holds()?;
+    let (holds, damaged_holds) = repo.list_holds()?;
+    for (id, e) in &damaged_holds {
+        eprintln!(
+            "warning: hold {} cannot be read ({e}); `vault repair holds` removes it",
+            id.short()
+        );
+    }
     let filter = a.filter.filter();
     let snaps: Vec<_> = snaps
         .into_iter()
@@ -86,7 +96,7 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
             })
             .collect();
         output::json(&serde_json::Value::Array(v))?;
-        return Ok(damaged_exit(&damaged));
+        return Ok(damaged_exit(damaged.len() + damaged_holds.len()));
     }
     let rows: Vec<Vec<String>> = snaps
         .iter()
@@ -98,7 +108,7 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
                 s.tags.join(","),
                 s.paths
                     .iter()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .map(|p| vault::quote::quote_bytes(p))
                     .collect::<Vec<_>>()
                     .join(" "),
                 output::bytes(s.summary.total_bytes),
@@ -118,12 +128,12 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
     if !g.quiet {
         println!("{} snapshots", rows.len());
     }
-    Ok(damaged_exit(&damaged))
+    Ok(damaged_exit(damaged.len() + damaged_holds.len()))
 }
 
-/// Exit 1 when some snapshot objects could not be read (they were named on stderr).
-fn damaged_exit(damaged: &[(SnapshotId, vault::Error)]) -> i32 {
-    if damaged.is_empty() {
+/// Exit 1 when some snapshot or hold objects could not be read (they were named on stderr).
+fn damaged_exit(damaged: usize) -> i32 {
+    if damaged == 0 {
         super::exit::OK
     } else {
         super::exit::FATAL

@@ -5,7 +5,17 @@
 //! a reader learns the version before it tries to decrypt: an unknown version is refused as
 //! unsupported rather than reported as damage.
 
-use super::{ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, FORMAT_VERSION};
+use super::{ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, FORMAT_VERSION, KIND_LOCK};
+
+/// The envelope version written for objects of `kind`; readers accept `1..=` this. Only lock
+/// objects have a version 2 (`format-spec/CHANGES.md`).
+pub fn current_version(kind: u8) -> u8 {
+    if kind == KIND_LOCK {
+        super::lock::LOCK_VERSION_WITH_OWNER
+    } else {
+        1
+    }
+}
 
 /// Why a header was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,7 +49,7 @@ impl std::fmt::Display for HeaderError {
             ),
             HeaderError::UnknownVersion(v) => write!(
                 f,
-                "format version {v} (this vault reads version {FORMAT_VERSION}); upgrade vault"
+                "format version {v} (this vault reads versions up to {FORMAT_VERSION}); upgrade vault"
             ),
             HeaderError::Reserved(b) => write!(f, "reserved header byte is {b}, not 0"),
         }
@@ -51,7 +61,7 @@ pub fn encode_header(kind: u8) -> [u8; ENVELOPE_HEADER_LEN] {
     let mut h = [0u8; ENVELOPE_HEADER_LEN];
     h[..5].copy_from_slice(ENVELOPE_MAGIC);
     h[5] = kind;
-    h[6] = FORMAT_VERSION;
+    h[6] = current_version(kind);
     h
 }
 
@@ -70,7 +80,7 @@ pub fn decode_header(bytes: &[u8], kind: u8) -> Result<(&[u8], &[u8]), HeaderErr
             found: h[5],
         });
     }
-    if h[6] != FORMAT_VERSION {
+    if h[6] == 0 || h[6] > current_version(kind) {
         return Err(HeaderError::UnknownVersion(h[6]));
     }
     if h[7] != 0 {
@@ -103,6 +113,22 @@ mod tests {
         assert_eq!(
             decode_header(&obj, b'S'),
             Err(HeaderError::UnknownVersion(2))
+        );
+        // Locks are at version 2 and still read version 1.
+        let mut lock = encode_header(KIND_LOCK).to_vec();
+        assert_eq!(lock[6], 2);
+        assert!(decode_header(&lock, KIND_LOCK).is_ok());
+        lock[6] = 1;
+        assert!(decode_header(&lock, KIND_LOCK).is_ok());
+        lock[6] = 3;
+        assert_eq!(
+            decode_header(&lock, KIND_LOCK),
+            Err(HeaderError::UnknownVersion(3))
+        );
+        lock[6] = 0;
+        assert_eq!(
+            decode_header(&lock, KIND_LOCK),
+            Err(HeaderError::UnknownVersion(0))
         );
         assert_eq!(decode_header(b"VAU", b'S'), Err(HeaderError::Truncated));
         assert_eq!(

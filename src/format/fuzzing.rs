@@ -86,8 +86,12 @@ pub fn check(target: &str, data: &[u8]) {
             }
         }
         "lock" => {
-            if let Ok(l) = lock::decode_lock(data) {
-                assert_eq!(lock::encode_lock(&l), data);
+            // Both envelope versions: each accepted plaintext re-encodes to itself.
+            for version in [1, lock::LOCK_VERSION_WITH_OWNER] {
+                if let Ok(l) = lock::decode_lock(data, version) {
+                    assert_eq!(l.owner.is_some(), version >= lock::LOCK_VERSION_WITH_OWNER);
+                    assert_eq!(lock::encode_lock(&l), data);
+                }
             }
         }
         "hold" => {

@@ -36,6 +36,15 @@ impl Timestamp {
         i128::from(self.secs) * 1_000_000_000 + i128::from(self.nanos)
     }
 
+    /// RFC 3339 in UTC (`2026-10-01T00:00:00Z`), for messages; `@SECS` outside the range
+    /// calendars handle.
+    pub fn to_rfc3339(&self) -> String {
+        match jiff::Timestamp::new(self.secs, self.nanos as i32) {
+            Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            Err(_) => format!("@{}", self.secs),
+        }
+    }
+
     /// Encodes the timestamp.
     pub fn encode(&self, w: &mut Writer) {
         w.ivarint(self.secs);

@@ -61,6 +61,8 @@ pub struct PruneReport {
     pub groups: Vec<GroupDecision>,
     /// Snapshots removed (or to be removed).
     pub removed: Vec<(SnapshotId, Snapshot)>,
+    /// Unreadable snapshot objects removed (or to be removed) because they were named.
+    pub damaged_removed: Vec<SnapshotId>,
     /// The garbage-collection plan and what it did.
     pub gc: Option<GcPlan>,
     /// Wall-clock duration in milliseconds.
@@ -77,17 +79,38 @@ pub fn prune(
 ) -> Result<PruneReport> {
     let started = Instant::now();
     let (snapshots, damaged) = repo.list_snapshots()?;
-    if let Some((id, e)) = damaged.first()
+    // Damaged snapshot objects named explicitly are simply deleted: that is how a user gets rid
+    // of one (nothing can be read from it anyway).
+    let damaged_forgotten: Vec<SnapshotId> = damaged
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| opts.forget.contains(id))
+        .collect();
+    if let Some((id, e)) = damaged
+        .iter()
+        .find(|(id, _)| !damaged_forgotten.contains(id))
         && opts.gc
     {
         return Err(Error::InvalidInput(format!(
             "snapshot {} cannot be read ({e}); refusing to collect garbage, which would delete its data. \
-             Run `vault check`, then `vault repair snapshots --forget` or remove it with `vault forget`",
+             Run `vault check`, then `vault repair snapshots --forget` or remove it with `vault forget {}`",
+            id.short(),
+            id.short()
+        )));
+    }
+    let (holds, damaged_holds) = repo.list_holds()?;
+    let removes_snapshots = !opts.forget.is_empty() || !opts.policy.is_empty() || opts.keep_none;
+    if let Some((id, e)) = damaged_holds.first()
+        && removes_snapshots
+    {
+        return Err(Error::InvalidInput(format!(
+            "hold {} cannot be read ({e}); it may protect any snapshot, so none is removed. \
+             `vault repair holds` removes damaged holds (then place them again)",
             id.short()
         )));
     }
     let mut held: BTreeMap<SnapshotId, String> = BTreeMap::new();
-    for (_, h) in repo.list_holds()? {
+    for (_, h) in holds {
         held.entry(h.snapshot)
             .and_modify(|r| {
                 r.push_str("; ");
@@ -96,7 +119,11 @@ pub fn prune(
             .or_insert(h.reason);
     }
     let mut remove: BTreeMap<SnapshotId, Snapshot> = BTreeMap::new();
-    for id in &opts.forget {
+    for id in opts
+        .forget
+        .iter()
+        .filter(|id| !damaged_forgotten.contains(id))
+    {
         if let Some(reason) = held.get(id) {
             return Err(Error::InvalidInput(format!(
                 "snapshot {} is held ({reason}); release it first with `vault release`",
@@ -138,9 +165,15 @@ pub fn prune(
         removed: remove.into_iter().collect(),
         ..PruneReport::default()
     };
+    report.damaged_removed = damaged_forgotten.clone();
     if !opts.dry_run {
         lock.check()?;
-        for (id, _) in &report.removed {
+        for id in report
+            .removed
+            .iter()
+            .map(|(id, _)| id)
+            .chain(damaged_forgotten.iter())
+        {
             match repo.delete_snapshot(id) {
                 Ok(()) => {}
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => {}

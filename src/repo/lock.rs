@@ -3,8 +3,10 @@
 //! A lock is an object in `locks/`. Shared locks coexist; an exclusive lock excludes every
 //! other lock. Taking a lock writes it and then lists `locks/` again, so two processes racing
 //! for conflicting locks cannot both win. A held lock is refreshed every five minutes by
-//! writing a new object and deleting the old one; a lock not refreshed for 30 minutes, or whose
-//! process is gone from this host, is stale and ignored (and removed by `vault unlock`).
+//! writing a new object and deleting the old one. A lock is stale (ignored, and removed by
+//! `vault unlock`) when it was not refreshed for 30 minutes, or at once when its owner is
+//! provably gone: same kernel boot and PID namespace, and no process with its PID and start
+//! time ([`super::process`]); a reused PID does not keep a dead owner's lock alive.
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,13 +15,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, bounded};
 
 use crate::format::layout::{Dir, lock_path};
-use crate::format::lock::{Lock, decode_lock, encode_lock};
+use crate::format::lock::{Lock, LockOwner, decode_lock, encode_lock};
 use crate::format::time::Timestamp;
 use crate::format::{KIND_LOCK, LOCK_REFRESH_SECS, LOCK_STALE_SECS};
 use crate::id::LockId;
 use crate::{Error, ObjectRef, Result};
 
 use super::Repository;
+use super::process::{Liveness, ProcessIdentity};
 
 /// Shared or exclusive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,14 +43,35 @@ pub struct LockEntry {
 }
 
 impl LockEntry {
-    /// Whether this lock no longer counts: not refreshed for 30 minutes, or its process is
-    /// gone from this very host. Unreadable locks are never stale (they might be exclusive).
+    /// Whether the lock's owner is provably gone (see the module documentation). Version-1
+    /// locks, which record only a PID, count as gone when their host is this one and no
+    /// process has that PID.
+    pub fn owner_gone(&self, this_host: &str) -> bool {
+        match &self.lock {
+            Ok(Lock {
+                owner: Some(o),
+                pid,
+                ..
+            }) => {
+                ProcessIdentity {
+                    boot_id: o.boot_id.clone(),
+                    pid_ns: o.pid_ns,
+                    pid: *pid,
+                    start_ticks: o.start_ticks,
+                }
+                .liveness()
+                    == Liveness::Gone
+            }
+            Ok(l) => l.hostname == this_host && !process_alive(l.pid),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether this lock no longer counts: not refreshed for 30 minutes, or its owner is
+    /// provably gone. Unreadable locks are never stale (they might be exclusive).
     pub fn is_stale(&self, now: Timestamp, this_host: &str) -> bool {
         match &self.lock {
-            Ok(l) => {
-                now.secs - l.refreshed.secs > LOCK_STALE_SECS
-                    || (l.hostname == this_host && !process_alive(l.pid))
-            }
+            Ok(l) => now.secs - l.refreshed.secs > LOCK_STALE_SECS || self.owner_gone(this_host),
             Err(_) => false,
         }
     }
@@ -114,9 +138,9 @@ impl Repository {
             .collect();
         let mut out = Vec::new();
         for id in ids {
-            let r = self.read_object(Dir::Locks, KIND_LOCK, &id.0, ObjectRef::Lock(id));
+            let r = self.read_object_versioned(Dir::Locks, KIND_LOCK, &id.0, ObjectRef::Lock(id));
             let lock = match r {
-                Ok(plain) => decode_lock(&plain).map_err(|e| e.0),
+                Ok((version, plain)) => decode_lock(&plain, version).map_err(|e| e.0),
                 // Deleted between list and read: it was released.
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => continue,
                 Err(e) => Err(e.to_string()),
@@ -145,12 +169,18 @@ impl Repository {
     pub fn lock(&self, kind: LockKind, wait: Option<Duration>) -> Result<LockGuard> {
         let deadline = wait.map(|w| Instant::now() + w);
         let mut delay = Duration::from_millis(200);
+        let mut said = false;
         loop {
             match self.try_lock(kind)? {
                 Ok(g) => return Ok(g),
                 Err(holder) => match deadline {
                     Some(d) if Instant::now() < d => {
-                        tracing::info!(%holder, "waiting for lock");
+                        if !said {
+                            // Said once, at the default level: a command that seems to hang
+                            // must say why.
+                            tracing::warn!(%holder, "waiting for lock");
+                            said = true;
+                        }
                         std::thread::sleep(delay.min(d.saturating_duration_since(Instant::now())));
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
@@ -165,14 +195,20 @@ impl Repository {
             return Ok(Err(holder));
         }
         let now = Timestamp::now();
+        let me = ProcessIdentity::current();
         let lock = Lock {
             exclusive: kind == LockKind::Exclusive,
             hostname: crate::source::owner::hostname(),
             username: crate::source::owner::current_username(),
-            pid: std::process::id(),
+            pid: me.pid,
             uid: rustix::process::getuid().as_raw(),
             created: now,
             refreshed: now,
+            owner: Some(LockOwner {
+                boot_id: me.boot_id.clone(),
+                pid_ns: me.pid_ns,
+                start_ticks: me.start_ticks,
+            }),
         };
         let id = LockId(self.write_object(Dir::Locks, KIND_LOCK, &encode_lock(&lock))?);
         // Check again now that ours is visible: of two racing writers at least one sees the other.

@@ -14,10 +14,11 @@ pub mod keys;
 pub mod lock;
 pub mod memo;
 pub mod packer;
+pub mod process;
 pub mod snapshots;
 mod treecache;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::backend::DynBackend;
@@ -66,11 +67,38 @@ pub const DEFAULT_CHUNKER: ChunkerParams = ChunkerParams {
 };
 
 /// How to open a repository.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct OpenOptions {
     /// Root of the local cache; the repository's cache lives in `<root>/<repo id>`.
     /// `None` uses a private temporary directory that is removed on exit.
     pub cache_root: Option<PathBuf>,
+    /// Where temporary files and databases go (the caller decides; the library reads no
+    /// environment).
+    pub temp_dir: PathBuf,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            cache_root: None,
+            temp_dir: PathBuf::from("/tmp"),
+        }
+    }
+}
+
+/// A location known to hold a repository, not yet unlocked (see [`Repository::locate`]).
+#[derive(Debug)]
+pub struct Located {
+    backend: DynBackend,
+    config_bytes: Vec<u8>,
+}
+
+impl Located {
+    /// Unlocks the repository with `password`.
+    pub fn unlock(self, password: &[u8], options: OpenOptions) -> Result<Repository> {
+        let (key_id, key) = keys::unlock(&self.backend, password)?;
+        Repository::open_with_key(self.backend, key_id, key, &self.config_bytes, options)
+    }
 }
 
 /// An unlocked repository. Cheap to clone: clones share one session (key, config, index).
@@ -137,19 +165,24 @@ impl Repository {
         Ok(repo)
     }
 
+    /// Checks that `backend` holds a repository (reads its config) without unlocking it, so
+    /// that "no repository" is said before any password is asked for.
+    pub fn locate(backend: DynBackend) -> Result<Located> {
+        match backend.read(CONFIG_PATH) {
+            Ok(config_bytes) => Ok(Located {
+                backend,
+                config_bytes,
+            }),
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => Err(Error::NoRepository {
+                location: backend.location(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Opens and unlocks an existing repository.
     pub fn open(backend: DynBackend, password: &[u8], options: OpenOptions) -> Result<Self> {
-        let config_bytes = match backend.read(CONFIG_PATH) {
-            Ok(b) => b,
-            Err(e) if e.kind() == crate::ErrorKind::NotFound => {
-                return Err(Error::NoRepository {
-                    location: backend.location(),
-                });
-            }
-            Err(e) => return Err(e),
-        };
-        let (key_id, key) = keys::unlock(&backend, password)?;
-        Self::open_with_key(backend, key_id, key, &config_bytes, options)
+        Self::locate(backend)?.unlock(password, options)
     }
 
     fn open_with_key(
@@ -224,6 +257,11 @@ impl Repository {
     pub(crate) fn tree_cache(&self) -> Option<treecache::TreePackCache> {
         self.cache_dir()
             .map(|d| treecache::TreePackCache::new(d.join("trees")))
+    }
+
+    /// Where temporary files and databases go.
+    pub fn temp_dir(&self) -> &std::path::Path {
+        &self.inner.options.temp_dir
     }
 
     /// Where this repository's local cache lives (`None`: a private temporary directory).
@@ -303,6 +341,25 @@ impl Repository {
         id: &[u8; 32],
         object: ObjectRef,
     ) -> Result<Vec<u8>> {
+        self.read_object_versioned(dir, kind, id, object)
+            .map(|(_, plain)| plain)
+    }
+
+    /// Like [`Repository::read_object`], also returning the envelope's format version.
+    pub fn read_object_versioned(
+        &self,
+        dir: Dir,
+        kind: u8,
+        id: &[u8; 32],
+        object: ObjectRef,
+    ) -> Result<(u8, Vec<u8>)> {
+        let bytes = self.read_stored(dir, id, object.clone())?;
+        let plain = self.open_object(kind, &bytes, object)?;
+        Ok((bytes[6], plain))
+    }
+
+    /// Reads the stored bytes of object `id` in `dir` and checks them against the name.
+    pub fn read_stored(&self, dir: Dir, id: &[u8; 32], object: ObjectRef) -> Result<Vec<u8>> {
         let path = dir.path(&hex::encode(id));
         let bytes = self.backend().read(&path).map_err(|e| match e {
             Error::NotFound { .. } => Error::NotFound {
@@ -322,7 +379,7 @@ impl Repository {
                 "content does not match its name (damaged, truncated or renamed)",
             ));
         }
-        self.open_object(kind, &bytes, object)
+        Ok(bytes)
     }
 }
 
@@ -340,18 +397,4 @@ pub(crate) fn open_envelope(
     cipher
         .open(header, rest)
         .map_err(|_| Error::corrupt(object, "authentication failed (damaged or tampered with)"))
-}
-
-/// Default root of the local cache: `$VAULT_CACHE_DIR`, else `$XDG_CACHE_HOME/vault`, else
-/// `$HOME/.cache/vault`.
-pub fn default_cache_root() -> Option<PathBuf> {
-    if let Some(d) = std::env::var_os("VAULT_CACHE_DIR").filter(|v| !v.is_empty()) {
-        return Some(PathBuf::from(d));
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return Some(Path::new(&d).join("vault"));
-    }
-    std::env::var_os("HOME")
-        .filter(|v| !v.is_empty())
-        .map(|h| Path::new(&h).join(".cache").join("vault"))
 }

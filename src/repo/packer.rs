@@ -253,7 +253,7 @@ impl BlobSaver {
             .backend()
             .staging_dir()
             .or_else(|| repo.cache_dir().map(|d| d.join("staging")))
-            .unwrap_or_else(|| std::env::temp_dir().join("vault-staging"));
+            .unwrap_or_else(|| repo.temp_dir().join("vault-staging"));
         std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
         let shared = Arc::new(Shared {
             repo: repo.clone(),

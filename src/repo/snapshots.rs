@@ -14,6 +14,9 @@ use super::Repository;
 /// Readable snapshots (oldest first) and the ones that could not be read.
 pub type SnapshotList = (Vec<(SnapshotId, Snapshot)>, Vec<(SnapshotId, Error)>);
 
+/// Readable holds and the hold objects that could not be read.
+pub type HoldList = (Vec<(HoldId, Hold)>, Vec<(HoldId, Error)>);
+
 /// Resolves a full id or a unique prefix of at least 4 hex characters among `ids`.
 pub fn resolve_prefix(
     spec: &str,
@@ -97,12 +100,9 @@ impl Repository {
         for (id, r) in results {
             match r {
                 Ok(s) => good.push((id, s)),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        crate::ErrorKind::Corrupt | crate::ErrorKind::Unsupported
-                    ) =>
-                {
+                // Forgotten between listing and reading.
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
                     bad.push((id, e))
                 }
                 Err(e) => return Err(e),
@@ -129,37 +129,65 @@ impl Repository {
             .map(HoldId)
     }
 
-    /// Every hold in the repository. Damaged hold objects are errors: a hold that cannot be
-    /// read must not silently stop protecting its snapshot.
-    pub fn list_holds(&self) -> Result<Vec<(HoldId, Hold)>> {
+    /// Loads one hold object.
+    pub fn load_hold(&self, id: &HoldId) -> Result<Hold> {
+        let object = ObjectRef::Hold(*id);
+        let plain = self.read_object(Dir::Holds, KIND_HOLD, &id.0, object.clone())?;
+        decode_hold(&plain).map_err(|e| Error::corrupt(object, e.0))
+    }
+
+    /// Every hold in the repository, and the hold objects that cannot be read (damaged or
+    /// of an unknown version). Callers that remove snapshots must refuse to while any hold is
+    /// unreadable: it might protect the snapshot (see `pruner`); listing still works.
+    pub fn list_holds(&self) -> Result<HoldList> {
         let ids: Vec<HoldId> = self
             .backend()
             .list(Dir::Holds.name())?
             .iter()
             .filter_map(|o| Dir::Holds.name_of(&o.path).map(HoldId))
             .collect();
-        let mut out = Vec::new();
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
         for id in ids {
-            let object = ObjectRef::Hold(id);
-            let plain = self.read_object(Dir::Holds, KIND_HOLD, &id.0, object.clone())?;
-            out.push((
-                id,
-                decode_hold(&plain).map_err(|e| Error::corrupt(object, e.0))?,
-            ));
+            match self.load_hold(&id) {
+                Ok(h) => good.push((id, h)),
+                // Released between listing and reading.
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
+                    bad.push((id, e))
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(out)
+        Ok((good, bad))
     }
 
     /// Removes every hold on `snapshot`; returns how many were removed.
     pub fn release_holds(&self, snapshot: &SnapshotId) -> Result<usize> {
         let mut n = 0;
-        for (id, h) in self.list_holds()? {
+        for (id, h) in self.list_holds()?.0 {
             if h.snapshot == *snapshot {
-                self.backend().delete(&hold_path(&id))?;
-                n += 1;
+                match self.backend().delete(&hold_path(&id)) {
+                    Ok(()) => n += 1,
+                    Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(n)
+    }
+
+    /// Removes the hold objects that cannot be read; returns their ids.
+    pub fn remove_damaged_holds(&self) -> Result<Vec<(HoldId, Error)>> {
+        let (_, bad) = self.list_holds()?;
+        for (id, _) in &bad {
+            match self.backend().delete(&hold_path(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(bad)
     }
 
     /// Deletes a snapshot manifest (no garbage collection).
@@ -179,8 +207,8 @@ pub struct SnapshotFilter {
     pub hosts: Vec<String>,
     /// Tag groups: `"a,b"` requires both a and b; several groups are alternatives.
     pub tags: Vec<String>,
-    /// Paths that must all be among the snapshot's paths.
-    pub paths: Vec<String>,
+    /// Paths that must all be among the snapshot's paths (raw bytes).
+    pub paths: Vec<Vec<u8>>,
 }
 
 impl SnapshotFilter {
@@ -201,9 +229,11 @@ impl SnapshotFilter {
             return false;
         }
         self.paths.iter().all(|p| {
-            let p = p.trim_end_matches('/');
-            let p = if p.is_empty() { "/" } else { p };
-            s.paths.iter().any(|sp| sp == p.as_bytes())
+            let mut end = p.len();
+            while end > 1 && p[end - 1] == b'/' {
+                end -= 1;
+            }
+            s.paths.iter().any(|sp| sp[..] == p[..end])
         })
     }
 }
@@ -217,6 +247,12 @@ impl Repository {
         filter: &SnapshotFilter,
         as_of: Option<crate::format::time::Timestamp>,
     ) -> Result<(SnapshotId, Snapshot)> {
+        if spec != "latest" && as_of.is_some() {
+            return Err(Error::InvalidInput(format!(
+                "a point in time (--as-of) picks among snapshots and only goes with `latest`, \
+                 not with the snapshot id {spec:?}"
+            )));
+        }
         if spec == "latest" {
             let (snaps, damaged) = self.list_snapshots()?;
             for (id, e) in &damaged {
@@ -229,7 +265,7 @@ impl Repository {
                 .ok_or(Error::NoMatch {
                     what: "snapshot",
                     name: match as_of {
-                        Some(t) => format!("latest at or before {}", t.secs),
+                        Some(t) => format!("latest at or before {}", t.to_rfc3339()),
                         None => "latest".into(),
                     },
                 });

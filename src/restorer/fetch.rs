@@ -3,10 +3,10 @@
 //! Every needed blob is located through the index and grouped by pack; within a pack, blobs
 //! close to each other are read with one ranged request (gaps up to [`MAX_GAP`] are read and
 //! dropped). Blobs are opened in place inside the fetched buffer (decrypted, decompressed,
-//! verified) on all workers and written with `pwrite` at each target offset. Files made of at
-//! most one blob are created, written and given their metadata through a single descriptor
-//! here, in parallel. All-zero blobs are skipped (the file already has its length), so sparse
-//! files stay sparse.
+//! verified) on all workers and written with `pwrite` at each target offset, into each file's
+//! temporary name. Files made of at most one blob are created, written, given their metadata
+//! through a single descriptor and renamed into place here, in parallel. All-zero blobs are
+//! skipped (the file already has its length), so sparse files stay sparse.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
@@ -22,6 +22,7 @@ use crate::id::{BlobId, BlobType, PackId};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::source::apply::{ApplyOptions, apply_metadata_fd};
+use std::path::Path;
 
 use super::walk::FileJob;
 
@@ -60,26 +61,35 @@ pub(super) struct ContentResult {
     pub bytes_fetched: u64,
 }
 
-/// Creates a deferred single-blob file with its content, length and metadata.
+/// Creates a deferred single-blob file under its temporary name with its content, length
+/// and metadata, then renames it into place.
 fn finish_deferred(
     job: &FileJob,
     data: Option<(&[u8], u64)>,
     apply: ApplyOptions,
 ) -> std::io::Result<Vec<crate::Error>> {
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&job.out)?;
-    if let Some((d, offset)) = data
-        && d.iter().any(|&b| b != 0)
-    {
-        f.write_all_at(d, offset)?;
+    let written = (|| {
+        let f = job.dir.create_file(&job.tmp)?;
+        if let Some((d, offset)) = data
+            && d.iter().any(|&b| b != 0)
+        {
+            f.write_all_at(d, offset)?;
+        }
+        if f.metadata()?.len() != job.node.size {
+            f.set_len(job.node.size)?;
+        }
+        Ok(apply_metadata_fd(
+            &f,
+            Path::new(&job.snap_path),
+            &job.node,
+            apply,
+        ))
+    })()
+    .and_then(|errs| job.dir.rename(&job.tmp, &job.name).map(|_| errs));
+    if written.is_err() {
+        let _ = job.dir.remove_file(&job.tmp);
     }
-    if f.metadata()?.len() != job.node.size {
-        f.set_len(job.node.size)?;
-    }
-    Ok(apply_metadata_fd(&f, &job.out, &job.node, apply))
+    written
 }
 
 /// Writes the content of every job's file.
@@ -175,9 +185,11 @@ pub(super) fn restore_content(
             {
                 Ok(b) => b,
                 Err(e) => {
+                    let e =
+                        crate::repo::blob::relabel_missing(e, crate::ObjectRef::Pack(span.pack));
                     for w in &span.blobs {
                         for (j, _) in &w.targets {
-                            fail(*j, format!("pack {}: {e}", span.pack));
+                            fail(*j, e.to_string());
                         }
                     }
                     return;
@@ -225,9 +237,8 @@ pub(super) fn restore_content(
                     } else if zero {
                         Ok(()) // created at full length: zeros are already there
                     } else {
-                        std::fs::OpenOptions::new()
-                            .write(true)
-                            .open(&job.out)
+                        job.dir
+                            .open_for_write(&job.tmp)
                             .and_then(|f| f.write_all_at(plain, *off))
                     };
                     match r {
@@ -235,13 +246,13 @@ pub(super) fn restore_content(
                             written.fetch_add(plain.len() as u64, Ordering::Relaxed);
                             progress.advance(plain.len() as u64);
                         }
-                        Err(e) => fail(*j, format!("{}: {e}", job.out.display())),
+                        Err(e) => fail(*j, crate::error::io_message(&e)),
                     }
                 }
             });
     });
-    // Deferred files with no blob at all (empty or all holes), and deferred files whose blob
-    // could not be restored (they must still exist, at their length).
+    // Deferred files with no blob at all (empty or all holes). Files whose blob could not be
+    // restored are not created: nothing appears under their name.
     let failed_now = failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
     jobs.par_iter().enumerate().for_each(|(j, job)| {
         let blobless = !job
@@ -249,13 +260,13 @@ pub(super) fn restore_content(
             .content
             .iter()
             .any(|p| matches!(p, ContentPart::Chunk(_)));
-        if job.deferred && (blobless || failed_now.contains_key(&j)) {
+        if job.deferred && blobless && !failed_now.contains_key(&j) {
             match finish_deferred(job, None, apply) {
                 Ok(errs) => meta_errors
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .extend(errs.into_iter().map(|e| (j, e))),
-                Err(e) => fail(j, format!("{}: {e}", job.out.display())),
+                Err(e) => fail(j, crate::error::io_message(&e)),
             }
         }
     });

@@ -1,11 +1,14 @@
 //! The restore engine, and single-file `dump`.
 //!
-//! Restore walks the snapshot's trees depth-first, creating directories, links and special
-//! files as it goes and collecting regular files into batches. Each batch's content is planned
-//! by pack: every pack is fetched once per batch with adjacent ranges merged, blobs are opened
-//! and verified on all cores and written at their offsets. Metadata is applied last: files
-//! after their content, directories after everything inside them. A damaged or missing blob
-//! fails only the files that need it; they are reported and the exit code says so.
+//! Restore walks the snapshot's trees depth-first (an explicit stack, never the call stack),
+//! creating directories, links and special files as it goes and collecting regular files
+//! into batches. Each batch's content is planned by pack: every pack is fetched once per batch
+//! with adjacent ranges merged, blobs are opened and verified on all cores and written at
+//! their offsets into temporary files, which are renamed to their real names only when every
+//! blob verified. Metadata is applied last: files after their content, directories after
+//! everything inside them. A damaged or missing blob fails only the files that need it: they
+//! never appear under their names, they are reported, and the exit code says so.
+//! `format-spec/13-restore.md` specifies the result.
 
 mod fetch;
 mod find;
@@ -17,10 +20,11 @@ use crate::id::SnapshotId;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::source::apply::ApplyOptions;
+use crate::source::dir::DirHandle;
 use crate::source::exclude::PathMatcher;
 use crate::{Error, Result};
 
-pub use find::{TreeEntry, dump, find_node, walk_tree};
+pub use find::{DumpMode, TreeEntry, dump, find_node, walk_tree};
 
 /// Options of a restore.
 #[derive(Clone, Debug)]
@@ -37,6 +41,8 @@ pub struct RestoreOptions {
     pub apply: ApplyOptions,
     /// Plan at most this many content bytes at once (bounds memory).
     pub batch_bytes: u64,
+    /// Keep the verified part of a damaged file as `NAME.vault-damaged` instead of removing it.
+    pub keep_damaged: bool,
 }
 
 impl Default for RestoreOptions {
@@ -48,6 +54,7 @@ impl Default for RestoreOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             apply: ApplyOptions::default(),
             batch_bytes: 1 << 30,
+            keep_damaged: false,
         }
     }
 }
@@ -80,6 +87,10 @@ pub struct RestoreSummary {
     pub bytes_fetched: u64,
     /// Problems, per path.
     pub errors: Vec<RestoreError>,
+    /// Files not restored because their data is damaged or missing (also in `errors`).
+    pub damaged: Vec<String>,
+    /// `--include` patterns that matched nothing.
+    pub unmatched_includes: Vec<String>,
 }
 
 /// Restores snapshot `id` into `opts.target`.
@@ -91,6 +102,7 @@ pub fn restore(
 ) -> Result<RestoreSummary> {
     let snap = repo.load_snapshot(id)?;
     std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    let root = DirHandle::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.threads.max(1))
         .thread_name(|i| format!("vault-restore-{i}"))
@@ -101,7 +113,8 @@ pub fn restore(
         Some(snap.summary.total_bytes),
         crate::progress::Unit::Bytes,
     );
-    let summary = pool.install(|| walk::Restorer::new(repo, opts, progress).run(&snap.tree))?;
+    let summary =
+        pool.install(|| walk::Restorer::new(repo, opts, progress, root).run(&snap.tree))?;
     progress.finish_phase();
     Ok(summary)
 }

@@ -1,8 +1,23 @@
-//! Depth-first restore of a snapshot's trees into the target directory.
+//! Depth-first restore of a snapshot's trees into the target directory, without recursion.
+//!
+//! The walk keeps an explicit stack of directory frames on the heap, so depth does not touch
+//! the call stack. Every directory is created and entered through its parent's descriptor
+//! (`mkdirat`/`openat`), so restored paths may exceed `PATH_MAX`; at most [`OPEN_FRAMES`]
+//! frames keep their descriptor open, deeper ones are reopened through `..` (checked against
+//! the device and inode recorded when they were created) when the walk returns to them.
+//!
+//! No restored entry appears under its real name before it is complete: files are written
+//! under a temporary name in their directory and renamed into place only after every blob
+//! of theirs was verified and their metadata applied; symlinks and special files are created
+//! under a temporary name too. A file whose data is damaged or missing is never renamed: it
+//! is removed (or kept as `NAME.vault-damaged` with `keep_damaged`), named in the summary,
+//! and the restore goes on. Directory metadata is applied after everything inside them.
 
 use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -10,29 +25,68 @@ use crate::format::tree::{ContentPart, Node, NodeKind, Tree};
 use crate::id::BlobId;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::source::apply::{apply_metadata, create_special, create_symlink};
+use crate::source::apply::{apply_metadata_at, apply_metadata_fd, create_special};
+use crate::source::dir::DirHandle;
 use crate::{Error, Result};
 
 use super::fetch::restore_content;
 use super::{RestoreError, RestoreOptions, RestoreSummary};
 
+/// Frames (from the top of the stack) that keep their directory descriptor open.
+const OPEN_FRAMES: usize = 64;
+/// Directories whose metadata waits for a flush, at most.
+const MAX_PENDING_DIRS: usize = 256;
+/// Distinct directories with files in one batch, at most (each holds a descriptor).
+const MAX_BATCH_DIRS: usize = 256;
+
 /// A regular file waiting for its content.
 pub(super) struct FileJob {
-    /// Where it is being restored.
-    pub out: PathBuf,
-    /// Its path in the snapshot (for messages).
+    /// The directory it is restored into.
+    pub dir: Arc<DirHandle>,
+    /// Its temporary name there (until every blob is verified).
+    pub tmp: OsString,
+    /// Its real name.
+    pub name: OsString,
+    /// Its path in the snapshot, quoted for messages.
     pub snap_path: String,
     /// Its node.
     pub node: Node,
-    /// Created, written and given its metadata by the fetch workers (at most one blob, no
-    /// hard link); otherwise created here at full length and finished after its content.
+    /// Created, written, given its metadata and renamed by the fetch workers (at most one
+    /// blob); otherwise created here at full length and finished after its content.
     pub deferred: bool,
+    /// Its path relative to the target, when later hard links will point at it.
+    pub link_rel: Option<PathBuf>,
+}
+
+/// A hard link to a file of the current batch, made once that file is in place.
+struct PendingLink {
+    dir: Arc<DirHandle>,
+    name: OsString,
+    snap_path: String,
+    job: usize,
+}
+
+/// Where the first restored member of a hard-link group is.
+#[derive(Clone)]
+enum LinkSource {
+    /// In the current batch, job number.
+    Batch(usize),
+    /// Restored: its path relative to the target.
+    Done(PathBuf),
+    /// Could not be restored.
+    Failed,
 }
 
 struct DirFrame {
-    out: PathBuf,
+    /// The name in the parent (empty for the target itself).
+    name: OsString,
     node: Option<Node>,
+    handle: Option<Arc<DirHandle>>,
+    /// (device, inode) of the created directory, to recognise it when reopened via `..`.
+    identity: Option<(u64, u64)>,
     created: bool,
+    included: bool,
+    entries: std::vec::IntoIter<Node>,
 }
 
 pub(super) struct Restorer<'a> {
@@ -40,18 +94,26 @@ pub(super) struct Restorer<'a> {
     opts: &'a RestoreOptions,
     progress: &'a dyn Progress,
     summary: RestoreSummary,
+    root: Arc<DirHandle>,
+    stack: Vec<DirFrame>,
+    /// The snapshot path of the entry being handled.
+    cursor: PathBuf,
     batch: Vec<FileJob>,
     batch_bytes: u64,
-    stack: Vec<DirFrame>,
-    dirs_done: Vec<(PathBuf, Node)>,
-    hardlinks: HashMap<(u64, u64), PathBuf>,
+    batch_dirs: usize,
+    links: Vec<PendingLink>,
+    dirs_done: Vec<(Arc<DirHandle>, Node, String)>,
+    hardlinks: HashMap<(u64, u64), LinkSource>,
+    include_hits: Vec<bool>,
 }
 
-fn is_fatal(e: &Error) -> bool {
-    !matches!(
-        e.kind(),
-        crate::ErrorKind::Corrupt | crate::ErrorKind::NotFound | crate::ErrorKind::Io
-    )
+fn temp_name() -> Result<OsString> {
+    let mut rnd = [0u8; 8];
+    crate::crypto::random_bytes(&mut rnd)?;
+    Ok(OsString::from(format!(
+        ".vault-restore-{}",
+        hex::encode(rnd)
+    )))
 }
 
 impl<'a> Restorer<'a> {
@@ -59,17 +121,23 @@ impl<'a> Restorer<'a> {
         repo: &'a Repository,
         opts: &'a RestoreOptions,
         progress: &'a dyn Progress,
+        root: DirHandle,
     ) -> Self {
         Self {
             repo,
             opts,
             progress,
             summary: RestoreSummary::default(),
+            root: Arc::new(root),
+            stack: Vec::new(),
+            cursor: PathBuf::from("/"),
             batch: Vec::new(),
             batch_bytes: 0,
-            stack: Vec::new(),
+            batch_dirs: 0,
+            links: Vec::new(),
             dirs_done: Vec::new(),
             hardlinks: HashMap::new(),
+            include_hits: vec![false; opts.include.texts().len()],
         }
     }
 
@@ -83,188 +151,515 @@ impl<'a> Restorer<'a> {
         });
     }
 
+    fn shown(&self) -> String {
+        crate::quote::quote_path(&self.cursor)
+    }
+
     pub(super) fn run(mut self, root: &BlobId) -> Result<RestoreSummary> {
-        self.stack.push(DirFrame {
-            out: self.opts.target.clone(),
-            node: None,
-            created: true,
-        });
         let tree = self.repo.load_tree(root)?;
-        self.walk(&tree, Path::new("/"), self.opts.include.is_empty())?;
+        self.stack.push(DirFrame {
+            name: OsString::new(),
+            node: None,
+            handle: Some(self.root.clone()),
+            identity: None,
+            created: true,
+            included: self.opts.include.is_empty(),
+            entries: tree.nodes.into_iter(),
+        });
+        let r = self.walk();
+        if let Err(e) = r {
+            self.abandon_batch();
+            return Err(e);
+        }
         self.flush()?;
-        // Directories last, deepest first, so that nothing changes their times afterwards.
-        for (out, node) in std::mem::take(&mut self.dirs_done).into_iter().rev() {
-            for e in apply_metadata(&out, &node, self.opts.apply) {
-                self.error(&out.display().to_string(), e);
+        for (i, hit) in self.include_hits.iter().enumerate() {
+            if !hit {
+                self.summary
+                    .unmatched_includes
+                    .push(self.opts.include.texts()[i].clone());
             }
         }
         Ok(self.summary)
     }
 
-    fn ensure_parents(&mut self) -> Result<()> {
-        for f in self.stack.iter_mut().filter(|f| !f.created) {
-            match std::fs::create_dir(&f.out) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && f.out.is_dir() => {}
-                Err(e) => return Err(Error::io(&f.out, e)),
+    fn walk(&mut self) -> Result<()> {
+        loop {
+            let next = match self.stack.last_mut() {
+                Some(top) => top.entries.next(),
+                None => return Ok(()),
+            };
+            let Some(node) = next else {
+                self.leave_dir()?;
+                continue;
+            };
+            let name = OsStr::from_bytes(&node.name).to_owned();
+            self.cursor.push(&name);
+            if self.opts.exclude.matches(&self.cursor) {
+                self.cursor.pop();
+                continue;
             }
-            f.created = true;
+            let mut included = self.stack.last().is_some_and(|f| f.included);
+            if !included {
+                let hits = &mut self.include_hits;
+                self.opts.include.for_each_match(&self.cursor, |i| {
+                    hits[i] = true;
+                    included = true;
+                });
+            }
+            if node.kind == NodeKind::Dir {
+                self.enter_dir(name, node, included)?;
+                continue;
+            }
+            if included {
+                let sp = self.shown();
+                if let Err(e) = self
+                    .ensure_parents()
+                    .and_then(|_| self.restore_leaf(&name, &node, &sp))
+                {
+                    if !is_local_or_damage(&e) {
+                        return Err(e);
+                    }
+                    self.error(&sp, e);
+                }
+            }
+            self.cursor.pop();
+        }
+    }
+
+    fn enter_dir(&mut self, name: OsString, node: Node, included: bool) -> Result<()> {
+        let sub = match node.subtree {
+            Some(id) => self.repo.load_tree(&id),
+            None => Ok(Tree::default()),
+        };
+        let entries = match sub {
+            Ok(t) => t.nodes,
+            Err(e) if e.is_damage() => {
+                // The listing is lost: everything below is named once, by this path; the
+                // directory itself is still restored (empty) if it is included.
+                let sp = self.shown();
+                self.error(
+                    &sp,
+                    format!("directory listing cannot be read ({e}); nothing below it is restored"),
+                );
+                Vec::new()
+            }
+            Err(e) => return Err(e),
+        };
+        self.stack.push(DirFrame {
+            name,
+            node: Some(node),
+            handle: None,
+            identity: None,
+            created: false,
+            included,
+            entries: entries.into_iter(),
+        });
+        if included && let Err(e) = self.ensure_parents() {
+            if !is_local_or_damage(&e) {
+                return Err(e);
+            }
+            // Nothing below can be restored: skip the directory's entries.
+            let sp = self.shown();
+            self.error(&sp, e);
+            if let Some(top) = self.stack.last_mut() {
+                top.entries = Vec::new().into_iter();
+                top.included = false;
+            }
+        }
+        self.trim_handles();
+        Ok(())
+    }
+
+    fn leave_dir(&mut self) -> Result<()> {
+        let f = self.stack.pop().expect("invariant: called with a frame");
+        if self.stack.is_empty() {
+            return Ok(()); // the target itself keeps its metadata
+        }
+        let sp = self.shown();
+        self.cursor.pop();
+        // The parent's descriptor may have been closed while the walk was deep.
+        if let Some(parent) = self.stack.last()
+            && parent.created
+            && parent.handle.is_none()
+        {
+            let reopened = match &f.handle {
+                Some(h) => self.reopen_parent(h, parent.identity),
+                None => self.open_frame_by_path(self.stack.len() - 1),
+            };
+            match reopened {
+                Ok(h) => self.stack.last_mut().expect("invariant: non-empty").handle = Some(h),
+                Err(e) => return Err(e),
+            }
+        }
+        if f.created
+            && let (Some(h), Some(node)) = (f.handle, f.node)
+        {
+            self.summary.dirs += 1;
+            self.dirs_done.push((h, node, sp));
+            if self.dirs_done.len() >= MAX_PENDING_DIRS {
+                self.flush()?;
+            }
         }
         Ok(())
     }
 
-    fn walk(&mut self, tree: &Tree, snap_dir: &Path, included: bool) -> Result<()> {
-        for node in &tree.nodes {
-            let name = std::ffi::OsStr::from_bytes(&node.name);
-            let snap_path = snap_dir.join(name);
-            if self.opts.exclude.matches(&snap_path) {
-                continue;
+    fn reopen_parent(
+        &self,
+        child: &DirHandle,
+        identity: Option<(u64, u64)>,
+    ) -> Result<Arc<DirHandle>> {
+        let p = child
+            .open_parent()
+            .map_err(|e| Error::io(&self.cursor, e))?;
+        let st = p.stat_self().map_err(|e| Error::io(&self.cursor, e))?;
+        if identity.is_some_and(|id| id != (st.dev, st.ino)) {
+            return Err(Error::io(
+                &self.cursor,
+                std::io::Error::other("a restored directory was moved while restoring"),
+            ));
+        }
+        Ok(Arc::new(p))
+    }
+
+    /// Opens frame `i`'s directory by walking from the target (slow path, rarely needed).
+    fn open_frame_by_path(&self, i: usize) -> Result<Arc<DirHandle>> {
+        let mut h: Option<DirHandle> = None;
+        for f in &self.stack[1..=i] {
+            let next = match &h {
+                None => self.root.open_dir(&f.name),
+                Some(d) => d.open_dir(&f.name),
             }
-            let inc = included || self.opts.include.matches(&snap_path);
-            let out = self
-                .stack
-                .last()
-                .expect("invariant: root frame")
-                .out
-                .join(name);
-            let sp = snap_path.display().to_string();
-            if node.kind == NodeKind::Dir {
-                self.stack.push(DirFrame {
-                    out: out.clone(),
-                    node: Some(node.clone()),
-                    created: false,
-                });
-                if inc {
-                    if let Err(e) = self.ensure_parents() {
-                        self.error(&sp, e);
-                    }
-                }
-                let sub = match node.subtree {
-                    Some(id) => self.repo.load_tree(&id),
-                    None => Ok(Tree::default()),
-                };
-                match sub {
-                    Ok(t) => self.walk(&t, &snap_path, inc)?,
-                    Err(e) if !is_fatal(&e) => self.error(&sp, e),
-                    Err(e) => return Err(e),
-                }
-                let f = self.stack.pop().expect("invariant: pushed above");
-                if f.created {
-                    self.summary.dirs += 1;
-                    self.dirs_done
-                        .push((f.out, f.node.expect("invariant: dir frame has a node")));
-                }
-                continue;
+            .map_err(|e| Error::io(&self.cursor, e))?;
+            h = Some(next);
+        }
+        Ok(h.map(Arc::new).unwrap_or_else(|| self.root.clone()))
+    }
+
+    /// Closes the descriptors of frames deep below the top of the stack.
+    fn trim_handles(&mut self) {
+        let n = self.stack.len();
+        if n > OPEN_FRAMES + 1 {
+            let f = &mut self.stack[n - OPEN_FRAMES - 1];
+            if f.created && f.handle.is_some() && n - OPEN_FRAMES - 1 > 0 {
+                f.handle = None;
             }
-            if !inc {
-                continue;
+        }
+    }
+
+    /// Creates the directories on the stack that do not exist yet (restored lazily, so that
+    /// `--include` creates only what leads to included entries).
+    fn ensure_parents(&mut self) -> Result<()> {
+        let Some(first) = self.stack.iter().position(|f| !f.created) else {
+            return Ok(());
+        };
+        for i in first..self.stack.len() {
+            let parent = match &self.stack[i - 1].handle {
+                Some(h) => h.clone(),
+                None => {
+                    let h = self.open_frame_by_path(i - 1)?;
+                    self.stack[i - 1].handle = Some(h.clone());
+                    h
+                }
+            };
+            let f = &self.stack[i];
+            let shown = crate::quote::quote_path(&self.cursor);
+            parent.make_dir(&f.name).map_err(|e| Error::io(&shown, e))?;
+            let h = parent.open_dir(&f.name).map_err(|e| Error::io(&shown, e))?;
+            let st = h.stat_self().map_err(|e| Error::io(&shown, e))?;
+            let f = &mut self.stack[i];
+            f.handle = Some(Arc::new(h));
+            f.identity = Some((st.dev, st.ino));
+            f.created = true;
+            if i > 1 && i - 1 + OPEN_FRAMES + 1 < self.stack.len() {
+                // Deep below the top: reopened through `..` when the walk gets back here.
+                self.stack[i - 1].handle = None;
             }
-            if let Err(e) = self
-                .ensure_parents()
-                .and_then(|_| self.restore_leaf(node, &out, &sp))
+        }
+        Ok(())
+    }
+
+    fn current_dir(&self) -> Arc<DirHandle> {
+        self.stack
+            .last()
+            .and_then(|f| f.handle.clone())
+            .expect("invariant: the current directory was created")
+    }
+
+    fn restore_leaf(&mut self, name: &OsStr, node: &Node, sp: &str) -> Result<()> {
+        let dir = self.current_dir();
+        let key = (node.device, node.inode);
+        if node.nlink > 1
+            && let Some(src) = self.hardlinks.get(&key).cloned()
+        {
+            return self.link_to(dir, name, sp, src);
+        }
+        if node.kind == NodeKind::File {
+            let chunks = node
+                .content
+                .iter()
+                .filter(|p| matches!(p, ContentPart::Chunk(_)))
+                .count();
+            let deferred = node.nlink <= 1 && chunks <= 1;
+            let tmp = temp_name()?;
+            if !deferred {
+                let f = dir.create_file(&tmp).map_err(|e| Error::io(sp, e))?;
+                f.set_len(node.size).map_err(|e| Error::io(sp, e))?;
+            }
+            if node.nlink > 1 {
+                self.hardlinks
+                    .insert(key, LinkSource::Batch(self.batch.len()));
+            }
+            if !self.batch.last().is_some_and(|j| Arc::ptr_eq(&j.dir, &dir)) {
+                self.batch_dirs += 1;
+            }
+            self.batch_bytes += node.size;
+            self.batch.push(FileJob {
+                dir,
+                tmp,
+                name: name.to_owned(),
+                snap_path: sp.to_string(),
+                node: node.clone(),
+                deferred,
+                link_rel: (node.nlink > 1).then(|| self.relative_cursor()),
+            });
+            if self.batch_bytes >= self.opts.batch_bytes
+                || self.batch.len() >= 20_000
+                || self.batch_dirs >= MAX_BATCH_DIRS
             {
-                if is_fatal(&e) {
-                    return Err(e);
+                self.flush()?;
+            }
+            return Ok(());
+        }
+        // Symlinks and special files: made under a temporary name, given their metadata,
+        // renamed into place.
+        let tmp = temp_name()?;
+        create_special(&dir, &tmp, Path::new(sp), node)?;
+        for e in apply_metadata_at(&dir, &tmp, Path::new(sp), node, self.opts.apply) {
+            self.error(sp, e);
+        }
+        if let Err(e) = dir.rename(&tmp, name) {
+            let _ = dir.remove_file(&tmp);
+            return Err(Error::io(sp, e));
+        }
+        self.summary.others += 1;
+        if node.nlink > 1 {
+            self.hardlinks
+                .insert(key, LinkSource::Done(self.relative_cursor()));
+        }
+        Ok(())
+    }
+
+    fn relative_cursor(&self) -> PathBuf {
+        self.cursor
+            .strip_prefix("/")
+            .unwrap_or(&self.cursor)
+            .to_path_buf()
+    }
+
+    /// A later member of a hard-link group: a link to the first one.
+    fn link_to(
+        &mut self,
+        dir: Arc<DirHandle>,
+        name: &OsStr,
+        sp: &str,
+        src: LinkSource,
+    ) -> Result<()> {
+        match src {
+            LinkSource::Failed => Err(Error::io(
+                sp,
+                std::io::Error::other("the file it is a hard link of could not be restored"),
+            )),
+            LinkSource::Batch(job) => {
+                self.links.push(PendingLink {
+                    dir,
+                    name: name.to_owned(),
+                    snap_path: sp.to_string(),
+                    job,
+                });
+                Ok(())
+            }
+            LinkSource::Done(rel) => {
+                let (parent, file) = match (rel.parent(), rel.file_name()) {
+                    (Some(p), Some(f)) => (p.to_path_buf(), f.to_owned()),
+                    _ => return Err(Error::io(sp, std::io::Error::other("bad link source"))),
+                };
+                let mut h: Option<DirHandle> = None;
+                for c in parent.components() {
+                    let next = match &h {
+                        None => self.root.open_dir(c.as_os_str()),
+                        Some(d) => d.open_dir(c.as_os_str()),
+                    }
+                    .map_err(|e| Error::io(sp, e))?;
+                    h = Some(next);
                 }
+                let src_dir = match &h {
+                    Some(d) => d,
+                    None => &*self.root,
+                };
+                link_into_place(&dir, name, src_dir, &file).map_err(|e| Error::io(sp, e))?;
+                self.summary.hardlinks += 1;
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes the temporary files of a batch that will not be finished (fatal error).
+    fn abandon_batch(&mut self) {
+        for job in std::mem::take(&mut self.batch) {
+            let _ = job.dir.remove_file(&job.tmp);
+        }
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let jobs = std::mem::take(&mut self.batch);
+        let links = std::mem::take(&mut self.links);
+        self.batch_bytes = 0;
+        self.batch_dirs = 0;
+        if !jobs.is_empty() {
+            self.finish_batch(jobs, links)?;
+        }
+        // Directories whose content is complete: metadata last, deepest first.
+        for (h, node, sp) in std::mem::take(&mut self.dirs_done) {
+            for e in apply_metadata_fd(&*h, Path::new(&sp), &node, self.opts.apply) {
                 self.error(&sp, e);
             }
         }
         Ok(())
     }
 
-    fn restore_leaf(&mut self, node: &Node, out: &Path, sp: &str) -> Result<()> {
-        remove_existing(out)?;
-        match node.kind {
-            NodeKind::File => {
-                let key = (node.device, node.inode);
-                if node.nlink > 1
-                    && let Some(first) = self.hardlinks.get(&key)
-                {
-                    std::fs::hard_link(first, out).map_err(|e| Error::io(out, e))?;
-                    self.summary.hardlinks += 1;
-                    return Ok(());
+    fn finish_batch(&mut self, jobs: Vec<FileJob>, links: Vec<PendingLink>) -> Result<()> {
+        let res = match restore_content(self.repo, &jobs, self.opts.apply, self.progress) {
+            Ok(r) => r,
+            Err(e) => {
+                for job in &jobs {
+                    let _ = job.dir.remove_file(&job.tmp);
                 }
-                let chunks = node
-                    .content
-                    .iter()
-                    .filter(|p| matches!(p, ContentPart::Chunk(_)))
-                    .count();
-                let deferred = node.nlink <= 1 && chunks <= 1;
-                if !deferred {
-                    let f = std::fs::File::create(out).map_err(|e| Error::io(out, e))?;
-                    f.set_len(node.size).map_err(|e| Error::io(out, e))?;
-                }
-                if node.nlink > 1 {
-                    self.hardlinks.insert(key, out.to_path_buf());
-                }
-                self.batch_bytes += node.size;
-                self.batch.push(FileJob {
-                    out: out.to_path_buf(),
-                    snap_path: sp.to_string(),
-                    node: node.clone(),
-                    deferred,
-                });
-                if self.batch_bytes >= self.opts.batch_bytes || self.batch.len() >= 20_000 {
-                    self.flush()?;
-                }
-                return Ok(());
+                return Err(e);
             }
-            NodeKind::Symlink => create_symlink(out, &node.link_target)?,
-            NodeKind::Dir => unreachable!("directories are walked, not leaves"),
-            _ => create_special(out, node)?,
-        }
-        self.summary.others += 1;
-        for e in apply_metadata(out, node, self.opts.apply) {
-            self.error(sp, e);
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        let jobs = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let res = restore_content(self.repo, &jobs, self.opts.apply, self.progress)?;
+        };
         self.summary.bytes_written += res.bytes_written;
         self.summary.packs_read += res.packs_read;
         self.summary.bytes_fetched += res.bytes_fetched;
         for (i, e) in res.meta_errors {
             self.error(&jobs[i].snap_path, e);
         }
-        // Files finished by path: metadata after all their content, in parallel.
-        let errors: Vec<(usize, Error)> = jobs
+        // Files written here: metadata through their descriptor, then into place, in parallel.
+        let apply = self.opts.apply;
+        let keep_damaged = self.opts.keep_damaged;
+        let outcomes: Vec<(usize, std::result::Result<Vec<Error>, String>)> = jobs
             .par_iter()
             .enumerate()
-            .filter(|(_, job)| !job.deferred)
-            .flat_map_iter(|(i, job)| {
-                apply_metadata(&job.out, &job.node, self.opts.apply)
-                    .into_iter()
-                    .map(move |e| (i, e))
+            .map(|(i, job)| {
+                if let Some(why) = res.failed.get(&i) {
+                    return (i, Err(discard(job, keep_damaged, why)));
+                }
+                if job.deferred {
+                    return (i, Ok(Vec::new())); // finished by the fetch workers
+                }
+                let f = match job.dir.open_for_write(&job.tmp) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        let _ = job.dir.remove_file(&job.tmp);
+                        return (i, Err(e.to_string()));
+                    }
+                };
+                let errs = apply_metadata_fd(&f, Path::new(&job.snap_path), &job.node, apply);
+                drop(f);
+                match job.dir.rename(&job.tmp, &job.name) {
+                    Ok(()) => (i, Ok(errs)),
+                    Err(e) => {
+                        let _ = job.dir.remove_file(&job.tmp);
+                        (i, Err(e.to_string()))
+                    }
+                }
             })
             .collect();
-        for (i, e) in errors {
-            self.error(&jobs[i].snap_path, e);
-        }
-        for (i, job) in jobs.iter().enumerate() {
-            if let Some(msg) = res.failed.get(&i) {
-                self.error(&job.snap_path, msg);
+        let mut ok = vec![false; jobs.len()];
+        for (i, outcome) in outcomes {
+            match outcome {
+                Ok(errs) => {
+                    ok[i] = true;
+                    self.summary.files += 1;
+                    for e in errs {
+                        self.error(&jobs[i].snap_path, e);
+                    }
+                }
+                Err(why) => {
+                    if res.failed.contains_key(&i) {
+                        self.summary.damaged.push(jobs[i].snap_path.clone());
+                    }
+                    self.error(&jobs[i].snap_path, why);
+                }
             }
-            self.summary.files += 1;
+        }
+        // Hard links to files of this batch, now that the files are in place.
+        for l in links {
+            let job = &jobs[l.job];
+            if !ok[l.job] {
+                self.error(
+                    &l.snap_path,
+                    "the file it is a hard link of could not be restored",
+                );
+                continue;
+            }
+            match link_into_place(&l.dir, &l.name, &job.dir, &job.name) {
+                Ok(()) => self.summary.hardlinks += 1,
+                Err(e) => self.error(&l.snap_path, e),
+            }
+        }
+        // Later members of these groups link to where the first one now is.
+        for src in self.hardlinks.values_mut() {
+            if let LinkSource::Batch(j) = *src {
+                *src = if ok[j] {
+                    LinkSource::Done(jobs[j].link_rel.clone().unwrap_or_default())
+                } else {
+                    LinkSource::Failed
+                };
+            }
         }
         Ok(())
     }
 }
 
-/// Removes a file, link or special file standing where a restored entry goes.
-fn remove_existing(out: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(out) {
-        Ok(md) if md.is_dir() => Err(Error::io(
-            out,
-            std::io::Error::other("a directory is in the way"),
-        )),
-        Ok(_) => std::fs::remove_file(out).map_err(|e| Error::io(out, e)),
-        Err(_) => Ok(()),
+/// Makes `name` in `dir` a hard link of `src_name` in `src_dir`, replacing what is there,
+/// atomically (link under a temporary name, then rename).
+fn link_into_place(
+    dir: &DirHandle,
+    name: &OsStr,
+    src_dir: &DirHandle,
+    src_name: &OsStr,
+) -> std::io::Result<()> {
+    let tmp = temp_name().map_err(|e| std::io::Error::other(e.to_string()))?;
+    dir.hard_link(&tmp, src_dir, src_name)?;
+    if let Err(e) = dir.rename(&tmp, name) {
+        let _ = dir.remove_file(&tmp);
+        return Err(e);
     }
+    Ok(())
+}
+
+/// Gets rid of a file whose content could not be verified: removed, or kept as
+/// `NAME.vault-damaged` when asked. Returns the message for the summary.
+fn discard(job: &FileJob, keep_damaged: bool, why: &str) -> String {
+    if keep_damaged {
+        let mut kept = job.name.clone();
+        kept.push(".vault-damaged");
+        if job.dir.rename(&job.tmp, &kept).is_ok() {
+            return format!(
+                "{why}; kept as {}",
+                crate::quote::quote_bytes(kept.as_bytes())
+            );
+        }
+    }
+    let _ = job.dir.remove_file(&job.tmp);
+    format!("{why}; not restored")
+}
+
+/// Errors that concern one entry (local file system, damaged data) rather than the run.
+fn is_local_or_damage(e: &Error) -> bool {
+    e.is_damage()
+        || matches!(
+            e.kind(),
+            crate::ErrorKind::Io | crate::ErrorKind::PermissionDenied
+        )
 }

@@ -1,16 +1,22 @@
-//! Writing metadata back to the file system on restore.
+//! Writing metadata back to the file system on restore (`format-spec/13-restore.md`).
 //!
 //! Order matters and is fixed here: ownership first (chown clears setuid/setgid), then the
-//! mode, then extended attributes, then times last (every other change bumps them).
+//! mode, then extended attributes, then times last (every other change bumps them). Everything
+//! goes through descriptors or through a directory descriptor and a name, never through a
+//! path, so it works at any depth.
 
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::Timespec;
-use rustix::fs::{AtFlags, CWD, FileType, Mode, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, Timespec, Timestamps, XattrFlags};
 
 use crate::format::time::Timestamp;
 use crate::format::tree::{Node, NodeKind};
 use crate::{Error, Result};
+
+use super::dir::DirHandle;
 
 /// What metadata to restore.
 #[derive(Clone, Copy, Debug)]
@@ -41,90 +47,101 @@ fn ts(t: Timestamp) -> Timespec {
     }
 }
 
-/// Applies ownership, mode, xattrs and times of `node` to `path` (which must exist).
-/// Problems are collected rather than stopping at the first.
-pub fn apply_metadata(path: &Path, node: &Node, opts: ApplyOptions) -> Vec<Error> {
+fn times(node: &Node) -> Timestamps {
+    Timestamps {
+        last_access: ts(node.atime.unwrap_or(node.mtime)),
+        last_modification: ts(node.mtime),
+    }
+}
+
+/// Applies ownership, mode, xattrs and times of `node` through an open descriptor of the
+/// object itself (a regular file or a directory). `shown` names it in errors. Problems are
+/// collected rather than stopping at the first.
+pub fn apply_metadata_fd(
+    fd: impl AsFd,
+    shown: &Path,
+    node: &Node,
+    opts: ApplyOptions,
+) -> Vec<Error> {
+    let fd = fd.as_fd();
     let mut errors = Vec::new();
-    if opts.owner {
-        let r = rustix::fs::chownat(
-            CWD,
-            path,
+    if opts.owner
+        && let Err(e) = rustix::fs::fchown(
+            fd,
             Some(rustix::fs::Uid::from_raw(node.uid)),
             Some(rustix::fs::Gid::from_raw(node.gid)),
-            AtFlags::SYMLINK_NOFOLLOW,
-        );
-        if let Err(e) = r {
-            errors.push(io(path, e));
-        }
-    }
-    if node.kind != NodeKind::Symlink
-        && let Err(e) = rustix::fs::chmod(path, Mode::from_raw_mode(node.mode))
+        )
     {
-        errors.push(io(path, e));
+        errors.push(io(shown, e));
+    }
+    if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode)) {
+        errors.push(io(shown, e));
     }
     if opts.xattrs {
         for (k, v) in &node.xattrs {
-            use std::os::unix::ffi::OsStrExt;
-            let name = std::ffi::OsStr::from_bytes(k);
-            if let Err(e) = xattr::set(path, name, v) {
-                // Security and trusted namespaces need privileges; tell, but go on.
-                errors.push(Error::io(path, e));
+            // Security and trusted namespaces need privileges; tell, but go on.
+            if let Err(e) = rustix::fs::fsetxattr(fd, OsStr::from_bytes(k), v, XattrFlags::empty())
+            {
+                errors.push(io(shown, e));
             }
         }
     }
-    let times = Timestamps {
-        last_access: ts(node.atime.unwrap_or(node.mtime)),
-        last_modification: ts(node.mtime),
-    };
-    if let Err(e) = rustix::fs::utimensat(CWD, path, &times, AtFlags::SYMLINK_NOFOLLOW) {
-        errors.push(io(path, e));
+    if let Err(e) = rustix::fs::futimens(fd, &times(node)) {
+        errors.push(io(shown, e));
     }
     errors
 }
 
-/// Like [`apply_metadata`] through an open file (no path lookups): for regular files the
-/// restorer has just written.
-pub fn apply_metadata_fd(
-    file: &std::fs::File,
-    path: &Path,
+/// Applies metadata to the entry `name` of `dir` without following it (symlinks, fifos,
+/// sockets and devices, which cannot be opened for this).
+pub fn apply_metadata_at(
+    dir: &DirHandle,
+    name: &OsStr,
+    shown: &Path,
     node: &Node,
     opts: ApplyOptions,
 ) -> Vec<Error> {
     let mut errors = Vec::new();
     if opts.owner
-        && let Err(e) = rustix::fs::fchown(
-            file,
+        && let Err(e) = rustix::fs::chownat(
+            dir,
+            name,
             Some(rustix::fs::Uid::from_raw(node.uid)),
             Some(rustix::fs::Gid::from_raw(node.gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
         )
     {
-        errors.push(io(path, e));
+        errors.push(io(shown, e));
     }
-    if let Err(e) = rustix::fs::fchmod(file, Mode::from_raw_mode(node.mode)) {
-        errors.push(io(path, e));
+    if node.kind != NodeKind::Symlink
+        && let Err(e) =
+            rustix::fs::chmodat(dir, name, Mode::from_raw_mode(node.mode), AtFlags::empty())
+    {
+        errors.push(io(shown, e));
     }
-    if opts.xattrs {
-        use xattr::FileExt;
+    if opts.xattrs && !node.xattrs.is_empty() {
+        let at = dir.proc_path(name);
         for (k, v) in &node.xattrs {
-            use std::os::unix::ffi::OsStrExt;
-            if let Err(e) = file.set_xattr(std::ffi::OsStr::from_bytes(k), v) {
-                errors.push(Error::io(path, e));
+            if let Err(e) = rustix::fs::lsetxattr(&at, OsStr::from_bytes(k), v, XattrFlags::empty())
+            {
+                errors.push(io(shown, e));
             }
         }
     }
-    let times = Timestamps {
-        last_access: ts(node.atime.unwrap_or(node.mtime)),
-        last_modification: ts(node.mtime),
-    };
-    if let Err(e) = rustix::fs::futimens(file, &times) {
-        errors.push(io(path, e));
+    if let Err(e) = rustix::fs::utimensat(dir, name, &times(node), AtFlags::SYMLINK_NOFOLLOW) {
+        errors.push(io(shown, e));
     }
     errors
 }
 
-/// Creates a fifo, socket or device node.
-pub fn create_special(path: &Path, node: &Node) -> Result<()> {
+/// Creates the symlink, fifo, socket or device `name` in `dir` as `node` describes.
+pub fn create_special(dir: &DirHandle, name: &OsStr, shown: &Path, node: &Node) -> Result<()> {
     let ft = match node.kind {
+        NodeKind::Symlink => {
+            return dir
+                .symlink(name, &node.link_target)
+                .map_err(|e| Error::io(shown, e));
+        }
         NodeKind::Fifo => FileType::Fifo,
         NodeKind::Socket => FileType::Socket,
         NodeKind::CharDevice => FileType::CharacterDevice,
@@ -136,13 +153,6 @@ pub fn create_special(path: &Path, node: &Node) -> Result<()> {
             )));
         }
     };
-    rustix::fs::mknodat(CWD, path, ft, Mode::from_raw_mode(node.mode), node.rdev)
-        .map_err(|e| io(path, e))
-}
-
-/// Creates a symlink pointing at the raw target bytes.
-pub fn create_symlink(path: &Path, target: &[u8]) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)
-        .map_err(|e| Error::io(path, e))
+    dir.make_node(name, ft, node.mode, node.rdev)
+        .map_err(|e| Error::io(shown, e))
 }

@@ -19,22 +19,29 @@ pub struct CommandReader {
 
 impl CommandReader {
     /// Starts `argv[0]` with arguments `argv[1..]`; stderr goes to vault's stderr.
-    pub fn spawn(argv: &[String]) -> Result<Self> {
+    pub fn spawn(argv: &[std::ffi::OsString]) -> Result<Self> {
         let Some((program, args)) = argv.split_first() else {
             return Err(Error::InvalidInput("no command given".into()));
         };
+        let shown =
+            crate::quote::quote_bytes(std::os::unix::ffi::OsStrExt::as_bytes(program.as_os_str()));
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| Error::io(program, e))?;
+            .map_err(|e| {
+                Error::Aborted(format!(
+                    "cannot run {shown}: {}; no snapshot saved",
+                    crate::error::io_message(&e)
+                ))
+            })?;
         let stdout = child.stdout.take();
         Ok(Self {
             child,
             stdout,
-            program: program.clone(),
+            program: shown,
         })
     }
 }
@@ -53,7 +60,7 @@ impl Read for CommandReader {
             Ok(0)
         } else {
             Err(std::io::Error::other(format!(
-                "command {:?} failed ({status}); no snapshot saved",
+                "command {} failed ({status}); no snapshot saved",
                 self.program
             )))
         }

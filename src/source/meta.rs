@@ -1,33 +1,28 @@
-//! Turning `lstat` results, xattrs and link targets into tree nodes.
+//! Turning `fstatat` results, xattrs and link targets into tree nodes.
 
+use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
-use crate::format::time::Timestamp;
+use rustix::fs::FileType;
+
 use crate::format::tree::{Node, NodeKind};
 use crate::{Error, Result};
 
+use super::dir::{DirHandle, Stat};
 use super::owner::{group_name, user_name};
 
 /// The node kind of a file type, or `None` for types vault does not know.
-pub fn kind_of(ft: &std::fs::FileType) -> Option<NodeKind> {
-    Some(if ft.is_file() {
-        NodeKind::File
-    } else if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_socket() {
-        NodeKind::Socket
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice
-    } else {
-        return None;
+pub fn kind_of(ft: FileType) -> Option<NodeKind> {
+    Some(match ft {
+        FileType::RegularFile => NodeKind::File,
+        FileType::Directory => NodeKind::Dir,
+        FileType::Symlink => NodeKind::Symlink,
+        FileType::Fifo => NodeKind::Fifo,
+        FileType::Socket => NodeKind::Socket,
+        FileType::CharacterDevice => NodeKind::CharDevice,
+        FileType::BlockDevice => NodeKind::BlockDevice,
+        _ => return None,
     })
 }
 
@@ -39,38 +34,38 @@ pub struct MetaOptions {
     pub with_atime: bool,
 }
 
-/// Builds a node (without content or subtree) for `path` from its `lstat` metadata.
+/// Builds a node (without content or subtree) for the entry `name` of `dir` from its `lstat`.
 /// `unchanged` is the previous snapshot's node when the entry has the same kind, ctime, inode,
 /// size and mtime: its xattrs and symlink target are reused (changing either changes ctime).
-pub fn node_from_metadata(
-    name: &[u8],
+/// `path` is only used in error messages.
+pub fn node_from_stat(
+    dir: &DirHandle,
+    name: &OsStr,
     path: &Path,
-    md: &std::fs::Metadata,
+    st: &Stat,
     opts: MetaOptions,
     unchanged: Option<&Node>,
 ) -> Result<Node> {
-    let kind = kind_of(&md.file_type())
+    let kind = kind_of(st.file_type)
         .ok_or_else(|| Error::io(path, std::io::Error::other("unsupported file type")))?;
     let mut n = Node {
-        name: name.to_vec(),
+        name: name.as_bytes().to_vec(),
         kind,
-        mode: md.mode() & 0o7777,
-        uid: md.uid(),
-        gid: md.gid(),
-        user: user_name(md.uid()),
-        group: group_name(md.gid()),
-        mtime: Timestamp::new(md.mtime(), md.mtime_nsec() as u32),
-        atime: opts
-            .with_atime
-            .then(|| Timestamp::new(md.atime(), md.atime_nsec() as u32)),
-        ctime: Timestamp::new(md.ctime(), md.ctime_nsec() as u32),
-        inode: md.ino(),
-        device: md.dev(),
-        nlink: md.nlink(),
+        mode: st.mode,
+        uid: st.uid,
+        gid: st.gid,
+        user: user_name(st.uid),
+        group: group_name(st.gid),
+        mtime: st.mtime,
+        atime: opts.with_atime.then_some(st.atime),
+        ctime: st.ctime,
+        inode: st.ino,
+        device: st.dev,
+        nlink: st.nlink,
         ..Node::default()
     };
     if kind == NodeKind::File {
-        n.size = md.len();
+        n.size = st.size;
     }
     let same = unchanged.filter(|p| {
         p.kind == kind
@@ -87,34 +82,31 @@ pub fn node_from_metadata(
     }
     match kind {
         NodeKind::Symlink => {
-            n.link_target = std::fs::read_link(path)
-                .map_err(|e| Error::io(path, e))?
-                .as_os_str()
-                .as_bytes()
-                .to_vec();
+            n.link_target = dir.read_link(name).map_err(|e| Error::io(path, e))?;
         }
-        NodeKind::CharDevice | NodeKind::BlockDevice => n.rdev = md.rdev(),
+        NodeKind::CharDevice | NodeKind::BlockDevice => n.rdev = st.rdev,
         _ => {}
     }
-    n.xattrs = read_xattrs(path)?;
+    n.xattrs = read_xattrs(&dir.proc_path(name), path)?;
     Ok(n)
 }
 
-/// Reads extended attributes without following symlinks, sorted by name. File systems without
-/// xattr support give an empty list.
-pub fn read_xattrs(path: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let names = match xattr::list(path) {
+/// Reads extended attributes of `at` without following a final symlink, sorted by name
+/// (`shown` names the entry in errors). File systems without xattr support give an empty
+/// list.
+pub fn read_xattrs(at: &Path, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = match xattr::list(at) {
         Ok(n) => n,
         Err(e) if unsupported(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(path, e)),
+        Err(e) => return Err(Error::io(shown, e)),
     };
     let mut out = Vec::new();
     for name in names {
-        match xattr::get(path, &name) {
+        match xattr::get(at, &name) {
             Ok(Some(v)) => out.push((name.as_bytes().to_vec(), v)),
             Ok(None) => {}
             Err(e) if unsupported(&e) => {}
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => return Err(Error::io(shown, e)),
         }
     }
     out.sort();

@@ -14,12 +14,12 @@ pub fn hostname() -> String {
     .clone()
 }
 
-/// The name of the user running vault.
+/// The name of the user running vault (its uid in decimal when the name is unknown).
 pub fn current_username() -> String {
     let uid = rustix::process::getuid().as_raw();
     let name = user_name(uid);
     if name.is_empty() {
-        std::env::var("USER").unwrap_or_default()
+        uid.to_string()
     } else {
         name
     }

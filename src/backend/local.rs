@@ -1,0 +1,89 @@
+//! Writing objects into a local repository directory.
+//!
+//! Reads, listings and deletes of local repositories go through OpenDAL's file-system service;
+//! creating objects does not, because three properties of a repository on disk are decided
+//! here:
+//! * **private**: objects are created `0600` and directories `0700`, whatever the umask, so key
+//!   files and the config are never readable by other local users;
+//! * **atomic and create-only**: an object is written to `tmp/`, made durable (fsync), then
+//!   linked to its name (which fails if the name exists) and the directory is synced;
+//! * **nothing is created at a location that holds no repository**: the root and `tmp/` are
+//!   made only by `init` and by writes into an existing repository.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// Mode of every directory vault creates in a local repository (and its cache).
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file vault creates in a local repository.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents with mode 0700.
+pub fn private_dir_all(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| Error::io(dir, e))
+}
+
+/// Creates a new, private staging file in `dir` (a repository's `tmp/`).
+pub fn create_staging_file(dir: &Path, prefix: &str) -> Result<(File, PathBuf)> {
+    private_dir_all(dir)?;
+    let mut rnd = [0u8; 12];
+    crate::crypto::random_bytes(&mut rnd)?;
+    let path = dir.join(format!("{prefix}-{}.tmp", hex::encode(rnd)));
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    Ok((f, path))
+}
+
+/// Writes a new object `path` below `root` with `data`, atomically and create-only.
+pub fn write_new(root: &Path, path: &str, data: &[u8], staging_prefix: &str) -> Result<()> {
+    let (mut f, tmp) = create_staging_file(&root.join("tmp"), staging_prefix)?;
+    let written = f.write_all(data).and_then(|_| f.sync_all());
+    drop(f);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    publish(root, path, &tmp, false)
+}
+
+/// Moves a staged file into place as object `path`: fsync it (unless the caller just did),
+/// link it to its name (create-only), remove the staged name, fsync the directory.
+pub fn publish(root: &Path, path: &str, staged: &Path, sync_file: bool) -> Result<()> {
+    let dst = root.join(path);
+    let parent = dst
+        .parent()
+        .expect("invariant: object paths have a directory");
+    let result = (|| {
+        private_dir_all(parent)?;
+        if sync_file {
+            File::open(staged)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(staged, e))?;
+        }
+        // link + unlink instead of rename: link fails if the target exists (create-only).
+        match std::fs::hard_link(staged, &dst) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(path.to_string()));
+            }
+            Err(e) => return Err(Error::io(&dst, e)),
+        }
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(parent, e))
+    })();
+    let _ = std::fs::remove_file(staged);
+    result
+}
