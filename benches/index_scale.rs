@@ -62,8 +62,13 @@ fn main() {
         .tempdir_in("/var/tmp")
         .unwrap();
     let repo_path = work.path().join("repo");
-    let backend = vault::backend::location::open(
+    let backend = vault::backend::location::open_with(
         &vault::backend::location::parse(repo_path.to_str().unwrap()).unwrap(),
+        &Default::default(),
+        &vault::backend::location::OpenSettings {
+            create: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let init = InitOptions {

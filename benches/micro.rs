@@ -234,7 +234,12 @@ pub fn fill_cache(db: &CacheDb, n: u64) -> Vec<BlobId> {
 
 fn lookups(c: &mut Criterion) {
     for n in [1_000_000u64, 10_000_000] {
-        let db = CacheDb::open_temporary(b"bench").unwrap();
+        let db = CacheDb::open_temporary(
+            &std::env::temp_dir(),
+            b"bench",
+            vault::repo::cache::Profile::Index,
+        )
+        .unwrap();
         let present = fill_cache(&db, n);
         let absent: Vec<BlobId> = (0..100_000u32)
             .map(|i| BlobId(*blake3::hash(&i.to_le_bytes()).as_bytes()))

@@ -7,7 +7,8 @@
 //!   transformations; no I/O, no threads.
 //! * L1' — [`backend`] (opaque byte stores over OpenDAL) and [`source`] (the files to back up).
 //! * L2 — [`repo`]: where bytes, crypto and storage meet (keys, packs, index, cache, locks).
-//! * L3 — [`archiver`], [`restorer`], [`checker`], [`pruner`]: the engines behind the commands.
+//! * L3 — [`archiver`], [`restorer`], [`checker`], [`pruner`], [`repairer`]: the engines behind
+//!   the commands.
 //!
 //! The normative description of every byte vault writes is in `format-spec/`.
 
@@ -26,6 +27,7 @@ pub mod id;
 pub mod progress;
 pub mod pruner;
 pub mod quote;
+pub mod repairer;
 pub mod repo;
 pub mod restorer;
 pub mod source;

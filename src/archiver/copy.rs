@@ -11,24 +11,28 @@
 //! * a memo in the target's cache maps each source file content to the target chunks it
 //!   became; a remembered mapping is used only if every one of those chunks is still in the
 //!   target's index, so a prune in between can never produce a snapshot with missing data;
-//! * identical subtrees are converted once per run.
+//! * identical subtrees are converted once per run (the map of converted trees is on disk).
+//!
+//! Trees are converted bottom-up by [`crate::repo::walker::rewrite`] (any depth); each file's
+//! content is chunked on all cores.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rayon::prelude::*;
-
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{ContentPart, NodeKind, Tree};
+use crate::format::tree::{ContentPart, Node, NodeKind, Tree};
 use crate::id::{BlobId, BlobType, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::repo::cache::scratch::ScratchMap;
 use crate::repo::lock::LockGuard;
 use crate::repo::memo::Memo;
 use crate::repo::packer::{BlobSaver, SaverOptions};
+use crate::repo::walker::{Rewritten, TreeRewriter, rewrite};
 use crate::{Error, Result};
+use std::path::Path;
 
 use super::{Counters, Ctx, SnapshotOptions};
 
@@ -114,7 +118,7 @@ pub fn copy_snapshots(
         upload_concurrency: opts.upload_concurrency,
         ..SnapshotOptions::default()
     };
-    let converted: Mutex<HashMap<BlobId, BlobId>> = Mutex::new(HashMap::new());
+    let converted = ScratchMap::new(dst.temp_dir())?;
     let stats = Stats::default();
     for (id, snap) in snapshots {
         if copied.contains_key(&origin(&id, &snap)) {
@@ -146,7 +150,7 @@ pub fn copy_snapshots(
             batch,
             buffers: super::buffers::BufferPool::new(opts.threads.max(1) + 1),
         };
-        let job = Job {
+        let mut job = Job {
             ctx: &ctx,
             src,
             memo: &memo,
@@ -196,45 +200,54 @@ struct Job<'a> {
     ctx: &'a Ctx<'a>,
     src: &'a Repository,
     memo: &'a Memo,
-    converted: &'a Mutex<HashMap<BlobId, BlobId>>,
+    /// Source tree id → target tree id, for this run (on disk: it grows with the source).
+    converted: &'a ScratchMap,
     stats: &'a Stats,
+}
+
+impl TreeRewriter for Job<'_> {
+    fn known(&mut self, tree: &BlobId, _path: &Path) -> Result<Option<Rewritten>> {
+        Ok(self
+            .converted
+            .get(&tree.0)?
+            .and_then(|v| <[u8; 32]>::try_from(&v[..]).ok())
+            .map(|id| Rewritten::Changed(BlobId(id))))
+    }
+
+    fn leaf(&mut self, _path: &Path, mut node: Node) -> Result<Option<Node>> {
+        if node.kind == NodeKind::File {
+            node.content = self.content(&node.content)?;
+        }
+        Ok(Some(node))
+    }
+
+    fn save(&mut self, _path: &Path, _old: &BlobId, nodes: Vec<Node>) -> Result<BlobId> {
+        super::walk::save_tree(self.ctx, &Tree { nodes })
+    }
+
+    fn always_save(&self) -> bool {
+        true // every tree is new in the target (its keys differ)
+    }
+
+    fn done(&mut self, tree: &BlobId, _path: &Path, outcome: Rewritten) -> Result<()> {
+        if let Rewritten::Changed(new) = outcome {
+            self.converted.put(&tree.0, &new.0)?;
+        }
+        Ok(())
+    }
 }
 
 impl Job<'_> {
     /// Converts one source tree (and everything below it); returns the target tree id.
-    fn tree(&self, id: &BlobId) -> Result<BlobId> {
-        let known = self
-            .converted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .copied();
-        if let Some(t) = known {
-            return Ok(t);
+    fn tree(&mut self, id: &BlobId) -> Result<BlobId> {
+        match rewrite(self.src, id, Path::new("/"), self)? {
+            Rewritten::Changed(new) => Ok(new),
+            // `always_save` makes every outcome a new tree; an unreadable one is an error.
+            Rewritten::Same | Rewritten::Dropped => Err(Error::Aborted(format!(
+                "tree {} could not be converted",
+                id.short()
+            ))),
         }
-        let tree = self.src.load_tree(id)?;
-        let nodes = tree
-            .nodes
-            .into_par_iter()
-            .map(|mut node| {
-                match node.kind {
-                    NodeKind::Dir => {
-                        if let Some(sub) = node.subtree {
-                            node.subtree = Some(self.tree(&sub)?);
-                        }
-                    }
-                    NodeKind::File => node.content = self.content(&node.content)?,
-                    _ => {}
-                }
-                Ok(node)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let new = super::walk::save_tree(self.ctx, &Tree { nodes })?;
-        self.converted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(*id, new);
-        Ok(new)
     }
 
     /// Converts one file's content: from the memo when the target still has every chunk of

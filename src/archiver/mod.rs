@@ -243,8 +243,20 @@ pub fn snapshot(
         .thread_name(|i| format!("vault-work-{i}"))
         .build()
         .map_err(|e| Error::Aborted(format!("thread pool: {e}")))?;
-    // Packs a killed earlier run uploaded but never indexed are adopted, not uploaded again.
+    // Packs a killed earlier run uploaded but never indexed are adopted, not uploaded again;
+    // staging files of runs that provably died are removed.
     let (run, _adopted) = repo.begin_run()?;
+    match repo.collect_dead_staging() {
+        Ok(l) if l.count > 0 => {
+            tracing::info!(
+                files = l.count,
+                bytes = l.bytes,
+                "removed staging files of dead runs"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not clean tmp/"),
+    }
     let saver = BlobSaver::new(
         repo,
         SaverOptions {

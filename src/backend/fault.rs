@@ -162,6 +162,10 @@ impl Backend for FaultBackend {
         self.maybe_fail("list", dir, false)?;
         self.inner.list(dir)
     }
+    fn list_each(&self, dir: &str, f: &mut dyn FnMut(ObjectInfo) -> Result<()>) -> Result<()> {
+        self.maybe_fail("list", dir, false)?;
+        self.inner.list_each(dir, f)
+    }
     fn stat(&self, path: &str) -> Result<ObjectInfo> {
         self.maybe_fail("stat", path, false)?;
         self.inner.stat(path)

@@ -22,6 +22,15 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file vault creates in a local repository.
 pub const FILE_MODE: u32 = 0o600;
 
+/// The owner tag in a staging file's name, if it has one.
+pub fn staging_owner(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".tmp")?;
+    let mut parts = stem.splitn(3, '-');
+    let (_kind, owner) = (parts.next()?, parts.next()?);
+    parts.next()?;
+    Some(owner)
+}
+
 /// Creates `dir` and its missing parents with mode 0700.
 pub fn private_dir_all(dir: &Path) -> Result<()> {
     DirBuilder::new()
@@ -31,12 +40,16 @@ pub fn private_dir_all(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io(dir, e))
 }
 
-/// Creates a new, private staging file in `dir` (a repository's `tmp/`).
-pub fn create_staging_file(dir: &Path, prefix: &str) -> Result<(File, PathBuf)> {
+/// Creates a new, private staging file in `dir` (a repository's `tmp/`), named
+/// `KIND-OWNER-RANDOM.tmp` where OWNER identifies this process beyond its PID
+/// (`crate::repo::process::ProcessIdentity::tag`), so that files of a process that died can
+/// be recognised and collected (`crate::repo::staging`).
+pub fn create_staging_file(dir: &Path, kind: &str) -> Result<(File, PathBuf)> {
     private_dir_all(dir)?;
     let mut rnd = [0u8; 12];
     crate::crypto::random_bytes(&mut rnd)?;
-    let path = dir.join(format!("{prefix}-{}.tmp", hex::encode(rnd)));
+    let owner = crate::repo::process::ProcessIdentity::current().tag();
+    let path = dir.join(format!("{kind}-{owner}-{}.tmp", hex::encode(rnd)));
     let f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -47,8 +60,8 @@ pub fn create_staging_file(dir: &Path, prefix: &str) -> Result<(File, PathBuf)> 
 }
 
 /// Writes a new object `path` below `root` with `data`, atomically and create-only.
-pub fn write_new(root: &Path, path: &str, data: &[u8], staging_prefix: &str) -> Result<()> {
-    let (mut f, tmp) = create_staging_file(&root.join("tmp"), staging_prefix)?;
+pub fn write_new(root: &Path, path: &str, data: &[u8], staging_kind: &str) -> Result<()> {
+    let (mut f, tmp) = create_staging_file(&root.join("tmp"), staging_kind)?;
     let written = f.write_all(data).and_then(|_| f.sync_all());
     drop(f);
     if let Err(e) = written {

@@ -8,7 +8,7 @@
 
 #[cfg(feature = "fault-injection")]
 pub mod fault;
-mod local;
+pub(crate) mod local;
 pub mod location;
 pub mod memory;
 pub mod opendal;
@@ -54,6 +54,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn delete(&self, path: &str) -> Result<()>;
     /// Lists every object below `dir`.
     fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>>;
+    /// Calls `f` for every object below `dir` as the listing arrives, without holding it
+    /// whole (directories of packs grow with the repository). After a transient failure a
+    /// listing may be restarted, so `f` must tolerate seeing an object twice.
+    fn list_each(&self, dir: &str, f: &mut dyn FnMut(ObjectInfo) -> Result<()>) -> Result<()> {
+        for o in self.list(dir)? {
+            f(o)?;
+        }
+        Ok(())
+    }
     /// Size of one object.
     fn stat(&self, path: &str) -> Result<ObjectInfo>;
     /// A local directory where objects can be staged so that [`Backend::write_file`] publishes

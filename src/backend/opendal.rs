@@ -418,6 +418,32 @@ impl Backend for OpendalBackend {
             .collect())
     }
 
+    fn list_each(&self, dir: &str, f: &mut dyn FnMut(ObjectInfo) -> Result<()>) -> Result<()> {
+        use futures_util::TryStreamExt;
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        self.rt.block_on(async {
+            let mut lister = match self.op.lister_with(&prefix).recursive(true).await {
+                Ok(l) => l,
+                Err(e) if e.kind() == OdKind::NotFound => return Ok(()),
+                Err(e) => return Err(map_err("list", &prefix, e)),
+            };
+            loop {
+                let next = match lister.try_next().await {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == OdKind::NotFound => return Ok(()),
+                    Err(e) => return Err(map_err("list", &prefix, e)),
+                };
+                let Some(e) = next else { return Ok(()) };
+                if e.metadata().is_file() {
+                    f(ObjectInfo {
+                        path: e.path().trim_start_matches('/').to_string(),
+                        size: e.metadata().content_length(),
+                    })?;
+                }
+            }
+        })
+    }
+
     fn stat(&self, path: &str) -> Result<ObjectInfo> {
         let m = self
             .rt

@@ -122,6 +122,26 @@ impl Backend for RetryBackend {
     fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
         self.run("list", || self.inner.list(dir))
     }
+    fn list_each(&self, dir: &str, f: &mut dyn FnMut(ObjectInfo) -> Result<()>) -> Result<()> {
+        // A restarted listing delivers objects again (the trait allows it). An error of `f`
+        // is returned as it is, never retried.
+        let mut own: Option<crate::Error> = None;
+        let r = self.run("list", || {
+            if own.is_some() {
+                return Ok(());
+            }
+            self.inner.list_each(dir, &mut |o| {
+                f(o).map_err(|e| {
+                    own = Some(e);
+                    crate::Error::Aborted("listing stopped by its caller".into())
+                })
+            })
+        });
+        match own {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }
     fn stat(&self, path: &str) -> Result<ObjectInfo> {
         self.run("stat", || self.inner.stat(path))
     }

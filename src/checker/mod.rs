@@ -1,19 +1,21 @@
 //! Repository verification: `vault check` (`format-spec/11-ordering-and-invariants.md`).
 //!
-//! Structure: keys decode and match their names; every index object opens and decodes; every
-//! indexed pack exists with the size the index records; every pack header agrees with the
-//! index; every snapshot decodes and its whole tree is reachable with every referenced blob
-//! indexed; locks decode. Duplicates, stale locks and packs no index names are notes.
-//! `--verify-data` additionally reads every selected pack once, checks its hash against its
-//! name, and opens, decompresses and re-hashes every blob, on all cores.
-//! Every problem names its object; damaged blobs are mapped to the snapshots and paths that
-//! need them. Memory stays bounded: lookups go through the on-disk index, and only the set of
-//! tree ids already visited is kept.
+//! Every object kind of the layout is verified: keys decode and match their names; every
+//! snapshot and hold decodes; every index object opens and decodes; every indexed pack exists
+//! with the size the index records and its header agrees with the index; every snapshot's
+//! whole tree is reachable with every referenced blob indexed; locks decode; staging files
+//! left in `tmp/` are counted. Duplicates, stale locks, unindexed packs and leftovers are
+//! notes, never damage. `--verify-data` additionally reads every selected pack once and opens,
+//! decompresses and re-hashes every blob, on all cores. Every problem names its object;
+//! damaged blobs are mapped to the snapshots and paths that need them.
+//!
+//! Memory does not grow with the repository: lookups go through the on-disk index, and the
+//! pack sets, the trees visited and the subtrees found clean are kept in on-disk scratch sets.
 
 mod damage;
 mod packs;
-pub mod repair;
 mod structure;
+mod trees;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -122,6 +124,12 @@ pub struct CheckStats {
     pub index_entries: u64,
     /// Snapshots.
     pub snapshots: u64,
+    /// Hold objects.
+    pub holds: u64,
+    /// Staging files left in `tmp/` by interrupted runs.
+    pub tmp_files: u64,
+    /// Their bytes.
+    pub tmp_bytes: u64,
     /// Distinct trees walked.
     pub trees: u64,
     /// Packs read whole by --verify-data.
@@ -195,6 +203,20 @@ impl Ctx<'_> {
             .insert((t, id));
     }
 
+    pub(crate) fn bad_pack(&self, p: PackId) {
+        self.bad_packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(p);
+    }
+
+    pub(crate) fn is_bad_pack(&self, p: &PackId) -> bool {
+        self.bad_packs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(p)
+    }
+
     pub(crate) fn stat(&self, f: impl FnOnce(&mut CheckStats)) {
         f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
     }
@@ -222,13 +244,18 @@ pub fn check(
     };
     let damage = pool.install(|| -> Result<Vec<Damage>> {
         structure::check_keys(&ctx)?;
+        // Snapshots before the index, the index before the packs: see `structure`.
+        let snapshots = structure::check_snapshot_objects(&ctx)?;
+        structure::check_holds(&ctx, &snapshots)?;
         let packs = structure::check_index(&ctx)?;
         match opts.verify_data {
             Some(subset) => packs::verify_packs(&ctx, &packs, subset)?,
             None => packs::check_headers(&ctx, &packs)?,
         }
-        let snapshots = structure::check_snapshots(&ctx)?;
+        drop(packs);
+        trees::check_trees(&ctx, &snapshots)?;
         structure::check_locks(&ctx)?;
+        structure::check_tmp(&ctx)?;
         let bad = std::mem::take(&mut *ctx.bad_blobs.lock().unwrap_or_else(|e| e.into_inner()));
         if bad.is_empty() {
             return Ok(Vec::new());

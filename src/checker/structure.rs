@@ -1,26 +1,75 @@
-//! Structural checks: keys, index objects against the pack listing, snapshots and their trees,
-//! locks.
-
-use std::collections::{HashMap, HashSet};
+//! Structural checks of every object kind in the layout: keys, snapshots, holds, locks, index
+//! objects against the pack listing, and what is left in `tmp/`.
+//!
+//! Order matters when other processes write meanwhile (`check` runs beside snapshots):
+//! snapshots are listed first, then the index is loaded, then packs are listed. A writer
+//! stores packs, then the index objects naming them, then the snapshot; so every snapshot
+//! listed has its index objects already written, and every pack they name is listed. Work in
+//! progress (packs not indexed yet, staging files) is only ever a note, never damage.
 
 use rayon::prelude::*;
 
 use crate::crypto::storage_hash;
 use crate::format::key::decode_key_file;
 use crate::format::layout::Dir;
+use crate::format::pack::PackEntry;
+use crate::format::snapshot::Snapshot;
 use crate::format::time::Timestamp;
-use crate::format::tree::{ContentPart, NodeKind};
-use crate::id::{BlobId, BlobType, KeyId, PackId};
+use crate::id::{KeyId, PackId, SnapshotId};
+use crate::repo::cache::scratch::ScratchMap;
 use crate::{ObjectRef, Result};
 
-use super::{Ctx, SnapshotRoots};
+use super::Ctx;
 
-/// What the backend holds and what the index says about it.
+/// What the backend holds and what the index objects say about it, on disk (both grow with
+/// the repository).
 pub(crate) struct PackSets {
-    /// Packs present in the backend, with their sizes.
-    pub in_backend: HashMap<PackId, u64>,
-    /// Packs the index objects name, with the size they record.
-    pub indexed: HashMap<PackId, u64>,
+    /// Packs present in the backend → their size.
+    pub in_backend: ScratchMap,
+    /// Packs the index objects name → `size(8) || entries(8) || digest(32)` of their entries.
+    pub indexed: ScratchMap,
+}
+
+/// A pack as the index objects describe it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct IndexedPack {
+    pub size: u64,
+    pub entries: u64,
+    pub digest: [u8; 32],
+}
+
+impl IndexedPack {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(48);
+        v.extend_from_slice(&self.size.to_le_bytes());
+        v.extend_from_slice(&self.entries.to_le_bytes());
+        v.extend_from_slice(&self.digest);
+        v
+    }
+
+    pub(crate) fn decode(v: &[u8]) -> Option<Self> {
+        Some(Self {
+            size: u64::from_le_bytes(v.get(..8)?.try_into().ok()?),
+            entries: u64::from_le_bytes(v.get(8..16)?.try_into().ok()?),
+            digest: v.get(16..48)?.try_into().ok()?,
+        })
+    }
+}
+
+/// A digest of a pack's entries (in offset order), to compare a header with the index
+/// without keeping either in memory.
+pub(crate) fn entries_digest(entries: &[PackEntry]) -> [u8; 32] {
+    let mut sorted: Vec<&PackEntry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.offset);
+    let mut h = blake3::Hasher::new();
+    for e in sorted {
+        h.update(&[e.blob_type.code()]);
+        h.update(&e.id.0);
+        h.update(&e.offset.to_le_bytes());
+        h.update(&e.length.to_le_bytes());
+        h.update(&e.raw_length.to_le_bytes());
+    }
+    *h.finalize().as_bytes()
 }
 
 pub(crate) fn check_keys(ctx: &Ctx<'_>) -> Result<()> {
@@ -34,7 +83,11 @@ pub(crate) fn check_keys(ctx: &Ctx<'_>) -> Result<()> {
         };
         let id = KeyId(raw);
         let object = ObjectRef::Key(id);
-        let bytes = ctx.repo.backend().read(&f.path)?;
+        let bytes = match ctx.repo.backend().read(&f.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         ctx.stat(|s| s.keys += 1);
         if storage_hash(&bytes) != raw {
             ctx.error(
@@ -50,236 +103,52 @@ pub(crate) fn check_keys(ctx: &Ctx<'_>) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn check_index(ctx: &Ctx<'_>) -> Result<PackSets> {
-    let mut in_backend = HashMap::new();
-    for o in ctx.repo.backend().list(Dir::Data.name())? {
-        match Dir::Data.name_of(&o.path) {
-            Some(raw) if o.path == Dir::Data.path(&hex::encode(raw)) => {
-                in_backend.insert(PackId(raw), o.size);
-            }
-            _ => ctx.note(
-                &ObjectRef::Path(o.path.clone()),
-                "not a vault pack name; ignored",
-            ),
-        }
-    }
-    ctx.stat(|s| s.packs = in_backend.len() as u64);
-    let index = ctx.repo.index()?;
-    let mut indexed: HashMap<PackId, u64> = HashMap::new();
-    let mut duplicates = 0u64;
-    let ids = ctx.repo.list_index_ids()?;
-    ctx.progress.phase(
-        "index",
-        Some(ids.len() as u64),
-        crate::progress::Unit::Items,
-    );
-    for id in ids {
-        ctx.progress.advance(1);
-        let object = ObjectRef::Index(id);
-        let idx = match ctx.repo.read_index(&id) {
-            Ok(i) => i,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    crate::ErrorKind::Corrupt
-                        | crate::ErrorKind::Unsupported
-                        | crate::ErrorKind::NotFound
-                ) =>
-            {
-                ctx.error(&object, e.to_string());
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        ctx.stat(|s| s.index_objects += 1);
-        for p in &idx.packs {
-            let pack = ObjectRef::Pack(p.id);
-            if let Some(prev) = indexed.insert(p.id, p.size)
-                && prev != p.size
-            {
-                ctx.error(
-                    &pack,
-                    format!(
-                        "index objects disagree about its size ({prev} and {})",
-                        p.size
-                    ),
-                );
-            }
-            match in_backend.get(&p.id) {
-                None => {
-                    ctx.error(&pack, format!("missing (named by index {})", id.short()));
-                    ctx.bad_packs
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(p.id);
-                    for b in &p.blobs {
-                        ctx.bad_blob(b.blob_type, b.id);
-                    }
-                }
-                Some(&size) if size != p.size => {
-                    ctx.error(
-                        &pack,
-                        format!(
-                            "has {size} bytes, index {} says {} (truncated or replaced)",
-                            id.short(),
-                            p.size
-                        ),
-                    );
-                    ctx.bad_packs
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(p.id);
-                    for b in p.blobs.iter().filter(|b| b.end() > size) {
-                        ctx.bad_blob(b.blob_type, b.id);
-                    }
-                }
-                Some(_) => {}
-            }
-            ctx.stat(|s| s.index_entries += p.blobs.len() as u64);
-            for b in &p.blobs {
-                if let Some(loc) = index.get(b.blob_type, &b.id)?
-                    && loc.pack != p.id
-                {
-                    duplicates += 1;
-                }
-            }
-        }
-    }
-    ctx.progress.finish_phase();
-    if duplicates > 0 {
-        ctx.note(
-            &ObjectRef::Path("index/".into()),
-            format!("{duplicates} blobs are stored more than once (harmless; `prune` removes the copies)"),
+/// Loads every snapshot; damaged ones are errors. Returns the readable ones.
+pub(crate) fn check_snapshot_objects(ctx: &Ctx<'_>) -> Result<Vec<(SnapshotId, Snapshot)>> {
+    let (good, bad) = ctx.repo.list_snapshots()?;
+    for (id, e) in bad {
+        ctx.error(
+            &ObjectRef::Snapshot(id),
+            format!("{}; `vault forget {}` removes it", reason(&e), id.short()),
         );
     }
-    for (id, _) in in_backend
-        .iter()
-        .filter(|(id, _)| !indexed.contains_key(id))
-    {
-        ctx.note(
-            &ObjectRef::Pack(*id),
-            "no index names it (left by an interrupted run; `prune` deletes it, `repair index` indexes it)",
-        );
-    }
-    Ok(PackSets {
-        in_backend,
-        indexed,
-    })
+    ctx.stat(|s| s.snapshots = good.len() as u64);
+    Ok(good)
 }
 
-pub(crate) fn check_snapshots(ctx: &Ctx<'_>) -> Result<SnapshotRoots> {
-    let mut roots = Vec::new();
-    for id in ctx.repo.list_snapshot_ids()? {
-        match ctx.repo.load_snapshot(&id) {
-            Ok(s) => roots.push((id, s)),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    crate::ErrorKind::Corrupt
-                        | crate::ErrorKind::Unsupported
-                        | crate::ErrorKind::NotFound
-                ) =>
-            {
-                ctx.error(&ObjectRef::Snapshot(id), e.to_string())
-            }
-            Err(e) => return Err(e),
+/// The reason part of a damage error (the object is named separately).
+pub(crate) fn reason(e: &crate::Error) -> String {
+    match e {
+        crate::Error::Corrupt { reason, .. } => format!("damaged: {reason}"),
+        crate::Error::NotFound { .. } => "missing".into(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn check_holds(ctx: &Ctx<'_>, snapshots: &[(SnapshotId, Snapshot)]) -> Result<()> {
+    let (holds, bad) = ctx.repo.list_holds()?;
+    ctx.stat(|s| s.holds = (holds.len() + bad.len()) as u64);
+    for (id, e) in bad {
+        ctx.error(
+            &ObjectRef::Hold(id),
+            format!(
+                "{}; while it cannot be read no snapshot is removed; `vault repair holds` removes it",
+                reason(&e)
+            ),
+        );
+    }
+    for (id, h) in holds {
+        if !snapshots.iter().any(|(s, _)| *s == h.snapshot) {
+            ctx.note(
+                &ObjectRef::Hold(id),
+                format!(
+                    "holds snapshot {}, which is not in the repository (or cannot be read)",
+                    h.snapshot.short()
+                ),
+            );
         }
     }
-    ctx.stat(|s| s.snapshots = roots.len() as u64);
-    let index = ctx.repo.index()?;
-    let mut visited: HashSet<BlobId> = HashSet::new();
-    let mut missing_reported: HashSet<BlobId> = HashSet::new();
-    let mut frontier: Vec<BlobId> = roots.iter().map(|(_, s)| s.tree).collect();
-    ctx.progress
-        .phase("trees", None, crate::progress::Unit::Items);
-    // Breadth-first, one level at a time, loading the trees of a level in parallel.
-    while !frontier.is_empty() {
-        frontier.retain(|t| visited.insert(*t));
-        let results: Vec<Result<(Vec<BlobId>, Vec<BlobId>)>> = frontier
-            .par_iter()
-            .map(|tid| -> Result<(Vec<BlobId>, Vec<BlobId>)> {
-                let object = ObjectRef::Blob {
-                    blob_type: BlobType::Tree,
-                    id: *tid,
-                    pack: None,
-                };
-                let tree = match ctx.repo.load_tree(tid) {
-                    Ok(t) => t,
-                    Err(e)
-                        if e.kind() == crate::ErrorKind::NotFound
-                            && matches!(
-                                e,
-                                crate::Error::NotFound {
-                                    object: ObjectRef::Blob { .. }
-                                }
-                            ) =>
-                    {
-                        ctx.error(
-                            &object,
-                            "referenced by a snapshot but not in the index (missing)",
-                        );
-                        ctx.bad_blob(BlobType::Tree, *tid);
-                        return Ok((Vec::new(), Vec::new()));
-                    }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            crate::ErrorKind::Corrupt | crate::ErrorKind::NotFound
-                        ) =>
-                    {
-                        ctx.error(&object, e.to_string());
-                        ctx.bad_blob(BlobType::Tree, *tid);
-                        return Ok((Vec::new(), Vec::new()));
-                    }
-                    Err(e) => return Err(e),
-                };
-                ctx.progress.advance(1);
-                let mut subtrees = Vec::new();
-                let mut missing = Vec::new();
-                for node in &tree.nodes {
-                    match node.kind {
-                        NodeKind::File => {
-                            for part in &node.content {
-                                if let ContentPart::Chunk(c) = part
-                                    && !index.contains(BlobType::Data, c)?
-                                {
-                                    missing.push(*c);
-                                }
-                            }
-                        }
-                        NodeKind::Dir => match node.subtree {
-                            Some(s) => subtrees.push(s),
-                            None => ctx.error(&object, "a directory entry has no tree"),
-                        },
-                        _ => {}
-                    }
-                }
-                Ok((subtrees, missing))
-            })
-            .collect();
-        ctx.stat(|s| s.trees += frontier.len() as u64);
-        let mut next = Vec::new();
-        for r in results {
-            let (subtrees, missing) = r?;
-            next.extend(subtrees);
-            for m in missing {
-                ctx.bad_blob(BlobType::Data, m);
-                if missing_reported.insert(m) {
-                    ctx.error(
-                        &ObjectRef::Blob {
-                            blob_type: BlobType::Data,
-                            id: m,
-                            pack: None,
-                        },
-                        "referenced by a snapshot but not in the index (missing)",
-                    );
-                }
-            }
-        }
-        frontier = next;
-    }
-    ctx.progress.finish_phase();
-    Ok(roots)
+    Ok(())
 }
 
 pub(crate) fn check_locks(ctx: &Ctx<'_>) -> Result<()> {
@@ -300,4 +169,201 @@ pub(crate) fn check_locks(ctx: &Ctx<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Staging files in `tmp/` left by interrupted runs (their owners are gone or have no lock).
+pub(crate) fn check_tmp(ctx: &Ctx<'_>) -> Result<()> {
+    let left = ctx.repo.leftover_staging()?;
+    if left.count > 0 {
+        ctx.note(
+            &ObjectRef::Path("tmp/".into()),
+            format!(
+                "{} files ({} bytes) left by interrupted runs; `vault prune` removes them",
+                left.count, left.bytes
+            ),
+        );
+    }
+    ctx.stat(|s| {
+        s.tmp_files = left.count;
+        s.tmp_bytes = left.bytes;
+    });
+    Ok(())
+}
+
+/// Loads the index, reads every index object and compares it with the pack listing.
+pub(crate) fn check_index(ctx: &Ctx<'_>) -> Result<PackSets> {
+    // The index is (re)loaded after the snapshots were listed (see the module documentation).
+    ctx.repo.reload_index();
+    let index = ctx.repo.index()?;
+    for (id, e) in index.damaged_indexes() {
+        tracing::debug!(index = %id, error = %e, "index object skipped when loading");
+    }
+    let temp = ctx.repo.temp_dir();
+    let sets = PackSets {
+        in_backend: ScratchMap::new(temp)?,
+        indexed: ScratchMap::new(temp)?,
+    };
+    ctx.repo.backend().list_each(Dir::Data.name(), &mut |o| {
+        match Dir::Data.name_of(&o.path) {
+            Some(raw) if o.path == Dir::Data.path(&hex::encode(raw)) => {
+                sets.in_backend.put(&raw, &o.size.to_le_bytes())?;
+            }
+            _ => ctx.note(
+                &ObjectRef::Path(o.path.clone()),
+                "not a vault pack name; ignored",
+            ),
+        }
+        Ok(())
+    })?;
+    let ids = ctx.repo.list_index_ids()?;
+    ctx.progress.phase(
+        "index",
+        Some(ids.len() as u64),
+        crate::progress::Unit::Items,
+    );
+    let duplicates = std::sync::atomic::AtomicU64::new(0);
+    // Index objects are read in parallel; the pack sets are on disk.
+    ids.par_iter().try_for_each(|id| -> Result<()> {
+        ctx.progress.advance(1);
+        let object = ObjectRef::Index(*id);
+        let idx = match ctx.repo.read_index(id) {
+            Ok(i) => i,
+            Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
+                ctx.error(
+                    &object,
+                    format!("{}; `vault repair index` rebuilds the index", reason(&e)),
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        ctx.stat(|s| s.index_objects += 1);
+        for p in &idx.packs {
+            let pack = ObjectRef::Pack(p.id);
+            let described = IndexedPack {
+                size: p.size,
+                entries: p.blobs.len() as u64,
+                digest: entries_digest(&p.blobs),
+            };
+            if let Some(prev) = sets
+                .indexed
+                .get(&p.id.0)?
+                .and_then(|v| IndexedPack::decode(&v))
+                && prev != described
+            {
+                ctx.error(&pack, "index objects disagree about its contents");
+            }
+            sets.indexed.put(&p.id.0, &described.encode())?;
+            let stored = sets
+                .in_backend
+                .get(&p.id.0)?
+                .and_then(|v| v.try_into().ok().map(u64::from_le_bytes));
+            match stored {
+                None => {
+                    ctx.error(&pack, format!("missing (named by index {})", id.short()));
+                    ctx.bad_pack(p.id);
+                    for b in &p.blobs {
+                        ctx.bad_blob(b.blob_type, b.id);
+                    }
+                }
+                Some(size) if size != p.size => {
+                    ctx.error(
+                        &pack,
+                        format!(
+                            "has {size} bytes, index {} says {} (truncated or replaced)",
+                            id.short(),
+                            p.size
+                        ),
+                    );
+                    ctx.bad_pack(p.id);
+                    for b in p.blobs.iter().filter(|b| b.end() > size) {
+                        ctx.bad_blob(b.blob_type, b.id);
+                    }
+                }
+                Some(_) => {}
+            }
+            ctx.stat(|s| s.index_entries += p.blobs.len() as u64);
+            for b in &p.blobs {
+                if let Some(loc) = index.get(b.blob_type, &b.id)?
+                    && loc.pack != p.id
+                {
+                    duplicates.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    ctx.progress.finish_phase();
+    let duplicates = duplicates.into_inner();
+    if duplicates > 0 {
+        ctx.note(
+            &ObjectRef::Path("index/".into()),
+            format!("{duplicates} blobs are stored more than once (harmless; `prune` removes the copies)"),
+        );
+    }
+    // Packs no index names: work in progress of a running snapshot, or left by a killed one.
+    let mut unindexed = (0u64, 0u64);
+    let mut packs = 0u64;
+    sets.in_backend.for_each(|raw, v| {
+        packs += 1;
+        if sets.indexed.get(raw)?.is_none() {
+            unindexed.0 += 1;
+            unindexed.1 += v.try_into().map(u64::from_le_bytes).unwrap_or(0);
+        }
+        Ok(())
+    })?;
+    ctx.stat(|s| s.packs = packs);
+    if unindexed.0 > 0 {
+        ctx.note(
+            &ObjectRef::Path("data/".into()),
+            format!(
+                "{} packs ({} bytes) are not named by any index: a snapshot in progress, or left by \
+                 an interrupted one (the next snapshot on that host or `vault repair index` indexes \
+                 them, `vault prune` deletes them)",
+                unindexed.0, unindexed.1
+            ),
+        );
+    }
+    Ok(sets)
+}
+
+/// Calls `f` for every pack that is both indexed and present, in id order, with its size
+/// and what the index says about it.
+pub(crate) fn for_each_indexed_pack(
+    sets: &PackSets,
+    mut f: impl FnMut(PackId, u64, IndexedPack) -> Result<()>,
+) -> Result<()> {
+    sets.indexed.for_each(|k, v| {
+        let Some(ip) = IndexedPack::decode(v) else {
+            return Ok(());
+        };
+        let Some(size) = sets
+            .in_backend
+            .get(k)?
+            .and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
+        else {
+            return Ok(());
+        };
+        f(PackId(*k), size, ip)
+    })
+}
+
+/// Checks a pack's header against what the index says about the pack.
+pub(crate) fn compare_with_index(
+    ctx: &Ctx<'_>,
+    pack: PackId,
+    entries: &[PackEntry],
+    indexed: &IndexedPack,
+) {
+    if entries_digest(entries) != indexed.digest {
+        ctx.error(
+            &ObjectRef::Pack(pack),
+            format!(
+                "its header ({} blobs) and the index ({} blobs) disagree about its contents",
+                entries.len(),
+                indexed.entries
+            ),
+        );
+        // Which blobs exactly is for `repair index` to sort out; their data may be fine.
+    }
 }

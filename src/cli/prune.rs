@@ -115,8 +115,21 @@ pub fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
         dry_run: a.policy.dry_run,
         ..PruneOptions::default()
     };
-    let report = prune(&repo, &lock, &opts, &g.progress())?;
+    let report = prune(&repo, &lock, &opts, &g.progress()).map_err(refusal)?;
     print_report(g, &repo, &report, a.policy.dry_run)
+}
+
+/// Damage found while planning stops a prune before it deletes anything; say so, and what to
+/// do. Other errors (an outage, a full disk) are reported as what they are.
+fn refusal(e: vault::Error) -> anyhow::Error {
+    if e.is_damage() {
+        anyhow::Error::new(e).context(
+            "refusing to collect garbage in a damaged repository: no pack or index object was deleted \
+             (run `vault check --verify-data`, then `vault repair index` / `vault repair snapshots`)",
+        )
+    } else {
+        e.into()
+    }
 }
 
 /// Runs `vault prune`.
@@ -136,7 +149,7 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         ..PruneOptions::default()
     };
-    let report = prune(&repo, &lock, &opts, &g.progress())?;
+    let report = prune(&repo, &lock, &opts, &g.progress()).map_err(refusal)?;
     print_report(g, &repo, &report, a.policy.dry_run)
 }
 

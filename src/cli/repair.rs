@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use vault::checker::repair::{repair_index, repair_snapshots};
+use vault::repairer::{repair_index, repair_snapshots};
 use vault::repo::lock::LockKind;
 
 use super::global::GlobalArgs;

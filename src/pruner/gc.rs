@@ -4,10 +4,10 @@
 //! packs. Every copied blob is authenticated and re-hashed before it is written again.
 
 use std::collections::HashSet;
-use std::time::{Duration, SystemTime};
 
 use rayon::prelude::*;
 
+use crate::Result;
 use crate::format::index::{Index, IndexPack};
 use crate::format::layout::{index_path, pack_path};
 use crate::id::{IndexId, PackId};
@@ -16,7 +16,6 @@ use crate::repo::Repository;
 use crate::repo::blob::PreparedBlob;
 use crate::repo::lock::LockGuard;
 use crate::repo::packer::{BlobSaver, SaverOptions};
-use crate::{Error, ObjectRef, Result};
 
 use super::plan::GcPlan;
 
@@ -50,11 +49,8 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
         .try_for_each(|pack| -> Result<()> {
             let bytes = repo.backend().read(&pack_path(pack))?;
             progress.advance(bytes.len() as u64);
-            let entries = repo.parse_pack(pack, &bytes).map_err(|e| {
-                Error::InvalidInput(format!(
-                    "{e}; refusing to repack a damaged pack (run `vault check --verify-data`)"
-                ))
-            })?;
+            // Damage stops the prune (the caller says what to do); nothing is deleted.
+            let entries = repo.parse_pack(pack, &bytes)?;
             for e in entries {
                 let here = index
                     .get(e.blob_type, &e.id)?
@@ -64,13 +60,7 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
                 }
                 let sealed = bytes[e.offset as usize..e.end() as usize].to_vec();
                 // Verify before copying: prune must never turn damage into silent loss.
-                repo.open_blob(e.blob_type, e.id, sealed.clone(), e.raw_length, Some(*pack))
-                    .map_err(|err| {
-                        Error::InvalidInput(format!(
-                            "{err}; refusing to repack {} (run `vault check --verify-data`)",
-                            ObjectRef::Pack(*pack)
-                        ))
-                    })?;
+                repo.open_blob(e.blob_type, e.id, sealed.clone(), e.raw_length, Some(*pack))?;
                 saver.add(&PreparedBlob {
                     blob_type: e.blob_type,
                     id: e.id,
@@ -101,7 +91,7 @@ pub(crate) fn execute(
         .collect();
     let old: HashSet<IndexId> = plan.old_indexes.iter().copied().collect();
     if gone.is_empty() && plan.old_indexes.len() <= 1 {
-        clean_tmp(repo, plan);
+        clean_tmp(repo, lock, plan);
         return Ok(()); // nothing to collect and nothing to consolidate
     }
     let new_from_repack = if plan.packs_to_repack.is_empty() {
@@ -170,28 +160,17 @@ pub(crate) fn execute(
         0
     };
     plan.bytes_freed = (plan.bytes_deleted + plan.bytes_repacked).saturating_sub(new_bytes);
-    clean_tmp(repo, plan);
+    clean_tmp(repo, lock, plan);
     repo.reload_index();
     Ok(())
 }
 
-/// Removes temporary files older than a day from a local repository's `tmp/` (left by
-/// processes that were killed); younger ones may belong to a running snapshot on another host.
-fn clean_tmp(repo: &Repository, plan: &mut GcPlan) {
-    let Some(dir) = repo.backend().staging_dir() else {
-        return;
-    };
-    let Ok(rd) = std::fs::read_dir(&dir) else {
-        return;
-    };
-    let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
-    for e in rd.flatten() {
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t < cutoff);
-        if old && std::fs::remove_file(e.path()).is_ok() {
-            plan.tmp_files_removed += 1;
-        }
+/// Removes what interrupted runs left in `tmp/`. Under the exclusive lock no other writer is
+/// live, so every staging file written before the lock was taken is garbage (a writer whose
+/// lock went stale aborts before it publishes anything).
+fn clean_tmp(repo: &Repository, lock: &LockGuard, plan: &mut GcPlan) {
+    match repo.collect_staging_under_exclusive_lock(lock.acquired_at()) {
+        Ok(l) => plan.tmp_files_removed += l.count,
+        Err(e) => tracing::warn!(error = %e, "could not clean tmp/"),
     }
 }

@@ -6,12 +6,14 @@ use rayon::prelude::*;
 
 use crate::format::layout::Dir;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{ContentPart, NodeKind};
+use crate::format::tree::{ContentPart, Node, NodeKind};
 use crate::id::{BlobId, BlobType, IndexId, PackId, SnapshotId};
 use crate::progress::{Progress, Unit};
-use crate::repo::Repository;
-use crate::repo::cache::MarkSet;
+use crate::repo::cache::scratch::MarkSet;
+use crate::repo::walker::{TreeVisitor, walk};
+use crate::repo::{BlobIndex, Repository};
 use crate::{Error, ObjectRef, Result};
+use std::path::Path;
 
 /// How much unused space `prune` may leave behind.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -106,63 +108,65 @@ pub struct GcPlan {
     pub(crate) marks: Option<std::sync::Arc<MarkSet>>,
 }
 
-/// Marks every blob reachable from `snapshots`. Fails if a used blob is not indexed: pruning a
-/// damaged repository could delete what remains of it.
+/// Marks every blob reachable from `snapshots`: snapshots are walked in parallel, each tree
+/// once (the trees seen are marks too, on disk). Fails with the damage error if a used blob is
+/// not indexed or a tree cannot be read: pruning a damaged repository could delete what
+/// remains of it. Other errors (an outage, a full disk) keep their kind.
 pub(crate) fn mark(
     repo: &Repository,
     snapshots: &[(SnapshotId, Snapshot)],
     progress: &dyn Progress,
 ) -> Result<MarkSet> {
-    let marks = MarkSet::new()?;
+    let marks = MarkSet::new(repo.temp_dir())?;
     let index = repo.index()?;
-    let mut frontier: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-    let mut seen: HashSet<BlobId> = HashSet::new();
     progress.phase("mark", None, Unit::Items);
-    while !frontier.is_empty() {
-        frontier.retain(|t| seen.insert(*t));
-        let next: Vec<Result<Vec<BlobId>>> = frontier
-            .par_iter()
-            .map(|tid| -> Result<Vec<BlobId>> {
-                marks.insert(BlobType::Tree, tid)?;
-                let tree = repo.load_tree(tid).map_err(|e| {
-                    Error::InvalidInput(format!(
-                        "tree {} of a kept snapshot cannot be read ({e}); refusing to prune a damaged repository (run `vault check`)",
-                        tid.short()
-                    ))
-                })?;
-                progress.advance(1);
-                let mut subtrees = Vec::new();
-                for node in &tree.nodes {
-                    match node.kind {
-                        NodeKind::File => {
-                            for part in &node.content {
-                                if let ContentPart::Chunk(c) = part {
-                                    if !index.contains(BlobType::Data, c)? {
-                                        return Err(Error::InvalidInput(format!(
-                                            "data blob {} used by a kept snapshot is missing; refusing to prune a damaged repository (run `vault check`)",
-                                            c.short()
-                                        )));
-                                    }
-                                    marks.insert(BlobType::Data, c)?;
-                                }
-                            }
-                        }
-                        NodeKind::Dir => subtrees.extend(node.subtree),
-                        _ => {}
-                    }
-                }
-                Ok(subtrees)
-            })
-            .collect();
-        let mut n = Vec::new();
-        for r in next {
-            n.extend(r?);
-        }
-        frontier = n;
-    }
+    snapshots.par_iter().try_for_each(|(_, s)| {
+        let mut m = Marker {
+            index: &index,
+            marks: &marks,
+            progress,
+        };
+        walk(repo, &s.tree, Path::new("/"), &mut m)
+    })?;
     marks.flush()?;
     progress.finish_phase();
     Ok(marks)
+}
+
+struct Marker<'a> {
+    index: &'a BlobIndex,
+    marks: &'a MarkSet,
+    progress: &'a dyn Progress,
+}
+
+impl TreeVisitor for Marker<'_> {
+    fn enter(&mut self, tree: &BlobId, _path: &Path) -> Result<bool> {
+        let new = self.marks.insert_new(BlobType::Tree, tree)?;
+        if new {
+            self.progress.advance(1);
+        }
+        Ok(new)
+    }
+
+    fn node(&mut self, _path: &Path, node: &Node) -> Result<()> {
+        if node.kind == NodeKind::File {
+            for part in &node.content {
+                if let ContentPart::Chunk(c) = part {
+                    if !self.index.contains(BlobType::Data, c)? {
+                        return Err(Error::NotFound {
+                            object: ObjectRef::Blob {
+                                blob_type: BlobType::Data,
+                                id: *c,
+                                pack: None,
+                            },
+                        });
+                    }
+                    self.marks.insert(BlobType::Data, c)?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Builds the plan: marks, then accounts every pack and decides.
@@ -183,11 +187,8 @@ pub(crate) fn plan(
     let old_indexes = repo.list_index_ids()?;
     let mut counted: HashSet<PackId> = HashSet::new();
     for id in &old_indexes {
-        let idx = repo.read_index(id).map_err(|e| {
-            Error::InvalidInput(format!(
-                "{e}; refusing to prune with a damaged index (run `vault repair index`)"
-            ))
-        })?;
+        // A damaged index object is damage (the caller says what to do); an outage is not.
+        let idx = repo.read_index(id)?;
         for p in idx.packs {
             if !counted.insert(p.id) {
                 continue;
@@ -224,12 +225,10 @@ pub(crate) fn plan(
         }
         Ok(())
     })?;
-    if let Some((blob, pack)) = missing_pack {
-        return Err(Error::InvalidInput(format!(
-            "used blob {} is indexed in {}, which is missing; refusing to prune (run `vault check` and `vault repair index`)",
-            blob.short(),
-            ObjectRef::Pack(pack)
-        )));
+    if let Some((_, pack)) = missing_pack {
+        return Err(Error::NotFound {
+            object: ObjectRef::Pack(pack),
+        });
     }
     let mut plan = GcPlan {
         used_blobs,

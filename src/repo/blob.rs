@@ -158,7 +158,10 @@ impl Repository {
                 .backend()
                 .read(&pack_path(&loc.pack))
                 .map_err(|e| relabel_missing(e, ObjectRef::Pack(loc.pack)))?;
-            cache.store(&loc.pack, &bytes)?;
+            // The local copy is an optimisation: failing to keep it never fails a read.
+            if let Err(e) = cache.store(&loc.pack, &bytes) {
+                tracing::warn!(pack = %loc.pack, error = %e, "could not keep a local copy of a tree pack");
+            }
             let end = loc
                 .offset
                 .checked_add(loc.length)
@@ -185,10 +188,12 @@ impl Repository {
 
     /// Keeps a verified copy of a tree pack read for another reason (`check --verify-data`).
     pub fn cache_tree_pack(&self, pack: &PackId, bytes: &[u8]) -> Result<()> {
-        match self.tree_cache() {
-            Some(c) => c.store(pack, bytes),
-            None => Ok(()),
+        if let Some(c) = self.tree_cache()
+            && let Err(e) = c.store(pack, bytes)
+        {
+            tracing::warn!(%pack, error = %e, "could not keep a local copy of a tree pack");
         }
+        Ok(())
     }
 
     /// Loads and decodes a tree blob.

@@ -113,6 +113,7 @@ struct Held {
 /// A held lock; released (its object deleted) on drop.
 pub struct LockGuard {
     held: Arc<Held>,
+    acquired: std::time::SystemTime,
     stop: Option<Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -237,6 +238,7 @@ impl Repository {
             .map_err(|e| Error::io("lock refresh thread", e))?;
         Ok(Ok(LockGuard {
             held,
+            acquired: std::time::SystemTime::now(),
             stop: Some(tx),
             refresher: Some(refresher),
         }))
@@ -284,6 +286,11 @@ impl Held {
 }
 
 impl LockGuard {
+    /// When the lock was taken (after conflicting locks were checked).
+    pub fn acquired_at(&self) -> std::time::SystemTime {
+        self.acquired
+    }
+
     /// Fails if the lock may have been lost: not refreshed for longer than the stale time (the
     /// process was suspended, or the backend unreachable), or removed by someone else.
     pub fn check(&self) -> Result<()> {

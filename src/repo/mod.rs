@@ -16,7 +16,9 @@ pub mod memo;
 pub mod packer;
 pub mod process;
 pub mod snapshots;
+pub mod staging;
 mod treecache;
+pub mod walker;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -107,7 +109,7 @@ pub struct Repository {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     backend: DynBackend,
     key: MasterKey,
     cipher: Cipher,
@@ -117,6 +119,9 @@ struct Inner {
     options: OpenOptions,
     index: RwLock<Option<Arc<BlobIndex>>>,
 }
+
+/// A handle that does not keep the repository alive (held by its own index).
+pub(crate) type WeakRepository = std::sync::Weak<Inner>;
 
 impl std::fmt::Debug for Repository {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,6 +222,14 @@ impl Repository {
                 index: RwLock::new(None),
             }),
         }
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakRepository {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(weak: &WeakRepository) -> Option<Self> {
+        weak.upgrade().map(|inner| Self { inner })
     }
 
     /// The storage backend (for layers that copy or inspect raw objects, such as `check`).

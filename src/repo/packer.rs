@@ -82,18 +82,7 @@ struct OpenPack {
 
 impl OpenPack {
     fn create(dir: &Path) -> Result<Self> {
-        let mut rnd = [0u8; 12];
-        crate::crypto::random_bytes(&mut rnd)?;
-        let path = dir.join(format!(
-            "pack-{}-{}.tmp",
-            std::process::id(),
-            hex::encode(rnd)
-        ));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
+        let (file, path) = crate::backend::local::create_staging_file(dir, "pack")?;
         Ok(Self {
             file: std::io::BufWriter::with_capacity(1 << 20, file),
             path,
@@ -254,7 +243,7 @@ impl BlobSaver {
             .staging_dir()
             .or_else(|| repo.cache_dir().map(|d| d.join("staging")))
             .unwrap_or_else(|| repo.temp_dir().join("vault-staging"));
-        std::fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        crate::backend::local::private_dir_all(&staging)?;
         let shared = Arc::new(Shared {
             repo: repo.clone(),
             staging,

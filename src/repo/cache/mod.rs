@@ -15,6 +15,16 @@
 //!
 //! One process per cache directory opens the database read-write (guarded by an `flock` on
 //! `writer.lock`); any other process opens it read-only and keeps what it adds in memory.
+//!
+//! The cache is only a mirror, so no cache error ever fails a command: [`super::index`]
+//! replaces a store that fails at any time by a fresh one rebuilt from the repository, and
+//! leaves a `rebuild` marker so that the next process wipes the damaged database. Errors are
+//! classified by RocksDB's own kind: an I/O error (a full disk) is not called corruption.
+//!
+//! [`scratch`] holds the same machinery for private, temporary sets and maps that engines use
+//! instead of hash sets that would grow with the repository.
+
+pub mod scratch;
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -33,7 +43,7 @@ use crate::{Error, ObjectRef, Result};
 
 use super::index::BlobLocation;
 
-const CF_BLOBS: &str = "blobs";
+pub(crate) const CF_BLOBS: &str = "blobs";
 const CF_PACKS: &str = "packs";
 const CF_INDEXES: &str = "indexes";
 const CFS: [&str; 4] = ["default", CF_BLOBS, CF_PACKS, CF_INDEXES];
@@ -41,12 +51,26 @@ const SCHEMA: &[u8] = b"vault-cache-1";
 
 /// Block cache shared by all column families: the cache's whole steady-state RAM budget.
 const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// The same for private scratch databases (several may be open in one command).
+const SCRATCH_CACHE_BYTES: usize = 8 << 20;
+
+/// Name of the marker that asks the next writer to wipe and rebuild the database.
+const REBUILD_MARKER: &str = "rebuild";
+
+/// Memory profile of a database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// The blob index.
+    Index,
+    /// A temporary set or map (smaller caches and memtables).
+    Scratch,
+}
 
 /// An open cache database.
 pub struct CacheDb {
-    db: DB,
+    pub(crate) db: DB,
     writable: bool,
-    path: PathBuf,
+    pub(crate) path: PathBuf,
     temporary: bool,
     _writer_lock: Option<File>,
     ingest_lock: Mutex<()>,
@@ -63,8 +87,11 @@ impl std::fmt::Debug for CacheDb {
     }
 }
 
-fn db_options() -> Options {
-    let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+fn db_options(profile: Profile) -> Options {
+    let cache = Cache::new_lru_cache(match profile {
+        Profile::Index => BLOCK_CACHE_BYTES,
+        Profile::Scratch => SCRATCH_CACHE_BYTES,
+    });
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&cache);
     table.set_bloom_filter(10.0, false);
@@ -87,7 +114,10 @@ fn db_options() -> Options {
     opts.create_missing_column_families(true);
     // Keys are random hashes and values mostly hashes too: compression would not pay.
     opts.set_compression_type(DBCompressionType::None);
-    opts.set_write_buffer_size(8 << 20);
+    opts.set_write_buffer_size(match profile {
+        Profile::Index => 8 << 20,
+        Profile::Scratch => 4 << 20,
+    });
     opts.set_max_write_buffer_number(2);
     opts.set_max_open_files(256);
     opts.set_keep_log_file_num(2);
@@ -97,25 +127,29 @@ fn db_options() -> Options {
     opts
 }
 
-fn cache_err(path: &Path, reason: &str) -> Error {
+pub(crate) fn cache_err(path: &Path, reason: &str) -> Error {
     Error::corrupt(
         ObjectRef::Path(format!("local cache {}", path.display())),
         reason,
     )
 }
 
-pub(super) fn db_err(path: &Path, e: rocksdb::Error) -> Error {
-    Error::corrupt(
-        ObjectRef::Path(format!("local cache {}", path.display())),
-        e.to_string(),
-    )
+/// Maps a RocksDB error by its kind: only RocksDB's own corruption reports are damage.
+pub(crate) fn db_err(path: &Path, e: rocksdb::Error) -> Error {
+    match e.kind() {
+        rocksdb::ErrorKind::Corruption => Error::corrupt(
+            ObjectRef::Path(format!("local cache {}", path.display())),
+            e.to_string(),
+        ),
+        _ => Error::io(path, std::io::Error::other(e.into_string())),
+    }
 }
 
 impl CacheDb {
     /// Opens the cache in `dir`: read-write if no other process has it, else read-only.
     /// A read-write open of a damaged or foreign database wipes and recreates it.
     pub fn open(dir: &Path, repo_marker: &[u8]) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::backend::local::private_dir_all(dir)?;
         let lock_path = dir.join("writer.lock");
         let lock = File::options()
             .create(true)
@@ -125,12 +159,18 @@ impl CacheDb {
             .map_err(|e| Error::io(&lock_path, e))?;
         let db_path = dir.join("db");
         if rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
-            let db = match Self::open_rw(&db_path, repo_marker) {
+            let marker = dir.join(REBUILD_MARKER);
+            if marker.exists() {
+                tracing::info!("a previous run found the local cache damaged; rebuilding it");
+                let _ = std::fs::remove_dir_all(&db_path);
+                let _ = std::fs::remove_file(&marker);
+            }
+            let db = match Self::open_rw(&db_path, repo_marker, Profile::Index) {
                 Ok(db) => db,
                 Err(e) => {
                     tracing::warn!(error = %e, "local cache is damaged; rebuilding it");
                     let _ = std::fs::remove_dir_all(&db_path);
-                    Self::open_rw(&db_path, repo_marker)?
+                    Self::open_rw(&db_path, repo_marker, Profile::Index)?
                 }
             };
             return Ok(Self {
@@ -142,7 +182,7 @@ impl CacheDb {
                 ingest_lock: Mutex::new(()),
             });
         }
-        let db = DB::open_cf_for_read_only(&db_options(), &db_path, CFS, false)
+        let db = DB::open_cf_for_read_only(&db_options(Profile::Index), &db_path, CFS, false)
             .map_err(|e| db_err(&db_path, e))?;
         let marker_ok = db.get(b"repo").ok().flatten().as_deref() == Some(repo_marker)
             && db.get(b"schema").ok().flatten().as_deref() == Some(SCHEMA);
@@ -159,12 +199,18 @@ impl CacheDb {
         })
     }
 
-    /// A fresh, private, writable cache in a temporary directory (removed on drop).
-    pub fn open_temporary(repo_marker: &[u8]) -> Result<Self> {
+    /// Asks the next writer of the cache in `dir` to wipe and rebuild it (best effort).
+    pub fn mark_for_rebuild(dir: &Path) {
+        let _ = std::fs::write(dir.join(REBUILD_MARKER), b"");
+    }
+
+    /// A fresh, private, writable database in a new directory below `temp_dir` (removed on
+    /// drop).
+    pub fn open_temporary(temp_dir: &Path, repo_marker: &[u8], profile: Profile) -> Result<Self> {
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd)?;
-        let path = std::env::temp_dir().join(format!("vault-cache-{}", hex::encode(rnd)));
-        let db = Self::open_rw(&path, repo_marker)?;
+        let path = temp_dir.join(format!("vault-cache-{}", hex::encode(rnd)));
+        let db = Self::open_rw(&path, repo_marker, profile)?;
         Ok(Self {
             db,
             writable: true,
@@ -175,8 +221,9 @@ impl CacheDb {
         })
     }
 
-    fn open_rw(path: &Path, repo_marker: &[u8]) -> Result<DB> {
-        let db = DB::open_cf(&db_options(), path, CFS).map_err(|e| db_err(path, e))?;
+    fn open_rw(path: &Path, repo_marker: &[u8], profile: Profile) -> Result<DB> {
+        crate::backend::local::private_dir_all(path)?;
+        let db = DB::open_cf(&db_options(profile), path, CFS).map_err(|e| db_err(path, e))?;
         match (db.get(b"schema"), db.get(b"repo")) {
             (Ok(Some(s)), Ok(Some(r))) if s == SCHEMA && r == repo_marker => Ok(db),
             (Ok(None), Ok(None)) => {
@@ -195,7 +242,7 @@ impl CacheDb {
         self.writable
     }
 
-    fn cf(&self, name: &str) -> &ColumnFamily {
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
         self.db
             .cf_handle(name)
             .expect("invariant: column families are created at open")
@@ -289,12 +336,19 @@ impl CacheDb {
         }
     }
 
-    /// Calls `f` for every blob the cache knows, in key order, without loading them all.
+    /// Calls `f` for every blob the cache knows whose key is after `after` (all when `None`),
+    /// in key order, without loading them all.
     pub fn for_each_blob(
         &self,
+        after: Option<(BlobType, BlobId)>,
         mut f: impl FnMut(BlobType, BlobId, BlobLocation) -> Result<()>,
     ) -> Result<()> {
-        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
+        let start = after.map(|(t, id)| blob_key(t, &id));
+        let mode = match &start {
+            Some(k) => IteratorMode::From(k, rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        for item in self.db.iterator_cf(self.cf(CF_BLOBS), mode) {
             let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
             let (Some(t), Some(loc)) = (
                 k.first().and_then(|c| BlobType::from_code(*c)),
@@ -302,6 +356,9 @@ impl CacheDb {
             ) else {
                 return Err(cache_err(&self.path, "undecodable blob entry"));
             };
+            if start.as_ref().map(|s| &s[..]) == Some(&k[..]) {
+                continue;
+            }
             let mut id = [0u8; 32];
             id.copy_from_slice(&k[1..33]);
             f(t, BlobId(id), loc)?;
@@ -309,9 +366,18 @@ impl CacheDb {
         Ok(())
     }
 
-    /// Calls `f` for every pack the cache knows, with its size.
-    pub fn for_each_pack(&self, mut f: impl FnMut(PackId, u64) -> Result<()>) -> Result<()> {
-        for item in self.db.iterator_cf(self.cf(CF_PACKS), IteratorMode::Start) {
+    /// Calls `f` for every pack the cache knows after `after` (all when `None`), with its
+    /// size, in id order.
+    pub fn for_each_pack(
+        &self,
+        after: Option<PackId>,
+        mut f: impl FnMut(PackId, u64) -> Result<()>,
+    ) -> Result<()> {
+        let mode = match &after {
+            Some(p) => IteratorMode::From(&p.0, rocksdb::Direction::Forward),
+            None => IteratorMode::Start,
+        };
+        for item in self.db.iterator_cf(self.cf(CF_PACKS), mode) {
             let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
             let size = Reader::new(&v).uvarint().ok();
             let (true, Some(size)) = (k.len() == 32, size) else {
@@ -319,6 +385,9 @@ impl CacheDb {
             };
             let mut id = [0u8; 32];
             id.copy_from_slice(&k);
+            if after == Some(PackId(id)) {
+                continue;
+            }
             f(PackId(id), size)?;
         }
         Ok(())
@@ -333,6 +402,13 @@ impl Drop for CacheDb {
     }
 }
 
+pub(crate) fn blob_key(t: BlobType, id: &BlobId) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = t.code();
+    key[1..].copy_from_slice(&id.0);
+    key
+}
+
 fn encode_location(pack: &PackId, offset: u64, length: u64, raw_length: u64) -> Vec<u8> {
     let mut w = Writer::with_buffer(Vec::with_capacity(48));
     w.id(&pack.0);
@@ -342,7 +418,7 @@ fn encode_location(pack: &PackId, offset: u64, length: u64, raw_length: u64) -> 
     w.into_bytes()
 }
 
-fn decode_location(v: &[u8]) -> Option<BlobLocation> {
+pub(crate) fn decode_location(v: &[u8]) -> Option<BlobLocation> {
     let mut r = Reader::new(v);
     let loc = BlobLocation {
         pack: PackId(r.id().ok()?),
@@ -365,7 +441,7 @@ impl CacheDb {
         this.temporary = false;
         drop(this);
         std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-        let db = Self::open_rw(&path, repo_marker)?;
+        let db = Self::open_rw(&path, repo_marker, Profile::Index)?;
         Ok(Self {
             db,
             writable: true,
@@ -374,139 +450,5 @@ impl CacheDb {
             _writer_lock: lock,
             ingest_lock: Mutex::new(()),
         })
-    }
-}
-
-/// A set of blob keys kept in a private temporary RocksDB database: the "used" marks of
-/// `prune`, which must not grow RAM with the repository. Iterates in the same key order as
-/// the cache's `blobs` column family, so the two can be merge-joined.
-pub struct MarkSet {
-    db: CacheDb,
-    batch: Mutex<(WriteBatch, usize)>,
-}
-
-impl std::fmt::Debug for MarkSet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "MarkSet({:?})", self.db)
-    }
-}
-
-fn blob_key(t: BlobType, id: &BlobId) -> [u8; 33] {
-    let mut key = [0u8; 33];
-    key[0] = t.code();
-    key[1..].copy_from_slice(&id.0);
-    key
-}
-
-impl MarkSet {
-    /// An empty set in a temporary directory (removed on drop).
-    pub fn new() -> Result<Self> {
-        Ok(Self {
-            db: CacheDb::open_temporary(b"marks")?,
-            batch: Mutex::new((WriteBatch::default(), 0)),
-        })
-    }
-
-    /// Adds a key (buffered; visible to `contains` after [`MarkSet::flush`]).
-    pub fn insert(&self, t: BlobType, id: &BlobId) -> Result<()> {
-        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
-        b.0.put_cf(self.db.cf(CF_BLOBS), blob_key(t, id), []);
-        b.1 += 1;
-        if b.1 >= 50_000 {
-            let full = std::mem::take(&mut b.0);
-            b.1 = 0;
-            self.write(full)?;
-        }
-        Ok(())
-    }
-
-    /// Adds a key and reports whether it was new (unbuffered; for visiting trees once).
-    pub fn insert_new(&self, t: BlobType, id: &BlobId) -> Result<bool> {
-        if self.contains(t, id)? {
-            return Ok(false);
-        }
-        let mut b = WriteBatch::default();
-        b.put_cf(self.db.cf(CF_BLOBS), blob_key(t, id), []);
-        self.write(b)?;
-        Ok(true)
-    }
-
-    fn write(&self, b: WriteBatch) -> Result<()> {
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db
-            .db
-            .write_opt(b, &wo)
-            .map_err(|e| db_err(&self.db.path, e))
-    }
-
-    /// Writes buffered keys.
-    pub fn flush(&self) -> Result<()> {
-        let full = {
-            let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
-            b.1 = 0;
-            std::mem::take(&mut b.0)
-        };
-        self.write(full)
-    }
-
-    /// Whether a key was inserted (and flushed).
-    pub fn contains(&self, t: BlobType, id: &BlobId) -> Result<bool> {
-        self.db
-            .db
-            .get_pinned_cf(self.db.cf(CF_BLOBS), blob_key(t, id))
-            .map(|v| v.is_some())
-            .map_err(|e| db_err(&self.db.path, e))
-    }
-}
-
-impl CacheDb {
-    /// Merge-joins the blob index with `marks` in key order: calls `f` for every indexed blob
-    /// with whether it is marked. Memory stays constant.
-    pub fn for_each_marked(
-        &self,
-        marks: &MarkSet,
-        mut f: impl FnMut(BlobType, BlobId, BlobLocation, bool) -> Result<()>,
-    ) -> Result<()> {
-        marks.flush()?;
-        let mut m = marks
-            .db
-            .db
-            .iterator_cf(marks.db.cf(CF_BLOBS), IteratorMode::Start);
-        let mut next_mark: Option<Box<[u8]>> = match m.next() {
-            Some(r) => Some(r.map_err(|e| db_err(&marks.db.path, e))?.0),
-            None => None,
-        };
-        self.for_each_raw(|k, t, id, loc| {
-            while let Some(mk) = &next_mark
-                && mk.as_ref() < k
-            {
-                next_mark = match m.next() {
-                    Some(r) => Some(r.map_err(|e| db_err(&marks.db.path, e))?.0),
-                    None => None,
-                };
-            }
-            let marked = next_mark.as_deref() == Some(k);
-            f(t, id, loc, marked)
-        })
-    }
-
-    fn for_each_raw(
-        &self,
-        mut f: impl FnMut(&[u8], BlobType, BlobId, BlobLocation) -> Result<()>,
-    ) -> Result<()> {
-        for item in self.db.iterator_cf(self.cf(CF_BLOBS), IteratorMode::Start) {
-            let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
-            let (Some(t), Some(loc)) = (
-                k.first().and_then(|c| BlobType::from_code(*c)),
-                decode_location(&v),
-            ) else {
-                return Err(cache_err(&self.path, "undecodable blob entry"));
-            };
-            let mut id = [0u8; 32];
-            id.copy_from_slice(&k[1..33]);
-            f(&k, t, BlobId(id), loc)?;
-        }
-        Ok(())
     }
 }
