@@ -13,4 +13,5 @@ mod prune;
 mod roundtrip;
 mod security;
 mod servers;
+mod strict;
 mod vectors;

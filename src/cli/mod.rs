@@ -109,6 +109,23 @@ pub mod exit {
     pub const WRONG_PASSWORD: i32 = 12;
 }
 
+/// A usage error found after parsing (arguments that parse but do not go together).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A usage error (exit 2, `"kind": "usage"`), for argument combinations clap cannot express.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(message.into()))
+}
+
 /// The library error anywhere in an anyhow chain.
 fn vault_error(e: &anyhow::Error) -> Option<&vault::Error> {
     e.chain().find_map(|c| c.downcast_ref::<vault::Error>())
@@ -116,6 +133,9 @@ fn vault_error(e: &anyhow::Error) -> Option<&vault::Error> {
 
 /// The exit code for an error, from the library error kind anywhere in its chain.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<Usage>().is_some() {
+        return exit::USAGE;
+    }
     match vault_error(e).map(vault::Error::kind) {
         Some(vault::ErrorKind::NoRepository) => exit::NO_REPOSITORY,
         Some(vault::ErrorKind::Locked) => exit::LOCKED,
@@ -186,7 +206,11 @@ pub fn report_error(e: &anyhow::Error, json: bool) -> i32 {
     let message = format!("{e:#}");
     if json {
         let v = vault_error(e);
-        let kind = v.map_or("error", |v| v.kind().name());
+        let kind = if e.downcast_ref::<Usage>().is_some() {
+            "usage"
+        } else {
+            v.map_or("error", |v| v.kind().name())
+        };
         let object = v.and_then(|v| v.object()).map(|o| o.to_string());
         print_json_line(&error_json(kind, &message, code, object));
     }

@@ -78,9 +78,10 @@ pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
     }
     let excludes = PathMatcher::new_bytes(&patterns)?;
     if !a.command.is_empty() && !a.stdin_from_command {
-        bail!(
-            "a command after `--` is only taken with --stdin-from-command: vault snapshot --stdin-from-command -- CMD ARGS..."
-        );
+        return Err(super::usage(
+            "a command after `--` is only taken with --stdin-from-command: \
+             vault snapshot --stdin-from-command -- CMD ARGS...",
+        ));
     }
     let stdin_name = a.stdin_name.as_bytes().to_vec();
     if !a.stdin && !a.stdin_from_command && a.paths.is_empty() {

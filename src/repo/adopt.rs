@@ -53,7 +53,7 @@ impl Repository {
         if let Some(p) = &marker
             && let Some(dir) = p.parent()
         {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            crate::backend::local::private_dir_all(dir)?;
             std::fs::write(p, std::process::id().to_string()).map_err(|e| Error::io(p, e))?;
         }
         Ok((RunMarker { path: marker }, adopted))

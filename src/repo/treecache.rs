@@ -47,7 +47,7 @@ impl TreePackCache {
             tracing::warn!(%pack, "tree pack does not match its name; not caching it");
             return Ok(());
         }
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        crate::backend::local::private_dir_all(&self.dir)?;
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd)?;
         let tmp = self
