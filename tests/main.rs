@@ -6,6 +6,7 @@ mod backends;
 mod cli_basics;
 mod corpus;
 mod corruption;
+mod failclosed;
 mod pg;
 mod pipeline;
 mod proptree;

@@ -280,10 +280,14 @@ impl Repository {
     }
 }
 
-/// Turns a backend NotFound on a path into a NotFound naming the object.
+/// Turns a backend error about a path (missing, truncated) into one naming the object.
 pub(crate) fn relabel_missing(e: Error, object: ObjectRef) -> Error {
     match e {
         Error::NotFound { .. } => Error::NotFound { object },
+        Error::Corrupt {
+            object: ObjectRef::Path(_),
+            reason,
+        } => Error::Corrupt { object, reason },
         other => other,
     }
 }
