@@ -322,6 +322,7 @@ fn a_lock_whose_pid_was_reused_is_stale() {
     };
     if me.boot_id.is_empty() || me.pid_ns == 0 {
         other.kill().unwrap();
+        other.wait().unwrap();
         return; // no /proc here: nothing can be proven
     }
     // The owner started at another time: the PID was reused, the lock is stale at once.
