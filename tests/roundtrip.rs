@@ -194,3 +194,57 @@ fn changed_files_are_detected_and_only_new_chunks_stored() {
         edited
     );
 }
+
+/// Hard links of any kind but directories restore as hard links (the spec says so for every
+/// node with `nlink > 1`): a hard-linked pair of symlinks, and of fifos.
+#[test]
+fn hard_linked_symlinks_and_fifos_stay_linked() {
+    use std::os::unix::fs::MetadataExt;
+    let r = TestRepo::new();
+    let src = r.scratch("src");
+    std::os::unix::fs::symlink("target-of-link", src.join("link-a")).unwrap();
+    std::fs::hard_link(src.join("link-a"), src.join("link-b")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        src.join("fifo-a"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    std::fs::hard_link(src.join("fifo-a"), src.join("fifo-b")).unwrap();
+    assert_eq!(
+        std::fs::symlink_metadata(src.join("link-b"))
+            .unwrap()
+            .nlink(),
+        2
+    );
+    r.snapshot(&[&src]);
+    let target = r.scratch("t");
+    let v = r.json(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(v["hardlinks"], 2, "{v}");
+    let base = target.join(src.strip_prefix("/").unwrap());
+    for (a, b) in [("link-a", "link-b"), ("fifo-a", "fifo-b")] {
+        let (ma, mb) = (
+            std::fs::symlink_metadata(base.join(a)).unwrap(),
+            std::fs::symlink_metadata(base.join(b)).unwrap(),
+        );
+        assert_eq!(ma.ino(), mb.ino(), "{a} and {b} are not one inode");
+        assert_eq!(ma.nlink(), 2);
+    }
+    assert_eq!(
+        std::fs::read_link(base.join("link-b")).unwrap(),
+        std::path::Path::new("target-of-link")
+    );
+    assert!(
+        compare_trees(&src, &base).is_empty(),
+        "{:?}",
+        compare_trees(&src, &base)
+    );
+}

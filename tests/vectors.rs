@@ -409,6 +409,161 @@ fn object_vectors_both_directions() {
     }
 }
 
+/// Hold and lock objects (locks in both envelope versions), both directions.
+#[test]
+fn hold_and_lock_vectors() {
+    use vault::format::hold::{Hold, decode_hold, encode_hold};
+    use vault::format::lock::{Lock, LockOwner, decode_lock, encode_lock};
+    use vault::format::{KIND_HOLD, KIND_LOCK};
+    let hold = Hold {
+        snapshot: SnapshotId([0x5a; 32]),
+        reason: "ticket 4711".into(),
+        created: Timestamp::new(1_767_603_600, 7),
+        hostname: "db1".into(),
+        username: "backup".into(),
+    };
+    let v1 = Lock {
+        exclusive: false,
+        hostname: "db1".into(),
+        username: "backup".into(),
+        pid: 4242,
+        uid: 1000,
+        created: Timestamp::new(1_767_603_600, 0),
+        refreshed: Timestamp::new(1_767_603_900, 0),
+        owner: None,
+    };
+    let v2 = Lock {
+        exclusive: true,
+        owner: Some(LockOwner {
+            boot_id: "c3d0016a8a58456e97d804dc7f32a95c".into(),
+            pid_ns: 4_026_531_836,
+            start_ticks: 39_344,
+        }),
+        ..v1.clone()
+    };
+    // A version-1 lock envelope, as older writers made it.
+    let lock_v1_object = {
+        let mut header = encode_header(KIND_LOCK);
+        header[6] = 1;
+        let mut out = header.to_vec();
+        out.extend(
+            master()
+                .cipher()
+                .seal_with_nonce(&nonce(0xd1), &header, &encode_lock(&v1)),
+        );
+        out
+    };
+    if std::env::var_os("VAULT_WRITE_VECTORS").is_none() {
+        let v = stored("hold.json");
+        assert_eq!(decode_hold(&unhex(&v["plaintext"])).unwrap(), hold);
+        assert_eq!(
+            open_envelope(KIND_HOLD, &unhex(&v["object"])),
+            unhex(&v["plaintext"])
+        );
+        let v = stored("lock.json");
+        for (key, version, lock) in [("version_1", 1u8, &v1), ("version_2", 2u8, &v2)] {
+            let plain = unhex(&v[key]["plaintext"]);
+            assert_eq!(&decode_lock(&plain, version).unwrap(), lock);
+            let object = unhex(&v[key]["object"]);
+            assert_eq!(object[6], version);
+            assert_eq!(open_envelope(KIND_LOCK, &object), plain);
+        }
+        // A version-2 plaintext is not a valid version-1 plaintext and vice versa.
+        assert!(decode_lock(&unhex(&v["version_2"]["plaintext"]), 1).is_err());
+        assert!(decode_lock(&unhex(&v["version_1"]["plaintext"]), 2).is_err());
+    }
+    check(
+        "hold.json",
+        json!({
+            "master_key": hex::encode(&master().to_bytes()[..]),
+            "nonce": hex::encode(nonce(0xd0)),
+            "plaintext": hex::encode(encode_hold(&hold)),
+            "object": hex::encode(envelope(KIND_HOLD, 0xd0, &encode_hold(&hold))),
+        }),
+    );
+    check(
+        "lock.json",
+        json!({
+            "master_key": hex::encode(&master().to_bytes()[..]),
+            "version_1": {
+                "nonce": hex::encode(nonce(0xd1)),
+                "plaintext": hex::encode(encode_lock(&v1)),
+                "object": hex::encode(&lock_v1_object),
+            },
+            "version_2": {
+                "nonce": hex::encode(nonce(0xd2)),
+                "plaintext": hex::encode(encode_lock(&v2)),
+                "object": hex::encode(envelope(KIND_LOCK, 0xd2, &encode_lock(&v2))),
+            },
+        }),
+    );
+}
+
+/// A pack of tree blobs: the sample tree and an empty tree, compressed or not as the
+/// payload rule decides, sealed with the master key, ids keyed with its `id_key`.
+#[test]
+fn tree_pack_vector() {
+    let m = master();
+    let trees = [encode_tree(&sample_tree()), encode_tree(&Tree::default())];
+    let mut body = Vec::new();
+    let mut entries = Vec::new();
+    for (i, plain) in trees.iter().enumerate() {
+        let id = m.hasher().blob_id(plain);
+        let payload = vault::compress::encode_payload(plain, Compression::Zstd(3));
+        let sealed = m.cipher().seal_with_nonce(
+            &nonce(0xe0 + i as u8),
+            &blob_aad(BlobType::Tree, &id),
+            &payload[24..],
+        );
+        entries.push(PackEntry {
+            blob_type: BlobType::Tree,
+            id,
+            offset: body.len() as u64,
+            length: sealed.len() as u64,
+            raw_length: plain.len() as u64,
+        });
+        body.extend(sealed);
+    }
+    let header = envelope(KIND_PACK_HEADER, 0xef, &encode_pack_header(&entries));
+    let mut pack = body;
+    pack.extend(&header);
+    pack.extend(encode_trailer(header.len()));
+    if std::env::var_os("VAULT_WRITE_VECTORS").is_none() {
+        let v = stored("tree_pack.json");
+        let bytes = unhex(&v["pack"]);
+        let n = bytes.len();
+        let hl = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
+        let got = decode_pack_header(&open_envelope(KIND_PACK_HEADER, &bytes[n - 4 - hl..n - 4]))
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        for (e, plain) in got.iter().zip(&trees) {
+            assert_eq!(e.blob_type, BlobType::Tree);
+            let p = m
+                .cipher()
+                .open(
+                    &blob_aad(BlobType::Tree, &e.id),
+                    &bytes[e.offset as usize..e.end() as usize],
+                )
+                .unwrap();
+            let tree = vault::compress::decode_payload(p, e.raw_length).unwrap();
+            assert_eq!(&tree, plain);
+            assert_eq!(m.hasher().blob_id(&tree), e.id);
+            decode_tree(&tree).unwrap();
+        }
+    }
+    check(
+        "tree_pack.json",
+        json!({
+            "master_key": hex::encode(&m.to_bytes()[..]),
+            "blob_nonces": ["e0".repeat(24), "e1".repeat(24)], "header_nonce": "ef".repeat(24),
+            "tree_plaintexts": trees.iter().map(hex::encode).collect::<Vec<_>>(),
+            "blob_ids": entries.iter().map(|e| e.id.to_hex()).collect::<Vec<_>>(),
+            "pack": hex::encode(&pack),
+            "pack_id": PackId(storage_hash(&pack)).to_hex(),
+        }),
+    );
+}
+
 #[test]
 fn key_file_vector() {
     let kdf = KdfParams {
