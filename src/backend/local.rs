@@ -31,6 +31,46 @@ pub fn staging_owner(name: &str) -> Option<&str> {
     Some(owner)
 }
 
+fn missing(path: &str, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        super::not_found(path)
+    } else {
+        Error::io(path, e)
+    }
+}
+
+/// Reads a whole object into one buffer of its exact size.
+pub fn read(root: &Path, path: &str) -> Result<Vec<u8>> {
+    std::fs::read(root.join(path)).map_err(|e| missing(path, e))
+}
+
+/// Reads `len` bytes at `offset`; an object that ends earlier is truncated (damage).
+pub fn read_range(root: &Path, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(root.join(path)).map_err(|e| missing(path, e))?;
+    let mut buf =
+        vec![0u8; usize::try_from(len).map_err(|_| Error::InvalidInput("range too large".into()))?];
+    let mut done = 0usize;
+    while done < buf.len() {
+        match f.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => {
+                return Err(Error::corrupt(
+                    crate::ObjectRef::Path(path.to_string()),
+                    format!(
+                        "truncated: bytes {}..{} are not there",
+                        offset + done as u64,
+                        offset + len
+                    ),
+                ));
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    Ok(buf)
+}
+
 /// Creates `dir` and its missing parents with mode 0700.
 pub fn private_dir_all(dir: &Path) -> Result<()> {
     DirBuilder::new()

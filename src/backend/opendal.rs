@@ -344,13 +344,20 @@ impl Backend for OpendalBackend {
     }
 
     fn read(&self, path: &str) -> Result<Vec<u8>> {
+        if let Some(root) = &self.local_root {
+            // One read into one exact buffer (OpenDAL's chunked buffer would be copied again).
+            return super::local::read(root, path);
+        }
         self.rt
             .block_on(self.op.read(path))
-            .map(|b| b.to_vec())
+            .map(|b| Vec::from(b.to_bytes()))
             .map_err(|e| map_err("read", path, e))
     }
 
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if let Some(root) = &self.local_root {
+            return super::local::read_range(root, path, offset, len);
+        }
         let buf = self
             .rt
             .block_on(async { self.op.read_with(path).range(offset..offset + len).await })

@@ -11,7 +11,7 @@ use crate::format::pack::PackEntry;
 use crate::id::PackId;
 use crate::{ObjectRef, Result};
 
-use super::structure::{IndexedPack, PackSets, compare_with_index, for_each_indexed_pack, reason};
+use super::structure::{PackSets, compare_with_index, for_each_indexed_pack, reason};
 use super::{Ctx, Subset};
 
 /// Packs handled in parallel at a time.
@@ -22,7 +22,7 @@ fn for_each_group(
     ctx: &Ctx<'_>,
     sets: &PackSets,
     subset: Subset,
-    mut f: impl FnMut(&[(PackId, u64, IndexedPack)]) -> Result<()>,
+    mut f: impl FnMut(&[(PackId, u64, u64)]) -> Result<()>,
 ) -> Result<()> {
     // A random sample by bytes needs the total first (one more pass over the disk set).
     let mut total = 0u64;
@@ -38,7 +38,7 @@ fn for_each_group(
         _ => 1.0,
     };
     let mut group = Vec::with_capacity(GROUP);
-    for_each_indexed_pack(sets, |id, size, ip| {
+    for_each_indexed_pack(sets, |id, size, counted| {
         if ctx.is_bad_pack(&id) {
             return Ok(());
         }
@@ -51,7 +51,7 @@ fn for_each_group(
             Subset::Fraction(_) | Subset::Bytes(_) => random_unit() < probability,
         };
         if take {
-            group.push((id, size, ip));
+            group.push((id, size, counted));
             if group.len() == GROUP {
                 f(&group)?;
                 group.clear();
@@ -79,10 +79,10 @@ pub(crate) fn check_headers(ctx: &Ctx<'_>, sets: &PackSets) -> Result<()> {
     for_each_group(ctx, sets, Subset::All, |group| {
         group
             .par_iter()
-            .try_for_each(|(id, size, ip)| -> Result<()> {
+            .try_for_each(|(id, size, counted)| -> Result<()> {
                 ctx.progress.advance(1);
                 match ctx.repo.read_pack_header(id, Some(*size)) {
-                    Ok(entries) => compare_with_index(ctx, *id, &entries, ip),
+                    Ok(entries) => compare_with_index(ctx, *id, &entries, *counted)?,
                     Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
                         ctx.error(&ObjectRef::Pack(*id), format!("header {}", reason(&e)));
                         mark_indexed_blobs_bad(ctx, *id)?;
@@ -103,13 +103,13 @@ pub(crate) fn verify_packs(ctx: &Ctx<'_>, sets: &PackSets, subset: Subset) -> Re
     for_each_group(ctx, sets, subset, |group| {
         group
             .par_iter()
-            .try_for_each(|(id, _, ip)| verify_pack(ctx, *id, ip))
+            .try_for_each(|(id, _, counted)| verify_pack(ctx, *id, *counted))
     })?;
     ctx.progress.finish_phase();
     Ok(())
 }
 
-fn verify_pack(ctx: &Ctx<'_>, id: PackId, ip: &IndexedPack) -> Result<()> {
+fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
     let object = ObjectRef::Pack(id);
     let mut bytes = match ctx.repo.backend().read(&pack_path(&id)) {
         Ok(b) => b,
@@ -176,8 +176,7 @@ fn verify_pack(ctx: &Ctx<'_>, id: PackId, ip: &IndexedPack) -> Result<()> {
         );
         ctx.bad_blob(e.blob_type, e.id);
     }
-    compare_with_index(ctx, id, &entries, ip);
-    Ok(())
+    compare_with_index(ctx, id, &entries, counted)
 }
 
 /// When a pack's header is unreadable, every blob the index places in it is suspect.

@@ -21,55 +21,41 @@ use crate::{ObjectRef, Result};
 
 use super::Ctx;
 
-/// What the backend holds and what the index objects say about it, on disk (both grow with
+/// What the backend holds and what the index says about it, on disk (all three grow with
 /// the repository).
 pub(crate) struct PackSets {
-    /// Packs present in the backend → their size.
+    /// Packs present in the backend → their size (u64 LE).
     pub in_backend: ScratchMap,
-    /// Packs the index objects name → `size(8) || entries(8) || digest(32)` of their entries.
+    /// Packs the index objects name → the size they record (u64 LE).
     pub indexed: ScratchMap,
+    /// Packs → how many blobs the (merged) index serves from them (u64 LE).
+    pub counts: ScratchMap,
 }
 
-/// A pack as the index objects describe it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct IndexedPack {
-    pub size: u64,
-    pub entries: u64,
-    pub digest: [u8; 32],
+fn u64_of(v: Option<Vec<u8>>) -> Option<u64> {
+    v.and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
 }
 
-impl IndexedPack {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(48);
-        v.extend_from_slice(&self.size.to_le_bytes());
-        v.extend_from_slice(&self.entries.to_le_bytes());
-        v.extend_from_slice(&self.digest);
-        v
-    }
-
-    pub(crate) fn decode(v: &[u8]) -> Option<Self> {
-        Some(Self {
-            size: u64::from_le_bytes(v.get(..8)?.try_into().ok()?),
-            entries: u64::from_le_bytes(v.get(8..16)?.try_into().ok()?),
-            digest: v.get(16..48)?.try_into().ok()?,
-        })
-    }
-}
-
-/// A digest of a pack's entries (in offset order), to compare a header with the index
-/// without keeping either in memory.
-pub(crate) fn entries_digest(entries: &[PackEntry]) -> [u8; 32] {
-    let mut sorted: Vec<&PackEntry> = entries.iter().collect();
-    sorted.sort_by_key(|e| e.offset);
-    let mut h = blake3::Hasher::new();
-    for e in sorted {
-        h.update(&[e.blob_type.code()]);
-        h.update(&e.id.0);
-        h.update(&e.offset.to_le_bytes());
-        h.update(&e.length.to_le_bytes());
-        h.update(&e.raw_length.to_le_bytes());
-    }
-    *h.finalize().as_bytes()
+/// Counts, per pack, the blobs the index serves from it: one pass over the on-disk index in
+/// key order, summed in memory for at most `FLUSH` packs at a time and added into `counts`.
+fn count_blobs_per_pack(ctx: &Ctx<'_>, counts: &ScratchMap) -> Result<()> {
+    const FLUSH: usize = 1 << 16;
+    let mut acc: std::collections::HashMap<PackId, u64> = std::collections::HashMap::new();
+    let flush = |acc: &mut std::collections::HashMap<PackId, u64>| -> Result<()> {
+        for (p, n) in acc.drain() {
+            let prev = u64_of(counts.get(&p.0)?).unwrap_or(0);
+            counts.put(&p.0, &(prev + n).to_le_bytes())?;
+        }
+        Ok(())
+    };
+    ctx.repo.index()?.for_each_blob(|_, _, loc| {
+        *acc.entry(loc.pack).or_default() += 1;
+        if acc.len() >= FLUSH {
+            flush(&mut acc)?;
+        }
+        Ok(())
+    })?;
+    flush(&mut acc)
 }
 
 pub(crate) fn check_keys(ctx: &Ctx<'_>) -> Result<()> {
@@ -202,6 +188,7 @@ pub(crate) fn check_index(ctx: &Ctx<'_>) -> Result<PackSets> {
     let sets = PackSets {
         in_backend: ScratchMap::new(temp)?,
         indexed: ScratchMap::new(temp)?,
+        counts: ScratchMap::new(temp)?,
     };
     ctx.repo.backend().list_each(Dir::Data.name(), &mut |o| {
         match Dir::Data.name_of(&o.path) {
@@ -240,24 +227,19 @@ pub(crate) fn check_index(ctx: &Ctx<'_>) -> Result<PackSets> {
         ctx.stat(|s| s.index_objects += 1);
         for p in &idx.packs {
             let pack = ObjectRef::Pack(p.id);
-            let described = IndexedPack {
-                size: p.size,
-                entries: p.blobs.len() as u64,
-                digest: entries_digest(&p.blobs),
-            };
-            if let Some(prev) = sets
-                .indexed
-                .get(&p.id.0)?
-                .and_then(|v| IndexedPack::decode(&v))
-                && prev != described
+            if let Some(prev) = u64_of(sets.indexed.get(&p.id.0)?)
+                && prev != p.size
             {
-                ctx.error(&pack, "index objects disagree about its contents");
+                ctx.error(
+                    &pack,
+                    format!(
+                        "index objects disagree about its size ({prev} and {})",
+                        p.size
+                    ),
+                );
             }
-            sets.indexed.put(&p.id.0, &described.encode())?;
-            let stored = sets
-                .in_backend
-                .get(&p.id.0)?
-                .and_then(|v| v.try_into().ok().map(u64::from_le_bytes));
+            sets.indexed.put(&p.id.0, &p.size.to_le_bytes())?;
+            let stored = u64_of(sets.in_backend.get(&p.id.0)?);
             match stored {
                 None => {
                     ctx.error(&pack, format!("missing (named by index {})", id.short()));
@@ -313,6 +295,7 @@ pub(crate) fn check_index(ctx: &Ctx<'_>) -> Result<PackSets> {
         Ok(())
     })?;
     ctx.stat(|s| s.packs = packs);
+    count_blobs_per_pack(ctx, &sets.counts)?;
     if unindexed.0 > 0 {
         ctx.note(
             &ObjectRef::Path("data/".into()),
@@ -327,43 +310,62 @@ pub(crate) fn check_index(ctx: &Ctx<'_>) -> Result<PackSets> {
     Ok(sets)
 }
 
-/// Calls `f` for every pack that is both indexed and present, in id order, with its size
-/// and what the index says about it.
+/// Calls `f` for every pack that is both indexed and present, in id order, with its size and
+/// how many blobs the index serves from it.
 pub(crate) fn for_each_indexed_pack(
     sets: &PackSets,
-    mut f: impl FnMut(PackId, u64, IndexedPack) -> Result<()>,
+    mut f: impl FnMut(PackId, u64, u64) -> Result<()>,
 ) -> Result<()> {
-    sets.indexed.for_each(|k, v| {
-        let Some(ip) = IndexedPack::decode(v) else {
+    sets.indexed.for_each(|k, _| {
+        let Some(size) = u64_of(sets.in_backend.get(k)?) else {
             return Ok(());
         };
-        let Some(size) = sets
-            .in_backend
-            .get(k)?
-            .and_then(|v| v.try_into().ok().map(u64::from_le_bytes))
-        else {
-            return Ok(());
-        };
-        f(PackId(*k), size, ip)
+        let counted = u64_of(sets.counts.get(k)?).unwrap_or(0);
+        f(PackId(*k), size, counted)
     })
 }
 
-/// Checks a pack's header against what the index says about the pack.
+/// Compares a pack's header with the index: every header entry the index places in this pack
+/// must agree with it, and the index must not place more blobs in the pack than the header has.
 pub(crate) fn compare_with_index(
     ctx: &Ctx<'_>,
     pack: PackId,
     entries: &[PackEntry],
-    indexed: &IndexedPack,
-) {
-    if entries_digest(entries) != indexed.digest {
-        ctx.error(
-            &ObjectRef::Pack(pack),
-            format!(
-                "its header ({} blobs) and the index ({} blobs) disagree about its contents",
-                entries.len(),
-                indexed.entries
-            ),
-        );
-        // Which blobs exactly is for `repair index` to sort out; their data may be fine.
+    counted: u64,
+) -> Result<()> {
+    let index = ctx.repo.index()?;
+    let object = ObjectRef::Pack(pack);
+    let mut here = 0u64;
+    let mut unindexed = 0u64;
+    for e in entries {
+        match index.get(e.blob_type, &e.id)? {
+            Some(loc) if loc.pack == pack => {
+                here += 1;
+                if (loc.offset, loc.length, loc.raw_length) != (e.offset, e.length, e.raw_length) {
+                    ctx.error(
+                        &object,
+                        format!(
+                            "header and index disagree about {} blob {}",
+                            e.blob_type, e.id
+                        ),
+                    );
+                }
+            }
+            Some(_) => {} // a duplicate: the index serves another copy
+            None => unindexed += 1,
+        }
     }
+    if counted > here {
+        ctx.error(
+            &object,
+            format!("the index places {counted} blobs in it but its header agrees on only {here}"),
+        );
+    }
+    if unindexed > 0 {
+        ctx.note(
+            &object,
+            format!("holds {unindexed} blobs no index names (`repair index` adds them)"),
+        );
+    }
+    Ok(())
 }

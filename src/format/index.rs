@@ -41,6 +41,45 @@ impl Index {
     }
 }
 
+/// Most blob entries vault puts in one index object. A pack with more blobs (a 16 MiB pack of
+/// tiny blobs holds ~180 000) is described by several objects, each listing part of it, so
+/// that no index object, and no reader's buffer for it, grows beyond a few MiB.
+pub const MAX_INDEX_ENTRIES: usize = 50_000;
+
+/// Splits packs into index objects of at most [`MAX_INDEX_ENTRIES`] entries (a pack may be
+/// split across objects; every object lists only whole, valid entries).
+pub fn split_into_indexes(packs: Vec<IndexPack>) -> Vec<Index> {
+    let mut out = Vec::new();
+    let mut cur = Index::default();
+    let mut n = 0usize;
+    for p in packs {
+        let mut blobs = p.blobs.into_iter().peekable();
+        loop {
+            let room = MAX_INDEX_ENTRIES - n;
+            let part: Vec<PackEntry> = blobs.by_ref().take(room).collect();
+            if !part.is_empty() || n < MAX_INDEX_ENTRIES {
+                n += part.len();
+                cur.packs.push(IndexPack {
+                    id: p.id,
+                    size: p.size,
+                    blobs: part,
+                });
+            }
+            if n >= MAX_INDEX_ENTRIES {
+                out.push(std::mem::take(&mut cur));
+                n = 0;
+            }
+            if blobs.peek().is_none() {
+                break;
+            }
+        }
+    }
+    if !cur.packs.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// Encodes an index plaintext.
 pub fn encode_index(idx: &Index) -> Vec<u8> {
     let mut w = Writer::new();
@@ -62,19 +101,54 @@ pub fn encode_index(idx: &Index) -> Vec<u8> {
 
 /// Decodes an index plaintext.
 pub fn decode_index(bytes: &[u8]) -> DecodeResult<Index> {
+    let mut idx = Index::default();
+    visit_index(bytes, &mut |ev| {
+        match ev {
+            IndexEvent::Supersedes(s) => idx.supersedes.push(s),
+            IndexEvent::Pack(id, size) => idx.packs.push(IndexPack {
+                id,
+                size,
+                blobs: Vec::new(),
+            }),
+            IndexEvent::Entry(e) => {
+                if let Some(p) = idx.packs.last_mut() {
+                    p.blobs.push(e);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(idx)
+}
+
+/// One item of an index plaintext, in order (see [`visit_index`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IndexEvent {
+    /// An index object this one supersedes.
+    Supersedes(IndexId),
+    /// The start of a pack: its id and size; its entries follow.
+    Pack(PackId, u64),
+    /// One entry of the current pack.
+    Entry(PackEntry),
+}
+
+/// Decodes an index plaintext without building it, calling `f` for each item in order.
+/// Validates exactly what [`decode_index`] validates; `f` may stop with an error.
+pub fn visit_index(
+    bytes: &[u8],
+    f: &mut dyn FnMut(IndexEvent) -> DecodeResult<()>,
+) -> DecodeResult<()> {
     let mut r = Reader::new(bytes);
     let ns = r.count(32)?;
-    let mut supersedes = Vec::with_capacity(ns);
     for _ in 0..ns {
-        supersedes.push(IndexId(r.id()?));
+        f(IndexEvent::Supersedes(IndexId(r.id()?)))?;
     }
     let np = r.count(32 + 2)?;
-    let mut packs = Vec::with_capacity(np);
     for _ in 0..np {
         let id = PackId(r.id()?);
         let size = r.uvarint()?;
+        f(IndexEvent::Pack(id, size))?;
         let nb = r.count(MIN_ENTRY_LEN)?;
-        let mut blobs = Vec::with_capacity(nb);
         for _ in 0..nb {
             let e = decode_entry(&mut r)?;
             if e.end() > size {
@@ -85,10 +159,42 @@ pub fn decode_index(bytes: &[u8]) -> DecodeResult<Index> {
                     id.short()
                 ));
             }
-            blobs.push(e);
+            f(IndexEvent::Entry(e))?;
         }
-        packs.push(IndexPack { id, size, blobs });
     }
-    r.finish()?;
-    Ok(Index { supersedes, packs })
+    r.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::{BlobId, BlobType};
+
+    #[test]
+    fn splitting_keeps_every_entry_and_bounds_objects() {
+        let pack = |n: usize, tag: u8| IndexPack {
+            id: PackId([tag; 32]),
+            size: 1 << 30,
+            blobs: (0..n)
+                .map(|i| PackEntry {
+                    blob_type: BlobType::Data,
+                    id: BlobId([(i % 251) as u8; 32]),
+                    offset: i as u64 * 100,
+                    length: 100,
+                    raw_length: 90,
+                })
+                .collect(),
+        };
+        let packs = vec![pack(3, 1), pack(120_000, 2), pack(10, 3)];
+        let total: usize = packs.iter().map(|p| p.blobs.len()).sum();
+        let objects = split_into_indexes(packs);
+        assert_eq!(objects.len(), 3);
+        assert!(objects.iter().all(|o| o.blob_count() <= MAX_INDEX_ENTRIES));
+        assert_eq!(objects.iter().map(Index::blob_count).sum::<usize>(), total);
+        assert!(split_into_indexes(Vec::new()).is_empty());
+        // Encoded and decoded again, each part stays valid.
+        for o in &objects {
+            assert_eq!(&decode_index(&encode_index(o)).unwrap(), o);
+        }
+    }
 }

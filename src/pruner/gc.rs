@@ -7,20 +7,22 @@ use std::collections::HashSet;
 
 use rayon::prelude::*;
 
+use crate::ObjectRef;
 use crate::Result;
-use crate::format::index::{Index, IndexPack};
+use crate::format::KIND_INDEX;
+use crate::format::index::{IndexEvent, visit_index};
+use crate::format::layout::Dir;
 use crate::format::layout::{index_path, pack_path};
+use crate::format::wire::DecodeError;
 use crate::id::{IndexId, PackId};
 use crate::progress::{Progress, Unit};
 use crate::repo::Repository;
 use crate::repo::blob::PreparedBlob;
+use crate::repo::index::IndexWriter;
 use crate::repo::lock::LockGuard;
 use crate::repo::packer::{BlobSaver, SaverOptions};
 
 use super::plan::GcPlan;
-
-/// Entries per index object written by prune.
-const INDEX_ENTRIES: usize = 50_000;
 
 fn delete_ignoring_missing(repo: &Repository, path: &str) -> Result<()> {
     match repo.backend().delete(path) {
@@ -44,32 +46,45 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
         },
     )?;
     progress.phase("repack", Some(plan.bytes_repacked), Unit::Bytes);
-    plan.packs_to_repack
-        .par_iter()
-        .try_for_each(|pack| -> Result<()> {
-            let bytes = repo.backend().read(&pack_path(pack))?;
-            progress.advance(bytes.len() as u64);
-            // Damage stops the prune (the caller says what to do); nothing is deleted.
-            let entries = repo.parse_pack(pack, &bytes)?;
-            for e in entries {
-                let here = index
-                    .get(e.blob_type, &e.id)?
-                    .is_some_and(|l| l.pack == *pack && l.offset == e.offset);
-                if !here || !marks.contains(e.blob_type, &e.id)? {
-                    continue;
+    // One pack at a time (memory: one pack and its header), its blobs verified and copied on
+    // all cores.
+    for pack in &plan.packs_to_repack {
+        let bytes = repo.backend().read(&pack_path(pack))?;
+        progress.advance(bytes.len() as u64);
+        // Damage stops the prune (the caller says what to do); nothing is deleted.
+        let entries = repo.parse_pack(pack, &bytes)?;
+        entries
+            .par_chunks(1024)
+            .try_for_each(|chunk| -> Result<()> {
+                let mut scratch = Vec::new();
+                for e in chunk {
+                    let here = index
+                        .get(e.blob_type, &e.id)?
+                        .is_some_and(|l| l.pack == *pack && l.offset == e.offset);
+                    if !here || !marks.contains(e.blob_type, &e.id)? {
+                        continue;
+                    }
+                    let sealed = &bytes[e.offset as usize..e.end() as usize];
+                    // Verify before copying: prune must never turn damage into silent loss.
+                    let mut probe = sealed.to_vec();
+                    repo.open_blob_ref(
+                        e.blob_type,
+                        e.id,
+                        &mut probe,
+                        e.raw_length,
+                        Some(*pack),
+                        &mut scratch,
+                    )?;
+                    saver.add(&PreparedBlob {
+                        blob_type: e.blob_type,
+                        id: e.id,
+                        sealed: sealed.to_vec(),
+                        raw_len: e.raw_length,
+                    })?;
                 }
-                let sealed = bytes[e.offset as usize..e.end() as usize].to_vec();
-                // Verify before copying: prune must never turn damage into silent loss.
-                repo.open_blob(e.blob_type, e.id, sealed.clone(), e.raw_length, Some(*pack))?;
-                saver.add(&PreparedBlob {
-                    blob_type: e.blob_type,
-                    id: e.id,
-                    sealed,
-                    raw_len: e.raw_length,
-                })?;
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+    }
     progress.finish_phase();
     let stats = saver.finish()?;
     plan.packs_written = stats.packs;
@@ -100,36 +115,48 @@ pub(crate) fn execute(
         repack(repo, plan, progress)?
     };
     let written_before: u64 = plan.packs_written;
-    // Index objects for the packs that stay, streamed from the old ones.
-    let mut emitted: HashSet<PackId> = HashSet::new();
-    let mut current = Index::default();
-    let mut entries = 0usize;
-    let mut written = new_from_repack.len() as u64;
+    // Index objects for the packs that stay, streamed entry by entry from the old ones (an
+    // old object is decrypted in place and never decoded whole).
+    let mut w = IndexWriter::new(repo, false);
     for id in &plan.old_indexes {
-        let idx = repo.read_index(id)?;
-        for p in idx.packs {
-            if gone.contains(&p.id) || !plan.stats.contains_key(&p.id) || !emitted.insert(p.id) {
-                continue;
-            }
-            entries += p.blobs.len();
-            current.packs.push(IndexPack {
-                id: p.id,
-                size: p.size,
-                blobs: p.blobs,
-            });
-            if entries >= INDEX_ENTRIES {
-                repo.write_index(&std::mem::take(&mut current))?;
-                written += 1;
-                entries = 0;
-            }
+        let mut keep = false;
+        // A failure to write is kept apart from a failure to decode (which is damage).
+        let mut write_error: Option<crate::Error> = None;
+        let decoded = repo.with_object_plaintext(
+            Dir::Index,
+            KIND_INDEX,
+            &id.0,
+            ObjectRef::Index(*id),
+            |plain| {
+                Ok(visit_index(plain, &mut |ev| {
+                    match ev {
+                        IndexEvent::Supersedes(_) => {}
+                        IndexEvent::Pack(p, size) => {
+                            keep = !gone.contains(&p) && plan.stats.contains_key(&p);
+                            if keep {
+                                w.pack(p, size);
+                            }
+                        }
+                        IndexEvent::Entry(e) if keep => {
+                            if let Err(err) = w.entry(e) {
+                                write_error = Some(err);
+                                return Err(DecodeError("stopped".into()));
+                            }
+                        }
+                        IndexEvent::Entry(_) => {}
+                    }
+                    Ok(())
+                }))
+            },
+        )?;
+        if let Some(e) = write_error {
+            return Err(e);
         }
+        decoded.map_err(|e| crate::Error::corrupt(ObjectRef::Index(*id), e.0))?;
     }
     // The last object names everything it replaces: its presence means the new index is whole.
-    current.supersedes = plan.old_indexes.clone();
-    current.supersedes.sort();
-    repo.write_index(&current)?;
-    written += 1;
-    plan.indexes_written = written;
+    let written = w.finish(plan.old_indexes.clone())?;
+    plan.indexes_written = (new_from_repack.len() + written.len()) as u64;
     // Nothing is deleted unless our exclusive lock is still ours.
     lock.check()?;
     progress.phase("delete", Some((old.len() + gone.len()) as u64), Unit::Items);

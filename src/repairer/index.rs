@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use crate::crypto::storage_hash;
-use crate::format::index::{Index, IndexPack};
+use crate::format::index::IndexPack;
 use crate::format::layout::{Dir, index_path, pack_path};
 use crate::format::pack::PackEntry;
 use crate::id::{BlobType, IndexId, PackId};
@@ -18,14 +18,13 @@ use crate::progress::{Progress, Unit};
 use crate::repo::Repository;
 use crate::repo::blob::PreparedBlob;
 use crate::repo::cache::scratch::MarkSet;
+use crate::repo::index::IndexWriter;
 use crate::repo::lock::LockGuard;
 use crate::repo::packer::{BlobSaver, SaverOptions};
 use crate::{ObjectRef, Result};
 
 use super::Problem;
 
-/// Entries per index object written.
-const INDEX_ENTRIES: usize = 50_000;
 /// Packs read in parallel at a time.
 const GROUP: usize = 64;
 
@@ -139,25 +138,6 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, verify_data: bool) -> Re
     }
 }
 
-/// Writes index objects of whole packs as they come.
-struct IndexWriter<'a> {
-    repo: &'a Repository,
-    current: Index,
-    entries: usize,
-}
-
-impl IndexWriter<'_> {
-    fn add(&mut self, p: IndexPack) -> Result<()> {
-        self.entries += p.blobs.len();
-        self.current.packs.push(p);
-        if self.entries >= INDEX_ENTRIES {
-            self.repo.write_index(&std::mem::take(&mut self.current))?;
-            self.entries = 0;
-        }
-        Ok(())
-    }
-}
-
 /// Rebuilds the index from the pack headers (and, with `verify_data`, every blob).
 pub fn repair_index(
     repo: &Repository,
@@ -168,45 +148,42 @@ pub fn repair_index(
     let mut report = RepairIndexReport::default();
     let old_ids: Vec<IndexId> = repo.list_index_ids()?;
     let have = MarkSet::new(repo.temp_dir())?;
-    let mut writer = IndexWriter {
-        repo,
-        current: Index::default(),
-        entries: 0,
-    };
+    let mut writer = IndexWriter::new(repo, false);
     let mut damaged: Vec<(PackId, String, Vec<PackEntry>)> = Vec::new();
     progress.phase("read packs", None, Unit::Items);
     let mut group: Vec<(PackId, u64)> = Vec::with_capacity(GROUP);
     let seen_packs = MarkSet::new(repo.temp_dir())?;
+    // Packs are read on all cores; each outcome goes to the writer as soon as it is known
+    // (a header of a pack of tiny blobs can hold 180 000 entries: none is kept longer).
     let handle_group = |group: &mut Vec<(PackId, u64)>,
                         report: &mut RepairIndexReport,
                         writer: &mut IndexWriter<'_>,
                         damaged: &mut Vec<(PackId, String, Vec<PackEntry>)>|
      -> Result<()> {
-        let outcomes: Vec<(PackId, Result<Outcome>)> = group
-            .par_iter()
-            .map(|(id, size)| {
-                progress.advance(1);
-                (*id, read_pack(repo, id, *size, verify_data))
-            })
-            .collect();
-        group.clear();
-        for (id, r) in outcomes {
+        let state = std::sync::Mutex::new((report, writer, damaged));
+        group.par_iter().try_for_each(|(id, size)| -> Result<()> {
+            progress.advance(1);
+            let outcome = read_pack(repo, id, *size, verify_data)?;
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            let (report, writer, damaged) = &mut *st;
             report.packs += 1;
-            match r? {
+            match outcome {
                 Outcome::Whole(p) => {
                     for b in &p.blobs {
                         have.insert(b.blob_type, &b.id)?;
                     }
                     report.packs_indexed += 1;
                     report.blobs_indexed += p.blobs.len() as u64;
-                    writer.add(p)?;
+                    writer.add_pack(p)?;
                 }
                 Outcome::Damaged { reason, good, bad } => {
                     report.damaged_blobs.extend(bad);
-                    damaged.push((id, reason, good));
+                    damaged.push((*id, reason, good));
                 }
             }
-        }
+            Ok(())
+        })?;
+        group.clear();
         Ok(())
     };
     repo.backend().list_each(Dir::Data.name(), &mut |o| {
@@ -230,10 +207,7 @@ pub fn repair_index(
     have.flush()?;
     salvage(repo, &old_ids, &damaged, &have, &mut report)?;
     // The last object names everything it replaces: its presence means the new index is whole.
-    let mut last = std::mem::take(&mut writer.current);
-    last.supersedes = old_ids.clone();
-    last.supersedes.sort();
-    repo.write_index(&last)?;
+    writer.finish(old_ids.clone())?;
     lock.check()?;
     for id in &old_ids {
         match repo.backend().delete(&index_path(id)) {

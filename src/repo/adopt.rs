@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use crate::format::index::{Index, IndexPack};
+use crate::format::index::IndexPack;
 use crate::format::layout::Dir;
 use crate::id::PackId;
 use crate::{Error, Result};
@@ -93,14 +93,11 @@ impl Repository {
             })
             .collect();
         let n = packs.len() as u64;
-        for chunk in packs.chunks(1000) {
-            let idx = Index {
-                supersedes: Vec::new(),
-                packs: chunk.to_vec(),
-            };
-            let id = self.write_index(&idx)?;
-            index.add(id, &idx)?;
+        let mut w = super::index::IndexWriter::new(self, true);
+        for p in packs {
+            w.add_pack(p)?;
         }
+        w.finish(Vec::new())?;
         if n > 0 {
             tracing::info!(packs = n, "adopted packs left by an interrupted run");
         }

@@ -145,45 +145,66 @@ impl Repository {
         if blob_type == BlobType::Tree
             && let Some(cache) = self.tree_cache()
         {
-            if let Some(sealed) = cache.read(&loc.pack, loc.offset, loc.length) {
-                match self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack)) {
-                    Ok(plain) => return Ok(plain),
-                    Err(e) => {
-                        tracing::warn!(pack = %loc.pack, error = %e, "local copy of a tree pack is damaged; fetching it again");
-                        cache.remove(&loc.pack);
-                    }
+            if let Some(plain) = self.tree_from_copy(&cache, id, &loc) {
+                return Ok(plain);
+            }
+            // One whole-pack fetch at a time: memory stays at one pack whatever the number of
+            // threads. Others read just their blob meanwhile (uncached).
+            if let Ok(_only) = self.inner.tree_fetch.try_lock() {
+                if let Some(plain) = self.tree_from_copy(&cache, id, &loc) {
+                    return Ok(plain); // fetched by another thread just before
                 }
+                let bytes = self
+                    .backend()
+                    .read(&pack_path(&loc.pack))
+                    .map_err(|e| relabel_missing(e, ObjectRef::Pack(loc.pack)))?;
+                // The local copy is an optimisation: failing to keep it never fails a read.
+                if let Err(e) = cache.store(&loc.pack, &bytes) {
+                    tracing::warn!(pack = %loc.pack, error = %e, "could not keep a local copy of a tree pack");
+                }
+                let end = loc
+                    .offset
+                    .checked_add(loc.length)
+                    .filter(|&e| e <= bytes.len() as u64);
+                let Some(end) = end else {
+                    return Err(Error::corrupt(
+                        ObjectRef::Pack(loc.pack),
+                        format!(
+                            "{} bytes, but the index places a blob up to {}",
+                            bytes.len(),
+                            loc.offset + loc.length
+                        ),
+                    ));
+                };
+                let sealed = bytes[loc.offset as usize..end as usize].to_vec();
+                drop(bytes);
+                return self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack));
             }
-            let bytes = self
-                .backend()
-                .read(&pack_path(&loc.pack))
-                .map_err(|e| relabel_missing(e, ObjectRef::Pack(loc.pack)))?;
-            // The local copy is an optimisation: failing to keep it never fails a read.
-            if let Err(e) = cache.store(&loc.pack, &bytes) {
-                tracing::warn!(pack = %loc.pack, error = %e, "could not keep a local copy of a tree pack");
-            }
-            let end = loc
-                .offset
-                .checked_add(loc.length)
-                .filter(|&e| e <= bytes.len() as u64);
-            let Some(end) = end else {
-                return Err(Error::corrupt(
-                    ObjectRef::Pack(loc.pack),
-                    format!(
-                        "{} bytes, but the index places a blob up to {}",
-                        bytes.len(),
-                        loc.offset + loc.length
-                    ),
-                ));
-            };
-            let sealed = bytes[loc.offset as usize..end as usize].to_vec();
-            return self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack));
         }
         let sealed = self
             .backend()
             .read_range(&pack_path(&loc.pack), loc.offset, loc.length)
             .map_err(|e| relabel_missing(e, ObjectRef::Pack(loc.pack)))?;
         self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack))
+    }
+
+    /// A tree blob from the local copy of its pack, if there is a good one (a copy that fails
+    /// verification is removed and the blob is fetched again).
+    fn tree_from_copy(
+        &self,
+        cache: &super::treecache::TreePackCache,
+        id: &BlobId,
+        loc: &super::BlobLocation,
+    ) -> Option<Vec<u8>> {
+        let sealed = cache.read(&loc.pack, loc.offset, loc.length)?;
+        match self.open_blob(BlobType::Tree, *id, sealed, loc.raw_length, Some(loc.pack)) {
+            Ok(plain) => Some(plain),
+            Err(e) => {
+                tracing::warn!(pack = %loc.pack, error = %e, "local copy of a tree pack is damaged; fetching it again");
+                cache.remove(&loc.pack);
+                None
+            }
+        }
     }
 
     /// Keeps a verified copy of a tree pack read for another reason (`check --verify-data`).

@@ -13,8 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::format::KIND_INDEX;
-use crate::format::index::{Index, decode_index, encode_index};
+use crate::format::index::{Index, IndexPack, MAX_INDEX_ENTRIES, decode_index, encode_index};
 use crate::format::layout::Dir;
+use crate::format::pack::PackEntry;
 use crate::id::{BlobId, BlobType, IndexId, PackId};
 use crate::{Error, ObjectRef, Result};
 
@@ -84,24 +85,131 @@ impl Repository {
     }
 }
 
-/// Loads index objects on a few threads (the backend may be remote), calling `sink` in
-/// whatever order they arrive. Damaged objects are passed to `sink` as errors.
+/// Writes index objects of at most [`MAX_INDEX_ENTRIES`] entries as entries arrive, splitting
+/// packs across objects when needed; optionally registers each object in the local index.
+pub(crate) struct IndexWriter<'a> {
+    repo: &'a Repository,
+    register: bool,
+    current: Index,
+    entries: usize,
+    written: Vec<IndexId>,
+}
+
+impl<'a> IndexWriter<'a> {
+    /// A writer; with `register`, every object written is added to the local index at once.
+    pub(crate) fn new(repo: &'a Repository, register: bool) -> Self {
+        Self {
+            repo,
+            register,
+            current: Index::default(),
+            entries: 0,
+            written: Vec::new(),
+        }
+    }
+
+    /// Starts a pack (its entries follow through [`IndexWriter::entry`]).
+    pub(crate) fn pack(&mut self, id: PackId, size: u64) {
+        self.current.packs.push(IndexPack {
+            id,
+            size,
+            blobs: Vec::new(),
+        });
+    }
+
+    /// Adds one entry of the current pack, writing an object when it is full.
+    pub(crate) fn entry(&mut self, e: PackEntry) -> Result<()> {
+        let Some(p) = self.current.packs.last_mut() else {
+            return Err(Error::InvalidInput("index entry before its pack".into()));
+        };
+        p.blobs.push(e);
+        self.entries += 1;
+        if self.entries >= MAX_INDEX_ENTRIES {
+            let (id, size) = (p.id, p.size);
+            self.write(Vec::new())?;
+            // The rest of the pack continues in the next object.
+            self.pack(id, size);
+        }
+        Ok(())
+    }
+
+    /// Adds a whole pack.
+    pub(crate) fn add_pack(&mut self, p: IndexPack) -> Result<()> {
+        self.pack(p.id, p.size);
+        for e in p.blobs {
+            self.entry(e)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, supersedes: Vec<IndexId>) -> Result<()> {
+        let mut idx = std::mem::take(&mut self.current);
+        idx.packs.retain(|p| !p.blobs.is_empty());
+        idx.supersedes = supersedes;
+        self.entries = 0;
+        if idx.packs.is_empty() && idx.supersedes.is_empty() {
+            return Ok(());
+        }
+        let id = self.repo.write_index(&idx)?;
+        if self.register {
+            self.repo.index()?.add(id, &idx)?;
+        }
+        self.written.push(id);
+        Ok(())
+    }
+
+    /// Writes what is left; the last object lists `supersedes` (even if it names no pack).
+    /// Returns every object written.
+    pub(crate) fn finish(mut self, mut supersedes: Vec<IndexId>) -> Result<Vec<IndexId>> {
+        supersedes.sort();
+        if !supersedes.is_empty() || self.entries > 0 {
+            let force = !supersedes.is_empty();
+            let mut idx = std::mem::take(&mut self.current);
+            idx.packs.retain(|p| !p.blobs.is_empty());
+            idx.supersedes = supersedes;
+            if force || !idx.packs.is_empty() {
+                let id = self.repo.write_index(&idx)?;
+                if self.register {
+                    self.repo.index()?.add(id, &idx)?;
+                }
+                self.written.push(id);
+            }
+        }
+        Ok(self.written)
+    }
+}
+
+/// Loads index objects on a few threads (the backend may be remote), calling `sink` with each
+/// object's plaintext in whatever order they arrive. Unreadable objects are passed to `sink`
+/// as errors.
 pub(crate) fn load_indexes(
     repo: &Repository,
     ids: Vec<IndexId>,
-    sink: &(dyn Fn(IndexId, Result<Index>) -> Result<()> + Sync),
+    sink: &(dyn Fn(IndexId, Result<&[u8]>) -> Result<()> + Sync),
 ) -> Result<()> {
     let queue = Mutex::new(ids.into_iter());
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
     std::thread::scope(|s| {
-        // Two loaders: each holds one decoded index object and its write batch (bounded RAM
-        // while ingesting a large index), and two requests in flight hide remote latency.
+        // Two loaders: each holds one index object (decrypted in place) and its write batch,
+        // and two requests in flight hide remote latency.
         for _ in 0..2 {
             s.spawn(|| {
                 loop {
                     let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
                     let Some(id) = next else { break };
-                    if let Err(e) = sink(id, repo.read_index(&id)) {
+                    let r = repo.with_object_plaintext(
+                        Dir::Index,
+                        KIND_INDEX,
+                        &id.0,
+                        ObjectRef::Index(id),
+                        |plain| sink(id, Ok(plain)),
+                    );
+                    let r = match r {
+                        Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
+                            sink(id, Err(e))
+                        }
+                        other => other,
+                    };
+                    if let Err(e) = r {
                         first_err
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -187,7 +295,7 @@ impl BlobIndex {
         tracing::debug!(count = ids.len(), "ingesting index objects");
         load_indexes(repo, ids, &|id, loaded| {
             match loaded {
-                Ok(idx) => self.insert_into(store, id, &idx, bulk)?,
+                Ok(plain) => self.insert_plain(store, id, plain, bulk)?,
                 Err(e) if e.is_damage() => {
                     tracing::warn!(index = %id, error = %e, "skipping damaged index object");
                     self.damaged
@@ -257,6 +365,15 @@ impl BlobIndex {
     fn repository(&self) -> Result<Repository> {
         Repository::upgrade(&self.repo)
             .ok_or_else(|| Error::Aborted("the repository was closed".into()))
+    }
+
+    /// Ingests one index object's plaintext (decoded straight into the store's write batch).
+    fn insert_plain(&self, store: &CacheDb, id: IndexId, plain: &[u8], bulk: bool) -> Result<()> {
+        if store.is_writable() {
+            return store.ingest_plain(id, plain, bulk);
+        }
+        let idx = decode_index(plain).map_err(|e| Error::corrupt(ObjectRef::Index(id), e.0))?;
+        self.insert_into(store, id, &idx, bulk)
     }
 
     fn insert_into(&self, store: &CacheDb, id: IndexId, idx: &Index, bulk: bool) -> Result<()> {

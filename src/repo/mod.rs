@@ -118,6 +118,8 @@ pub(crate) struct Inner {
     key_id: KeyId,
     options: OpenOptions,
     index: RwLock<Option<Arc<BlobIndex>>>,
+    /// Held while a whole tree pack is fetched (one at a time, see `blob`).
+    tree_fetch: std::sync::Mutex<()>,
 }
 
 /// A handle that does not keep the repository alive (held by its own index).
@@ -220,6 +222,7 @@ impl Repository {
                 key_id,
                 options,
                 index: RwLock::new(None),
+                tree_fetch: std::sync::Mutex::new(()),
             }),
         }
     }
@@ -369,6 +372,34 @@ impl Repository {
         let bytes = self.read_stored(dir, id, object.clone())?;
         let plain = self.open_object(kind, &bytes, object)?;
         Ok((bytes[6], plain))
+    }
+
+    /// Reads object `id` of `dir`, checks it against its name, decrypts it in place and hands
+    /// the plaintext to `f` (one buffer: large index objects are never held twice).
+    pub(crate) fn with_object_plaintext<T>(
+        &self,
+        dir: Dir,
+        kind: u8,
+        id: &[u8; 32],
+        object: ObjectRef,
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        let mut bytes = self.read_stored(dir, id, object.clone())?;
+        if bytes.len() < crate::format::ENVELOPE_HEADER_LEN {
+            return Err(Error::corrupt(object, "shorter than its header"));
+        }
+        let (header, rest) = bytes.split_at_mut(crate::format::ENVELOPE_HEADER_LEN);
+        decode_header(header, kind).map_err(|e| match e {
+            HeaderError::UnknownVersion(_) => Error::Unsupported(format!("{object}: {e}")),
+            other => Error::corrupt(object.clone(), other.to_string()),
+        })?;
+        let plain = self.inner.cipher.open_slice(header, rest).map_err(|_| {
+            Error::corrupt(
+                object.clone(),
+                "authentication failed (damaged or tampered with)",
+            )
+        })?;
+        f(plain)
     }
 
     /// Reads the stored bytes of object `id` in `dir` and checks them against the name.

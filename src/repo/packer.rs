@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::Access;
 use crate::format::KIND_PACK_HEADER;
-use crate::format::index::{Index, IndexPack};
+use crate::format::index::IndexPack;
 use crate::format::layout::pack_path;
 use crate::format::pack::{PackEntry, encode_pack_header, encode_trailer};
 use crate::id::{BlobId, BlobType, IndexId, PackId};
@@ -201,17 +201,18 @@ impl Shared {
         if packs.is_empty() {
             return Ok(());
         }
-        let index = Index {
-            supersedes: Vec::new(),
-            packs,
-        };
-        let id = self.repo.write_index(&index)?;
-        self.repo.index()?.add(id, &index)?;
+        let mut w = super::index::IndexWriter::new(&self.repo, true);
+        let mut done: Vec<(BlobType, BlobId)> = Vec::new();
+        for p in packs {
+            done.extend(p.blobs.iter().map(|b| (b.blob_type, b.id)));
+            w.add_pack(p)?;
+        }
+        let ids = w.finish(Vec::new())?;
         let mut s = self.lock();
-        s.indexes.push(id);
-        for p in &index.packs {
-            for b in &p.blobs {
-                s.known.remove(&(b.blob_type, b.id));
+        s.indexes.extend(ids);
+        {
+            for b in &done {
+                s.known.remove(b);
             }
         }
         Ok(())

@@ -49,10 +49,11 @@ const CF_INDEXES: &str = "indexes";
 const CFS: [&str; 4] = ["default", CF_BLOBS, CF_PACKS, CF_INDEXES];
 const SCHEMA: &[u8] = b"vault-cache-1";
 
-/// Block cache shared by all column families: the cache's whole steady-state RAM budget.
-const BLOCK_CACHE_BYTES: usize = 32 << 20;
+/// Block cache shared by all column families: the cache's whole steady-state RAM budget
+/// (index and filter blocks included, none pinned outside it, so it is a hard budget).
+const BLOCK_CACHE_BYTES: usize = 16 << 20;
 /// The same for private scratch databases (several may be open in one command).
-const SCRATCH_CACHE_BYTES: usize = 8 << 20;
+const SCRATCH_CACHE_BYTES: usize = 4 << 20;
 
 /// Name of the marker that asks the next writer to wipe and rebuild the database.
 const REBUILD_MARKER: &str = "rebuild";
@@ -105,7 +106,6 @@ fn db_options(profile: Profile) -> Options {
     table.set_cache_index_and_filter_blocks(true);
     table.set_cache_index_and_filter_blocks_with_high_priority(true);
     table.set_pin_top_level_index_and_filter(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
     table.set_optimize_filters_for_memory(true);
     table.set_block_size(4 * 1024);
     let mut opts = Options::default();
@@ -116,9 +116,16 @@ fn db_options(profile: Profile) -> Options {
     opts.set_compression_type(DBCompressionType::None);
     opts.set_write_buffer_size(match profile {
         Profile::Index => 8 << 20,
-        Profile::Scratch => 4 << 20,
+        Profile::Scratch => 2 << 20,
     });
     opts.set_max_write_buffer_number(2);
+    // A hard cap on memtable memory for the whole database (all column families), so that a
+    // burst of writes waits for a flush instead of growing RSS.
+    opts.set_db_write_buffer_size(match profile {
+        Profile::Index => 24 << 20,
+        Profile::Scratch => 6 << 20,
+    });
+    opts.set_arena_block_size(256 << 10);
     opts.set_max_open_files(256);
     opts.set_keep_log_file_num(2);
     opts.set_max_background_jobs(2);
@@ -132,6 +139,15 @@ pub(crate) fn cache_err(path: &Path, reason: &str) -> Error {
         ObjectRef::Path(format!("local cache {}", path.display())),
         reason,
     )
+}
+
+/// Read options of full scans: blocks read by a scan are not kept in the block cache (it
+/// would fill it with blocks read once, and grow RSS to its limit), and read ahead.
+pub(crate) fn scan_options() -> rocksdb::ReadOptions {
+    let mut o = rocksdb::ReadOptions::default();
+    o.fill_cache(false);
+    o.set_readahead_size(1 << 20);
+    o
 }
 
 /// Maps a RocksDB error by its kind: only RocksDB's own corruption reports are damage.
@@ -251,9 +267,9 @@ impl CacheDb {
     /// The index objects already ingested.
     pub fn ingested(&self) -> Result<HashSet<IndexId>> {
         let mut out = HashSet::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(CF_INDEXES), IteratorMode::Start)
+        for item in
+            self.db
+                .iterator_cf_opt(self.cf(CF_INDEXES), scan_options(), IteratorMode::Start)
         {
             let (k, _) = item.map_err(|e| db_err(&self.path, e))?;
             if k.len() == 32 {
@@ -291,6 +307,51 @@ impl CacheDb {
         batch.put_cf(self.cf(CF_INDEXES), id.0, w.into_bytes());
         let mut wo = WriteOptions::default();
         wo.disable_wal(bulk);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Like [`CacheDb::ingest`] from an index object's plaintext, decoded straight into the
+    /// write batch (the object is never materialised). The batch, entries and "ingested"
+    /// marker together, is applied atomically: entries never exist without their marker.
+    pub fn ingest_plain(&self, id: IndexId, plain: &[u8], bulk: bool) -> Result<()> {
+        debug_assert!(self.writable);
+        let (blobs, packs) = (self.cf(CF_BLOBS), self.cf(CF_PACKS));
+        let mut batch = WriteBatch::default();
+        let mut key = [0u8; 33];
+        let mut pack = PackId([0; 32]);
+        let mut count = 0u64;
+        use crate::format::index::IndexEvent;
+        crate::format::index::visit_index(plain, &mut |ev| {
+            match ev {
+                IndexEvent::Supersedes(_) => {}
+                IndexEvent::Pack(p, size) => {
+                    pack = p;
+                    let mut w = Writer::new();
+                    w.uvarint(size);
+                    batch.put_cf(packs, p.0, w.into_bytes());
+                }
+                IndexEvent::Entry(b) => {
+                    key[0] = b.blob_type.code();
+                    key[1..].copy_from_slice(&b.id.0);
+                    batch.put_cf(
+                        blobs,
+                        key,
+                        encode_location(&pack, b.offset, b.length, b.raw_length),
+                    );
+                    count += 1;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| Error::corrupt(ObjectRef::Index(id), e.0))?;
+        let mut w = Writer::new();
+        w.uvarint(count);
+        batch.put_cf(self.cf(CF_INDEXES), id.0, w.into_bytes());
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(bulk);
+        let _g = self.ingest_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.db
             .write_opt(batch, &wo)
             .map_err(|e| db_err(&self.path, e))
@@ -348,7 +409,10 @@ impl CacheDb {
             Some(k) => IteratorMode::From(k, rocksdb::Direction::Forward),
             None => IteratorMode::Start,
         };
-        for item in self.db.iterator_cf(self.cf(CF_BLOBS), mode) {
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_BLOBS), scan_options(), mode)
+        {
             let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
             let (Some(t), Some(loc)) = (
                 k.first().and_then(|c| BlobType::from_code(*c)),
@@ -377,7 +441,10 @@ impl CacheDb {
             Some(p) => IteratorMode::From(&p.0, rocksdb::Direction::Forward),
             None => IteratorMode::Start,
         };
-        for item in self.db.iterator_cf(self.cf(CF_PACKS), mode) {
+        for item in self
+            .db
+            .iterator_cf_opt(self.cf(CF_PACKS), scan_options(), mode)
+        {
             let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
             let size = Reader::new(&v).uvarint().ok();
             let (true, Some(size)) = (k.len() == 32, size) else {

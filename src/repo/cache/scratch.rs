@@ -99,11 +99,11 @@ impl MarkSet {
     /// Calls `f` for every key in the set, in key order.
     pub fn for_each(&self, mut f: impl FnMut(BlobType, BlobId) -> Result<()>) -> Result<()> {
         self.flush()?;
-        for item in self
-            .db
-            .db
-            .iterator_cf(self.db.cf(CF_BLOBS), IteratorMode::Start)
-        {
+        for item in self.db.db.iterator_cf_opt(
+            self.db.cf(CF_BLOBS),
+            super::scan_options(),
+            IteratorMode::Start,
+        ) {
             let (k, _) = item.map_err(|e| db_err(&self.db.path, e))?;
             let Some(t) = k.first().and_then(|c| BlobType::from_code(*c)) else {
                 return Err(cache_err(&self.db.path, "undecodable key"));
@@ -130,12 +130,18 @@ pub(crate) fn for_each_marked(
         Some(k) => IteratorMode::From(k, rocksdb::Direction::Forward),
         None => IteratorMode::Start,
     };
-    let mut m = marks.db.db.iterator_cf(marks.db.cf(CF_BLOBS), mode());
+    let mut m = marks
+        .db
+        .db
+        .iterator_cf_opt(marks.db.cf(CF_BLOBS), super::scan_options(), mode());
     let mut next_mark: Option<Box<[u8]>> = match m.next() {
         Some(r) => Some(r.map_err(|e| db_err(&marks.db.path, e))?.0),
         None => None,
     };
-    for item in index.db.iterator_cf(index.cf(CF_BLOBS), mode()) {
+    for item in index
+        .db
+        .iterator_cf_opt(index.cf(CF_BLOBS), super::scan_options(), mode())
+    {
         let (k, v) = item.map_err(|e| db_err(&index.path, e))?;
         if start.as_ref().map(|s| &s[..]) == Some(&k[..]) {
             continue;
@@ -191,11 +197,11 @@ impl ScratchMap {
 
     /// Calls `f` for every entry, in key order.
     pub fn for_each(&self, mut f: impl FnMut(&[u8; 32], &[u8]) -> Result<()>) -> Result<()> {
-        for item in self
-            .db
-            .db
-            .iterator_cf(self.db.cf(CF_BLOBS), IteratorMode::Start)
-        {
+        for item in self.db.db.iterator_cf_opt(
+            self.db.cf(CF_BLOBS),
+            super::scan_options(),
+            IteratorMode::Start,
+        ) {
             let (k, v) = item.map_err(|e| db_err(&self.db.path, e))?;
             let Ok(key) = <[u8; 32]>::try_from(&k[..]) else {
                 return Err(cache_err(&self.db.path, "undecodable key"));
