@@ -178,13 +178,16 @@ impl<'a> IndexWriter<'a> {
     }
 }
 
+/// Receives each loaded index object's plaintext (or why it could not be read).
+pub(crate) type IndexSink<'a> = dyn Fn(IndexId, Result<&[u8]>) -> Result<()> + Sync + 'a;
+
 /// Loads index objects on a few threads (the backend may be remote), calling `sink` with each
 /// object's plaintext in whatever order they arrive. Unreadable objects are passed to `sink`
 /// as errors.
 pub(crate) fn load_indexes(
     repo: &Repository,
     ids: Vec<IndexId>,
-    sink: &(dyn Fn(IndexId, Result<&[u8]>) -> Result<()> + Sync),
+    sink: &IndexSink<'_>,
 ) -> Result<()> {
     let queue = Mutex::new(ids.into_iter());
     let first_err: Mutex<Option<Error>> = Mutex::new(None);
