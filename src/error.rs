@@ -140,6 +140,15 @@ pub enum Error {
     /// No key file accepts the password.
     #[error("wrong password: no key in the repository opens with it")]
     WrongPassword,
+    /// No readable key file accepts the password, and some key files are damaged.
+    #[error(
+        "no readable key opens with this password; key(s) {damaged} are damaged and one of them \
+         may be this password's (use another password, then `vault key remove` the damaged key)"
+    )]
+    WrongPasswordOrDamagedKey {
+        /// Short ids of the damaged key files.
+        damaged: String,
+    },
     /// A conflicting lock is held.
     #[error("repository is locked: {holder}")]
     Locked {
@@ -197,7 +206,9 @@ impl Error {
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::NoMatch { .. } => ErrorKind::NoMatch,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
-            Error::WrongPassword => ErrorKind::WrongPassword,
+            Error::WrongPassword | Error::WrongPasswordOrDamagedKey { .. } => {
+                ErrorKind::WrongPassword
+            }
             Error::Locked { .. } => ErrorKind::Locked,
             Error::Backend { .. } => ErrorKind::Backend,
             Error::Unsupported(_) => ErrorKind::Unsupported,

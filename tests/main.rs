@@ -15,4 +15,5 @@ mod roundtrip;
 mod security;
 mod servers;
 mod strict;
+mod torture;
 mod vectors;

@@ -124,6 +124,19 @@ pub fn unlock(backend: &DynBackend, password: &[u8]) -> Result<(KeyId, MasterKey
             object: ObjectRef::Path("keys/ (no key files)".into()),
         }));
     }
+    if !damaged.is_empty() {
+        // The key this password opens may be among the damaged ones: say so.
+        return Err(Error::WrongPasswordOrDamagedKey {
+            damaged: damaged
+                .iter()
+                .filter_map(|e| match e.object() {
+                    Some(ObjectRef::Key(id)) => Some(id.short()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
     Err(Error::WrongPassword)
 }
 
