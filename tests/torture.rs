@@ -87,6 +87,7 @@ fn no_panic(out: &Output, what: &str) {
 }
 
 /// Every snapshot of `r` is tagged `v<N>`: restore each and compare with `states/vN`.
+#[cfg(feature = "fault-injection")]
 fn every_snapshot_restores(r: &TestRepo, src: &Path, states: &Path, scratch: &str) -> usize {
     let v = r.json(&["snapshots"]);
     let mut n = 0;

@@ -2,7 +2,8 @@
 //! objects against the pack listing, and what is left in `tmp/`.
 //!
 //! Order matters when other processes write meanwhile (`check` runs beside snapshots):
-//! snapshots are listed first, then the index is loaded, then packs are listed. A writer
+//! snapshots are listed first, then the index is loaded and its objects listed, then packs
+//! are listed. A writer
 //! stores packs, then the index objects naming them, then the snapshot; so every snapshot
 //! listed has its index objects already written, and every pack they name is listed. Work in
 //! progress (packs not indexed yet, staging files) is only ever a note, never damage.
@@ -190,6 +191,9 @@ pub(crate) fn check_index(ctx: &Ctx<'_>) -> Result<PackSets> {
         indexed: ScratchMap::new(temp)?,
         counts: ScratchMap::new(temp)?,
     };
+    // Index objects are listed before packs: a snapshot writes its packs before its index,
+    // so every pack a listed index names is already in the pack listing that follows.
+    let ids = ctx.repo.list_index_ids()?;
     ctx.repo.backend().list_each(Dir::Data.name(), &mut |o| {
         match Dir::Data.name_of(&o.path) {
             Some(raw) if o.path == Dir::Data.path(&hex::encode(raw)) => {
@@ -202,7 +206,6 @@ pub(crate) fn check_index(ctx: &Ctx<'_>) -> Result<PackSets> {
         }
         Ok(())
     })?;
-    let ids = ctx.repo.list_index_ids()?;
     ctx.progress.phase(
         "index",
         Some(ids.len() as u64),

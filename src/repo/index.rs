@@ -232,6 +232,34 @@ pub(crate) fn load_indexes(
 /// The store in use and its generation (bumped by every recovery).
 type Current = (Arc<CacheDb>, u64);
 
+/// Compares a freshly opened store with the backend's index objects: returns the store
+/// (emptied when objects it ingested were replaced, so that after prune or repair it is
+/// rebuilt in place), the objects still to ingest, and whether it was emptied.
+fn prepare(
+    repo: &Repository,
+    mut store: CacheDb,
+    marker: &[u8],
+    temp_dir: &Path,
+) -> Result<(CacheDb, Vec<IndexId>, bool)> {
+    let in_backend: HashSet<IndexId> = repo.list_index_ids()?.into_iter().collect();
+    let mut ingested = store.ingested()?;
+    let rebuilt = !ingested.is_subset(&in_backend);
+    if rebuilt {
+        tracing::info!("index objects were replaced since the cache was built; rebuilding it");
+        store = if store.is_writable() {
+            store.reset(marker)?
+        } else {
+            CacheDb::open_temporary(temp_dir, marker, Profile::Index)?
+        };
+        ingested.clear();
+    }
+    Ok((
+        store,
+        in_backend.difference(&ingested).copied().collect(),
+        rebuilt,
+    ))
+}
+
 impl BlobIndex {
     /// Opens the cache in `dir` (or a temporary one) and brings it up to date with the backend.
     /// A cache that cannot be opened or used is replaced by a temporary one built from the
@@ -239,55 +267,46 @@ impl BlobIndex {
     pub fn open(repo: &Repository, dir: Option<&Path>) -> Result<Self> {
         let marker = repo.config().repo_id.0;
         let temp_dir = repo.temp_dir().to_path_buf();
-        let store = match dir {
-            Some(d) => CacheDb::open(d, &marker).or_else(|e| {
-                tracing::warn!(error = %e, "cannot use the local cache; using a temporary one");
-                CacheDb::mark_for_rebuild(d);
-                CacheDb::open_temporary(&temp_dir, &marker, Profile::Index)
-            })?,
-            None => CacheDb::open_temporary(&temp_dir, &marker, Profile::Index)?,
+        let temporary = || CacheDb::open_temporary(&temp_dir, &marker, Profile::Index);
+        let prepared = match dir {
+            Some(d) => {
+                CacheDb::open(d, &marker).and_then(|store| prepare(repo, store, &marker, &temp_dir))
+            }
+            None => temporary().and_then(|store| prepare(repo, store, &marker, &temp_dir)),
         };
+        let (store, missing, rebuilt) = match prepared {
+            Ok(p) => p,
+            Err(e) if is_cache_error(&e) => {
+                tracing::warn!(error = %e, "cannot use the local cache; using a temporary one");
+                if let Some(d) = dir {
+                    CacheDb::mark_for_rebuild(d);
+                }
+                (temporary()?, repo.list_index_ids()?, true)
+            }
+            Err(e) => return Err(e),
+        };
+        let store = Arc::new(store);
         let index = BlobIndex {
             repo: repo.downgrade(),
             marker,
             dir: dir.map(Path::to_path_buf),
-            temp_dir,
-            store: RwLock::new((Arc::new(store), 0)),
+            temp_dir: temp_dir.clone(),
+            store: RwLock::new((store.clone(), 0)),
             recovering: Mutex::new(()),
-            rebuilt: std::sync::atomic::AtomicBool::new(false),
+            rebuilt: std::sync::atomic::AtomicBool::new(rebuilt),
             overlay: RwLock::new(HashMap::new()),
             overlay_packs: RwLock::new(HashMap::new()),
             damaged: Mutex::new(Vec::new()),
         };
-        match index.synchronise(repo) {
+        match index.ingest_all(repo, &store, missing) {
             Ok(()) => Ok(index),
             Err(e) if is_cache_error(&e) => {
+                drop(store);
                 index.recover(repo, 0, e)?;
                 Ok(index)
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// Ingests the index objects the store has not seen; rebuilds it when objects it ingested
-    /// were replaced.
-    fn synchronise(&self, repo: &Repository) -> Result<()> {
-        let in_backend: HashSet<IndexId> = repo.list_index_ids()?.into_iter().collect();
-        let (mut store, generation) = self.current();
-        let mut ingested = store.ingested()?;
-        if !ingested.is_subset(&in_backend) {
-            tracing::info!("index objects were replaced since the cache was built; rebuilding it");
-            self.rebuilt.store(true, Ordering::Relaxed);
-            let fresh = match Arc::try_unwrap(store) {
-                Ok(db) if db.is_writable() => db.reset(&self.marker)?,
-                _ => CacheDb::open_temporary(&self.temp_dir, &self.marker, Profile::Index)?,
-            };
-            store = Arc::new(fresh);
-            *self.store.write().unwrap_or_else(|p| p.into_inner()) = (store.clone(), generation);
-            ingested.clear();
-        }
-        let missing: Vec<IndexId> = in_backend.difference(&ingested).copied().collect();
-        self.ingest_all(repo, &store, missing)
     }
 
     fn ingest_all(&self, repo: &Repository, store: &CacheDb, ids: Vec<IndexId>) -> Result<()> {
