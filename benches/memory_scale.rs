@@ -28,6 +28,7 @@ use vault::repo::{InitOptions, OpenOptions, Repository};
 const CHUNKS_PER_FILE: u64 = 10;
 const CHUNK_LEN: usize = 48;
 const FILES_PER_DIR: u64 = 100;
+const PACK_SIZE: u32 = 4 << 20;
 const PASSWORD: &str = "memory-scale";
 
 fn file_node(name: String, ids: Vec<BlobId>, t: Timestamp) -> Node {
@@ -123,6 +124,9 @@ fn build(dir: &Path, blobs: u64, snapshots: u64) {
             t_cost: 1,
             p_cost: 1,
         },
+        // 4 MiB packs: with 48-byte chunks a pack holds ~47 000 blobs, and 1/20 of the packs
+        // is several packs at 10^6 blobs too (what a pack costs is bounded by its size).
+        pack_size: PACK_SIZE,
         ..InitOptions::default()
     };
     let opts = OpenOptions {

@@ -33,6 +33,10 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt only changes allocator tuning; no thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // A fixed threshold: buffers of 1 MiB and more (packs, pack headers) are mapped and
+        // returned to the system when freed. glibc's default raises the threshold after each
+        // such free, after which large buffers come from the heap and stay in RSS.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

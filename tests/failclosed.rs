@@ -590,3 +590,55 @@ fn trees_ten_thousand_deep_work_end_to_end() {
     other.ok(&["check", "--verify-data"]);
     let _ = Path::new(OsStr::from_bytes(b"/"));
 }
+
+/// `repair snapshots` replaces a snapshot that lost a file by one whose summary counts what
+/// it really holds (finding 8: the listing kept the old size).
+#[test]
+fn repaired_snapshots_count_what_they_hold() {
+    let r = TestRepo::new();
+    let d = r.scratch("d");
+    std::fs::write(d.join("small"), b"small file\n").unwrap();
+    r.ok(&["snapshot", d.to_str().unwrap()]);
+    // A second file, one chunk (below the minimum chunk size), in a data pack of its own.
+    let big = pseudo_random(12_000, 5);
+    std::fs::write(d.join("big"), &big).unwrap();
+    let second = r.json(&["snapshot", d.to_str().unwrap()]);
+    assert_eq!(second["summary"]["total_files"], 2);
+    assert_eq!(second["summary"]["total_bytes"], 12_011);
+    let pack = {
+        let backend = vault::backend::location::open(
+            &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let repo = vault::repo::Repository::open(
+            backend,
+            b"correct horse battery staple",
+            vault::repo::OpenOptions::default(),
+        )
+        .unwrap();
+        let loc = repo
+            .index()
+            .unwrap()
+            .get(BlobType::Data, &repo.blob_id(&big))
+            .unwrap()
+            .expect("the big file's chunk is indexed");
+        vault::format::layout::pack_path(&loc.pack)
+    };
+    std::fs::remove_file(r.repo.join(pack)).unwrap();
+    // The documented order: the index first (it drops the lost pack), then the snapshots.
+    r.ok(&["repair", "index"]);
+    let v = r.json(&["repair", "snapshots", "--forget"]);
+    assert_eq!(v["repaired"].as_array().unwrap().len(), 1, "{v}");
+    let list = r.json(&["snapshots"]);
+    // The replacement keeps the original's time; it is the one tagged `repaired`.
+    let newest = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["tags"].to_string().contains("repaired"))
+        .unwrap_or_else(|| panic!("no repaired snapshot: {list}"))
+        .clone();
+    assert_eq!(newest["summary"]["total_files"], 1, "{newest}");
+    assert_eq!(newest["summary"]["total_bytes"], 11, "{newest}");
+    r.ok(&["check", "--verify-data"]);
+}

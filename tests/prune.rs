@@ -743,3 +743,77 @@ fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(program))
         .find(|p| p.exists())
 }
+
+/// Prune updates the local cache in place instead of rebuilding it. A blob stored twice,
+/// served from the copy that prune deletes, must afterwards be served from the copy that
+/// stays: a snapshot of it then stores nothing new, and check agrees.
+#[test]
+fn prune_updates_the_cache_in_place_and_keeps_duplicates_served() {
+    let r = TestRepo::new();
+    let x = pseudo_random(10_000, 71);
+    let z = pseudo_random(10_000, 72);
+    let d1 = r.scratch("d1");
+    std::fs::write(d1.join("x"), &x).unwrap();
+    std::fs::write(d1.join("z"), &z).unwrap();
+    let s1 = r.json(&["snapshot", d1.to_str().unwrap()]);
+    // A second copy of x, in a pack of its own, indexed after the first: the cache serves it.
+    {
+        let backend = vault::backend::location::open(
+            &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let repo = vault::repo::Repository::open(
+            backend,
+            b"correct horse battery staple",
+            vault::repo::OpenOptions::default(),
+        )
+        .unwrap();
+        let saver = vault::repo::packer::BlobSaver::new(
+            &repo,
+            vault::repo::packer::SaverOptions {
+                dedup_against_index: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let blob = repo.prepare_blob(vault::id::BlobType::Data, &x).unwrap();
+        assert!(saver.add(&blob).unwrap());
+        assert_eq!(saver.finish().unwrap().packs, 1);
+    }
+    let d2 = r.scratch("d2");
+    std::fs::write(d2.join("z"), &z).unwrap();
+    r.ok(&["snapshot", d2.to_str().unwrap()]);
+    let check = r.json(&["check"]);
+    assert!(
+        check["notes"].to_string().contains("more than once"),
+        "the duplicate is seen: {check}"
+    );
+    // Forget the snapshot that used x: x's served copy (alone in its pack) is deleted, the
+    // other copy stays in a pack kept for z.
+    r.ok(&["forget", s1["id"].as_str().unwrap()]);
+    let out = r.run(&["-vv", "prune", "--max-unused", "unlimited"]);
+    assert_success(&out, &["prune"]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !log.contains("rebuilding"),
+        "prune updated the cache in place: {log}"
+    );
+    r.ok(&["check", "--verify-data"]);
+    let d3 = r.scratch("d3");
+    std::fs::write(d3.join("x"), &x).unwrap();
+    let s3 = r.json(&["snapshot", d3.to_str().unwrap()]);
+    assert_eq!(
+        s3["summary"]["data_blobs"], 0,
+        "x is still known, served from the copy that stayed: {s3}"
+    );
+    let t = r.scratch("t");
+    r.ok(&[
+        "restore",
+        "--snapshot",
+        s3["id"].as_str().unwrap(),
+        "--target",
+        t.to_str().unwrap(),
+    ]);
+    let got = t.join(d3.strip_prefix("/").unwrap()).join("x");
+    assert_eq!(std::fs::read(got).unwrap(), x);
+}

@@ -336,6 +336,18 @@ fn nothing_is_created_where_there_is_no_repository() {
         assert_exit(&out, 10);
         assert!(!missing.exists(), "{args:?} created {}", missing.display());
     }
+    // An init with invalid settings fails before it creates anything.
+    let out = r
+        .cmd(&["init", "--chunk-min", "1MiB", "--chunk-avg", "64KiB"])
+        .env("VAULT_REPOSITORY", &missing)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        !missing.exists(),
+        "a failed init created {}",
+        missing.display()
+    );
     // A failed init (a repository already there) leaves nothing behind either.
     let before = r.objects();
     let out = r.run(&["init"]);

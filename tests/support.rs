@@ -81,6 +81,7 @@ impl TestRepo {
         let cache = dir.path().join("cache");
         let password_file = dir.path().join("password");
         std::fs::write(&password_file, "correct horse battery staple\n").unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         Self {
             dir,
             repo,
@@ -108,6 +109,11 @@ impl TestRepo {
         }
     }
 
+    /// The `TMPDIR` of this repository's commands (their temporary databases go there).
+    pub fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
     /// A scratch directory inside the test's temporary directory.
     pub fn scratch(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join(name);
@@ -128,6 +134,7 @@ impl TestRepo {
             .env("VAULT_REPOSITORY", &self.repo)
             .env("VAULT_PASSWORD_FILE", &self.password_file)
             .env("VAULT_CACHE_DIR", &self.cache)
+            .env("TMPDIR", self.tmp())
             .env_remove("VAULT_PASSWORD")
             .env_remove("VAULT_PASSWORD_COMMAND")
             .env("NO_COLOR", "1")

@@ -203,6 +203,14 @@ fn kill_at_random_points() {
         .unwrap();
     assert_success(&out, &["copy"]);
     target.ok(&["check", "--verify-data"]);
+    // Killed commands left temporary databases; the commands after them removed them.
+    for t in [&r, &target] {
+        let left: Vec<_> = std::fs::read_dir(t.tmp())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left in TMPDIR: {left:?}");
+    }
     report("kill points", trials);
 }
 

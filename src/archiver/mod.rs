@@ -211,14 +211,29 @@ pub fn find_parent(
         ParentChoice::None => Ok(None),
         ParentChoice::Id(id) => Ok(Some((*id, repo.load_snapshot(id)?))),
         ParentChoice::Auto => {
-            let (snaps, _) = repo.list_snapshots()?;
+            // The newest match (by time, then id), streamed: only the best one is kept.
             let mut want = paths.to_vec();
             want.sort();
-            Ok(snaps.into_iter().rev().find(|(_, s)| {
+            let best: std::sync::Mutex<Option<(SnapshotId, Snapshot)>> =
+                std::sync::Mutex::new(None);
+            repo.for_each_snapshot(&|id, s| {
+                let Ok(s) = s else {
+                    return Ok(()); // damaged: never a parent
+                };
                 let mut p = s.paths.clone();
                 p.sort();
-                s.hostname == host && p == want
-            }))
+                if s.hostname != host || p != want {
+                    return Ok(());
+                }
+                let mut b = best.lock().unwrap_or_else(|e| e.into_inner());
+                if b.as_ref()
+                    .is_none_or(|(bid, bs)| (bs.time, *bid) < (s.time, id))
+                {
+                    *b = Some((id, s));
+                }
+                Ok(())
+            })?;
+            Ok(best.into_inner().unwrap_or_else(|e| e.into_inner()))
         }
     }
 }

@@ -83,7 +83,9 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
             p_cost: 1,
         },
     };
-    let backend = g.backend_for_init()?;
+    // Settings and password are settled before the location is touched: a failed init
+    // creates nothing.
+    opts.validate()?;
     let password = match (&a.new_password_file, std::env::var("VAULT_PASSWORD")) {
         (None, Ok(p)) if g.password_file.is_none() && g.password_command.is_none() => {
             zeroize::Zeroizing::new(p)
@@ -94,6 +96,7 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
     if password.is_empty() {
         bail!("an empty password is not allowed");
     }
+    let backend = g.backend_for_init()?;
     let repo = Repository::init(backend, password.as_bytes(), &opts, g.open_options())?;
     let c = repo.config();
     if g.json {

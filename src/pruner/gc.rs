@@ -13,11 +13,13 @@ use crate::format::KIND_INDEX;
 use crate::format::index::{IndexEvent, visit_index};
 use crate::format::layout::Dir;
 use crate::format::layout::{index_path, pack_path};
+use crate::format::pack::PackEntry;
 use crate::format::wire::DecodeError;
 use crate::id::{IndexId, PackId};
 use crate::progress::{Progress, Unit};
 use crate::repo::Repository;
 use crate::repo::blob::PreparedBlob;
+use crate::repo::cache::CacheDb;
 use crate::repo::index::IndexWriter;
 use crate::repo::lock::LockGuard;
 use crate::repo::packer::{BlobSaver, SaverOptions};
@@ -88,6 +90,7 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
     progress.finish_phase();
     let stats = saver.finish()?;
     plan.packs_written = stats.packs;
+    plan.bytes_written = stats.pack_bytes;
     Ok(saver.written_indexes())
 }
 
@@ -114,7 +117,9 @@ pub(crate) fn execute(
     } else {
         repack(repo, plan, progress)?
     };
-    let written_before: u64 = plan.packs_written;
+    // The local cache is brought up to date in place (a rebuild costs a full ingest of the
+    // index); when this process cannot write it, or an update fails, it is rebuilt later.
+    let mut cache = CacheUpdate::begin(repo)?;
     // Index objects for the packs that stay, streamed entry by entry from the old ones (an
     // old object is decrypted in place and never decoded whole).
     let mut w = IndexWriter::new(repo, false);
@@ -132,12 +137,18 @@ pub(crate) fn execute(
                     match ev {
                         IndexEvent::Supersedes(_) => {}
                         IndexEvent::Pack(p, size) => {
-                            keep = !gone.contains(&p) && plan.stats.contains_key(&p);
-                            if keep {
+                            cache.end_pack();
+                            let stat = plan.stats.get(&p).filter(|_| !gone.contains(&p));
+                            keep = stat.is_some();
+                            if let Some(st) = stat {
                                 w.pack(p, size);
+                                // Some of its blobs are served from other copies, which may
+                                // be gone now: serve them from here.
+                                cache.start_pack(p, st.served < st.blobs);
                             }
                         }
                         IndexEvent::Entry(e) if keep => {
+                            cache.entry(&e);
                             if let Err(err) = w.entry(e) {
                                 write_error = Some(err);
                                 return Err(DecodeError("stopped".into()));
@@ -149,6 +160,7 @@ pub(crate) fn execute(
                 }))
             },
         )?;
+        cache.end_pack();
         if let Some(e) = write_error {
             return Err(e);
         }
@@ -164,32 +176,102 @@ pub(crate) fn execute(
         delete_ignoring_missing(repo, &index_path(id))?;
         progress.advance(1);
     }
-    let mut gone_sorted: Vec<PackId> = gone.into_iter().collect();
+    let mut gone_sorted: Vec<PackId> = gone.iter().copied().collect();
     gone_sorted.sort();
     for p in &gone_sorted {
         delete_ignoring_missing(repo, &pack_path(p))?;
         progress.advance(1);
     }
     progress.finish_phase();
-    let new_bytes: u64 = if written_before > 0 {
-        // Sizes of the packs just written, as the refreshed index reports them.
-        repo.reload_index();
-        let mut total = 0;
-        let keep: HashSet<PackId> = plan.stats.keys().copied().collect();
-        repo.index()?.for_each_pack(|id, size| {
-            if !keep.contains(&id) {
-                total += size;
-            }
-            Ok(())
-        })?;
-        total
-    } else {
-        0
-    };
-    plan.bytes_freed = (plan.bytes_deleted + plan.bytes_repacked).saturating_sub(new_bytes);
+    plan.bytes_freed =
+        (plan.bytes_deleted + plan.bytes_repacked).saturating_sub(plan.bytes_written);
+    let forget = |p: &PackId| gone.contains(p) || plan.missing_packs.contains(p);
+    cache.finish(repo, &forget, &plan.old_indexes, &written);
     clean_tmp(repo, lock, plan);
-    repo.reload_index();
     Ok(())
+}
+
+/// The in-place update of the local cache that mirrors a collection (see `execute`).
+struct CacheUpdate {
+    store: Option<std::sync::Arc<CacheDb>>,
+    pack: Option<PackId>,
+    entries: Vec<PackEntry>,
+}
+
+impl CacheUpdate {
+    fn begin(repo: &Repository) -> Result<Self> {
+        let store = repo.index()?.writable_store();
+        let mut u = Self {
+            store,
+            pack: None,
+            entries: Vec::new(),
+        };
+        if let Some(s) = &u.store
+            && let Err(e) = s.begin_update()
+        {
+            u.abandon(e);
+        }
+        Ok(u)
+    }
+
+    fn abandon(&mut self, e: crate::Error) {
+        tracing::warn!(error = %e, "could not update the local cache; it will be rebuilt");
+        self.store = None;
+    }
+
+    fn start_pack(&mut self, p: PackId, reserve: bool) {
+        self.pack = (reserve && self.store.is_some()).then_some(p);
+    }
+
+    fn entry(&mut self, e: &PackEntry) {
+        if self.pack.is_some() {
+            self.entries.push(*e);
+        }
+    }
+
+    fn end_pack(&mut self) {
+        let (Some(p), Some(s)) = (self.pack.take(), &self.store) else {
+            return;
+        };
+        let entries = std::mem::take(&mut self.entries);
+        if let Err(e) = s.put_locations(p, &entries) {
+            self.abandon(e);
+        }
+    }
+
+    /// Forgets the packs gone, records the index objects replaced, and makes it durable; on
+    /// any failure (or when this process could not write the cache) the index is reloaded,
+    /// which rebuilds the cache.
+    fn finish(
+        mut self,
+        repo: &Repository,
+        gone: &dyn Fn(&PackId) -> bool,
+        removed: &[IndexId],
+        added: &[IndexId],
+    ) {
+        let Some(s) = self.store.take() else {
+            repo.reload_index();
+            return;
+        };
+        let r = s
+            .forget_packs(gone)
+            .and_then(|n| {
+                tracing::debug!(locations = n, "cache: locations of collected packs removed");
+                s.replace_ingested(removed, added)
+            })
+            .and_then(|()| s.end_update());
+        match r {
+            Ok(()) => {
+                if let Some(trees) = repo.tree_cache() {
+                    trees.forget(gone);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not update the local cache; rebuilding it");
+                repo.reload_index();
+            }
+        }
+    }
 }
 
 /// Removes what interrupted runs left in `tmp/`. Under the exclusive lock no other writer is

@@ -66,6 +66,9 @@ pub(crate) struct PackStat {
     pub blobs: u64,
     pub used_bytes: u64,
     pub used_blobs: u64,
+    /// Blobs the index serves from this pack (fewer than `blobs` when some of its blobs are
+    /// served from another copy).
+    pub served: u64,
     pub tree: bool,
 }
 
@@ -96,6 +99,8 @@ pub struct GcPlan {
     pub old_indexes: Vec<IndexId>,
     /// Packs written by repacking (after execution).
     pub packs_written: u64,
+    /// Their bytes (after execution).
+    pub bytes_written: u64,
     /// Index objects written (after execution).
     pub indexes_written: u64,
     /// Bytes freed (after execution: deleted + repacked − written).
@@ -106,6 +111,9 @@ pub struct GcPlan {
     pub(crate) stats: HashMap<PackId, PackStat>,
     #[serde(skip)]
     pub(crate) marks: Option<std::sync::Arc<MarkSet>>,
+    /// Packs the index objects name that the backend does not hold.
+    #[serde(skip)]
+    pub(crate) missing_packs: HashSet<PackId>,
 }
 
 /// Marks every blob reachable from `snapshots`: snapshots are walked in parallel, each tree
@@ -209,6 +217,9 @@ pub(crate) fn plan(
     let mut used_bytes = 0u64;
     let mut missing_pack: Option<(BlobId, PackId)> = None;
     repo.index()?.for_each_marked(&marks, |_, id, loc, used| {
+        if let Some(st) = stats.get_mut(&loc.pack) {
+            st.served += 1;
+        }
         if !used {
             return Ok(());
         }
@@ -230,11 +241,16 @@ pub(crate) fn plan(
             object: ObjectRef::Pack(pack),
         });
     }
+    let missing_packs = counted
+        .into_iter()
+        .filter(|p| !stats.contains_key(p))
+        .collect();
     let mut plan = GcPlan {
         used_blobs,
         used_bytes,
         packs_total: stats.len() as u64,
         old_indexes,
+        missing_packs,
         ..GcPlan::default()
     };
     let unused_of = |st: &PackStat| st.size.saturating_sub(st.used_bytes);

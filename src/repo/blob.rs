@@ -256,15 +256,19 @@ impl Repository {
         let trailer = &tail[tail.len() - PACK_TRAILER_LEN..];
         let (hdr_off, hdr_len) =
             decode_trailer(trailer, size).map_err(|e| Error::corrupt(object.clone(), e.0))?;
-        let header_obj = if size - hdr_off <= first {
+        let mut tail = tail;
+        if size - hdr_off <= first {
             let start = (hdr_off - (size - first)) as usize;
-            tail[start..start + hdr_len as usize].to_vec()
+            let header_obj = &mut tail[start..start + hdr_len as usize];
+            self.decode_pack_header_object(pack, header_obj, hdr_off)
         } else {
-            self.backend()
+            drop(tail);
+            let mut header_obj = self
+                .backend()
                 .read_range(&path, hdr_off, hdr_len)
-                .map_err(|e| relabel_missing(e, object.clone()))?
-        };
-        self.decode_pack_header_object(pack, &header_obj, hdr_off)
+                .map_err(|e| relabel_missing(e, object.clone()))?;
+            self.decode_pack_header_object(pack, &mut header_obj, hdr_off)
+        }
     }
 
     /// Reads the header of a whole pack held in memory (as `check --verify-data` does).
@@ -276,20 +280,21 @@ impl Repository {
         }
         let (hdr_off, hdr_len) = decode_trailer(&bytes[bytes.len() - PACK_TRAILER_LEN..], size)
             .map_err(|e| Error::corrupt(object, e.0))?;
-        let header = &bytes[hdr_off as usize..(hdr_off + hdr_len) as usize];
-        self.decode_pack_header_object(pack, header, hdr_off)
+        // A copy: the caller's bytes stay as stored (verify keeps tree packs by their hash).
+        let mut header = bytes[hdr_off as usize..(hdr_off + hdr_len) as usize].to_vec();
+        self.decode_pack_header_object(pack, &mut header, hdr_off)
     }
 
+    /// Opens a pack header object in place and decodes it.
     fn decode_pack_header_object(
         &self,
         pack: &PackId,
-        header_obj: &[u8],
+        header_obj: &mut [u8],
         hdr_off: u64,
     ) -> Result<Vec<PackEntry>> {
         let object = ObjectRef::Pack(*pack);
-        let plain = self.open_object(KIND_PACK_HEADER, header_obj, object.clone())?;
-        let entries =
-            decode_pack_header(&plain).map_err(|e| Error::corrupt(object.clone(), e.0))?;
+        let plain = self.open_object_in_place(KIND_PACK_HEADER, header_obj, object.clone())?;
+        let entries = decode_pack_header(plain).map_err(|e| Error::corrupt(object.clone(), e.0))?;
         let end = entries.last().map(|e| e.end()).unwrap_or(0);
         if end != hdr_off {
             return Err(Error::corrupt(

@@ -424,6 +424,13 @@ impl BlobIndex {
         Ok(())
     }
 
+    /// The store, when this process writes it (not a read-only view whose missing entries
+    /// are kept in memory).
+    pub(crate) fn writable_store(&self) -> Option<Arc<CacheDb>> {
+        let (store, _) = self.current();
+        store.is_writable().then_some(store)
+    }
+
     /// Whether the cache was rebuilt because index objects were replaced (or it failed).
     pub fn was_rebuilt(&self) -> bool {
         self.rebuilt.load(Ordering::Relaxed)

@@ -131,6 +131,21 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+impl InitOptions {
+    /// Checks the settings a repository would be created with.
+    pub fn validate(&self) -> Result<()> {
+        let probe = Config {
+            repo_id: RepoId([0; 32]),
+            created: Timestamp::now(),
+            chunker: self.chunker,
+            compression: self.compression,
+            pack_size: self.pack_size,
+        };
+        probe.validate().map_err(Error::InvalidInput)?;
+        self.kdf.validate().map_err(Error::InvalidInput)
+    }
+}
+
 impl Repository {
     /// Creates a new repository at an empty location and returns it unlocked.
     pub fn init(
@@ -139,6 +154,8 @@ impl Repository {
         init: &InitOptions,
         options: OpenOptions,
     ) -> Result<Self> {
+        // Settings are checked before the location is touched: a failed init creates nothing.
+        init.validate()?;
         if backend.exists(CONFIG_PATH)? {
             return Err(Error::AlreadyExists(format!(
                 "a repository at {}",
@@ -160,8 +177,6 @@ impl Repository {
             compression: init.compression,
             pack_size: init.pack_size,
         };
-        config.validate().map_err(Error::InvalidInput)?;
-        init.kdf.validate().map_err(Error::InvalidInput)?;
         backend.create()?;
         let key = MasterKey::generate()?;
         let key_id = keys::write_key(&backend, &key, password, &init.kdf)?;
@@ -385,6 +400,17 @@ impl Repository {
         f: impl FnOnce(&[u8]) -> Result<T>,
     ) -> Result<T> {
         let mut bytes = self.read_stored(dir, id, object.clone())?;
+        f(self.open_object_in_place(kind, &mut bytes, object)?)
+    }
+
+    /// Opens an envelope of `kind` held in `bytes`, decrypting in place; returns the
+    /// plaintext part of `bytes` (no copy).
+    pub(crate) fn open_object_in_place<'a>(
+        &self,
+        kind: u8,
+        bytes: &'a mut [u8],
+        object: ObjectRef,
+    ) -> Result<&'a mut [u8]> {
         if bytes.len() < crate::format::ENVELOPE_HEADER_LEN {
             return Err(Error::corrupt(object, "shorter than its header"));
         }
@@ -393,13 +419,12 @@ impl Repository {
             HeaderError::UnknownVersion(_) => Error::Unsupported(format!("{object}: {e}")),
             other => Error::corrupt(object.clone(), other.to_string()),
         })?;
-        let plain = self.inner.cipher.open_slice(header, rest).map_err(|_| {
+        self.inner.cipher.open_slice(header, rest).map_err(|_| {
             Error::corrupt(
                 object.clone(),
                 "authentication failed (damaged or tampered with)",
             )
-        })?;
-        f(plain)
+        })
     }
 
     /// Reads the stored bytes of object `id` in `dir` and checks them against the name.

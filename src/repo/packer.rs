@@ -69,6 +69,8 @@ pub struct SaverStats {
     pub bytes_stored: u64,
     /// Packs uploaded.
     pub packs: u64,
+    /// Their sizes, headers included.
+    pub pack_bytes: u64,
 }
 
 /// A pack being filled: blobs go straight to a staged file, hashed on the way.
@@ -177,6 +179,7 @@ impl Shared {
         let flush = {
             let mut s = self.lock();
             s.stats.packs += 1;
+            s.stats.pack_bytes += f.size;
             s.pending_blobs += f.entries.len();
             s.pending.push(IndexPack {
                 id,

@@ -90,12 +90,51 @@ impl Repository {
             .collect())
     }
 
+    /// Loads every snapshot on a few threads and hands each to `f`, in no particular order,
+    /// keeping none: for callers that need only some of them (memory then does not grow with
+    /// the number of snapshots). Snapshots forgotten meanwhile are skipped; damaged ones are
+    /// passed as errors; any other failure, or an error from `f`, stops the listing.
+    pub fn for_each_snapshot(
+        &self,
+        f: &(dyn Fn(SnapshotId, Result<Snapshot>) -> Result<()> + Sync),
+    ) -> Result<()> {
+        let ids = self.list_snapshot_ids()?;
+        let first_err: Mutex<Option<Error>> = Mutex::new(None);
+        parallel_map(ids, 8, &|id| {
+            if first_err
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+            {
+                return;
+            }
+            let r = match self.load_snapshot(&id) {
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => return,
+                Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
+                    f(id, Err(e))
+                }
+                Err(e) => Err(e),
+                Ok(s) => f(id, Ok(s)),
+            };
+            if let Err(e) = r {
+                first_err
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+            }
+        });
+        match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
     /// Loads every snapshot, oldest first. Damaged ones are returned as errors in the second
     /// list so that listing still works on a damaged repository.
     pub fn list_snapshots(&self) -> Result<SnapshotList> {
         let ids = self.list_snapshot_ids()?;
         let results = parallel_map(ids, 8, &|id| (id, self.load_snapshot(&id)));
-        let mut good = Vec::new();
+        let mut good = Vec::with_capacity(results.len());
         let mut bad = Vec::new();
         for (id, r) in results {
             match r {

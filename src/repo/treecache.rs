@@ -64,6 +64,11 @@ impl TreePackCache {
 
     /// Deletes cached packs that are not in `keep` (after packs were pruned).
     pub(crate) fn retain(&self, keep: &HashSet<PackId>) {
+        self.forget(&|id| !keep.contains(id));
+    }
+
+    /// Deletes cached packs for which `gone` holds, and files that are not cached packs.
+    pub(crate) fn forget(&self, gone: &dyn Fn(&PackId) -> bool) {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -72,7 +77,7 @@ impl TreePackCache {
             let keep_it = name
                 .to_str()
                 .and_then(PackId::from_hex)
-                .is_some_and(|id| keep.contains(&id));
+                .is_some_and(|id| !gone(&id));
             if !keep_it {
                 let _ = std::fs::remove_file(e.path());
             }

@@ -37,23 +37,70 @@ use rocksdb::{
 };
 
 use crate::format::index::Index;
+use crate::format::pack::PackEntry;
 use crate::format::wire::{Reader, Writer};
 use crate::id::{BlobId, BlobType, IndexId, PackId};
 use crate::{Error, ObjectRef, Result};
 
 use super::index::BlobLocation;
+use super::process::ProcessIdentity;
 
 pub(crate) const CF_BLOBS: &str = "blobs";
 const CF_PACKS: &str = "packs";
 const CF_INDEXES: &str = "indexes";
 const CFS: [&str; 4] = ["default", CF_BLOBS, CF_PACKS, CF_INDEXES];
-const SCHEMA: &[u8] = b"vault-cache-1";
+const SCHEMA: &[u8] = b"vault-cache-2";
 
 /// Block cache shared by all column families: the cache's whole steady-state RAM budget
 /// (index and filter blocks included, none pinned outside it, so it is a hard budget).
 const BLOCK_CACHE_BYTES: usize = 16 << 20;
 /// The same for private scratch databases (several may be open in one command).
 const SCRATCH_CACHE_BYTES: usize = 4 << 20;
+
+/// Names of temporary databases: `vault-scratch-TAG-RANDOM`, where TAG is the owner's
+/// [`ProcessIdentity::tag`].
+const TEMPORARY_PREFIX: &str = "vault-scratch-";
+
+/// Removes, once per process, the temporary databases in `temp_dir` whose owner is provably
+/// gone (a command killed before it could remove them; they can be as large as the index).
+/// Directories of live processes, of other hosts, containers or boots are left alone.
+pub(crate) fn sweep_dead_temporaries(temp_dir: &Path) {
+    static SWEPT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if swept.iter().any(|p| p == temp_dir) {
+            return;
+        }
+        swept.push(temp_dir.to_path_buf());
+    }
+    let Ok(entries) = std::fs::read_dir(temp_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(TEMPORARY_PREFIX)) else {
+            continue;
+        };
+        let Some((tag, _random)) = rest.rsplit_once('-') else {
+            continue;
+        };
+        // Only directories this user owns (the sticky /tmp would refuse others anyway).
+        let mine = e.metadata().is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.is_dir() && m.uid() == rustix::process::getuid().as_raw()
+        });
+        if mine && ProcessIdentity::tag_is_gone(tag) {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::debug!(path = %e.path().display(), "removed the temporary database of a process that is gone")
+                }
+                Err(err) => {
+                    tracing::debug!(path = %e.path().display(), error = %err, "could not remove a dead temporary database")
+                }
+            }
+        }
+    }
+}
 
 /// Name of the marker that asks the next writer to wipe and rebuild the database.
 const REBUILD_MARKER: &str = "rebuild";
@@ -72,7 +119,9 @@ pub struct CacheDb {
     pub(crate) db: DB,
     writable: bool,
     pub(crate) path: PathBuf,
-    temporary: bool,
+    /// Removes a temporary database's directory; declared after `db` so that it runs after
+    /// the database is closed (fields drop in order), when RocksDB writes no more files.
+    temporary: RemoveDir,
     _writer_lock: Option<File>,
     ingest_lock: Mutex<()>,
 }
@@ -134,6 +183,15 @@ fn db_options(profile: Profile) -> Options {
     opts
 }
 
+/// Every column family with the database's options (the same block cache, filters and
+/// memtable sizes). Opening column families by name alone would give them RocksDB's defaults:
+/// a 32 MiB block cache of their own each, no bloom filters, 64 MiB memtables.
+fn descriptors(opts: &Options) -> Vec<rocksdb::ColumnFamilyDescriptor> {
+    CFS.iter()
+        .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, opts.clone()))
+        .collect()
+}
+
 pub(crate) fn cache_err(path: &Path, reason: &str) -> Error {
     Error::corrupt(
         ObjectRef::Path(format!("local cache {}", path.display())),
@@ -193,12 +251,13 @@ impl CacheDb {
                 db,
                 writable: true,
                 path: db_path,
-                temporary: false,
+                temporary: RemoveDir(None),
                 _writer_lock: Some(lock),
                 ingest_lock: Mutex::new(()),
             });
         }
-        let db = DB::open_cf_for_read_only(&db_options(Profile::Index), &db_path, CFS, false)
+        let opts = db_options(Profile::Index);
+        let db = DB::open_cf_descriptors_read_only(&opts, &db_path, descriptors(&opts), false)
             .map_err(|e| db_err(&db_path, e))?;
         let marker_ok = db.get(b"repo").ok().flatten().as_deref() == Some(repo_marker)
             && db.get(b"schema").ok().flatten().as_deref() == Some(SCHEMA);
@@ -209,7 +268,7 @@ impl CacheDb {
             db,
             writable: false,
             path: db_path,
-            temporary: false,
+            temporary: RemoveDir(None),
             _writer_lock: None,
             ingest_lock: Mutex::new(()),
         })
@@ -221,17 +280,23 @@ impl CacheDb {
     }
 
     /// A fresh, private, writable database in a new directory below `temp_dir` (removed on
-    /// drop).
+    /// drop). The directory's name carries this process's identity, so that what a killed
+    /// command left behind is removed by the next one (see [`sweep_dead_temporaries`]).
     pub fn open_temporary(temp_dir: &Path, repo_marker: &[u8], profile: Profile) -> Result<Self> {
+        sweep_dead_temporaries(temp_dir);
         let mut rnd = [0u8; 8];
         crate::crypto::random_bytes(&mut rnd)?;
-        let path = temp_dir.join(format!("vault-cache-{}", hex::encode(rnd)));
+        let path = temp_dir.join(format!(
+            "{TEMPORARY_PREFIX}{}-{}",
+            ProcessIdentity::current().tag(),
+            hex::encode(rnd)
+        ));
         let db = Self::open_rw(&path, repo_marker, profile)?;
         Ok(Self {
             db,
             writable: true,
+            temporary: RemoveDir(Some(path.clone())),
             path,
-            temporary: true,
             _writer_lock: None,
             ingest_lock: Mutex::new(()),
         })
@@ -239,7 +304,9 @@ impl CacheDb {
 
     fn open_rw(path: &Path, repo_marker: &[u8], profile: Profile) -> Result<DB> {
         crate::backend::local::private_dir_all(path)?;
-        let db = DB::open_cf(&db_options(profile), path, CFS).map_err(|e| db_err(path, e))?;
+        let opts = db_options(profile);
+        let db = DB::open_cf_descriptors(&opts, path, descriptors(&opts))
+            .map_err(|e| db_err(path, e))?;
         match (db.get(b"schema"), db.get(b"repo")) {
             (Ok(Some(s)), Ok(Some(r))) if s == SCHEMA && r == repo_marker => Ok(db),
             (Ok(None), Ok(None)) => {
@@ -430,6 +497,124 @@ impl CacheDb {
         Ok(())
     }
 
+    /// Starts an in-place update that must not be seen half done (after prune): until
+    /// [`CacheDb::end_update`], the `rebuild` marker makes the next writer wipe and rebuild.
+    pub fn begin_update(&self) -> Result<()> {
+        debug_assert!(self.writable);
+        if self.temporary.0.is_none()
+            && let Some(dir) = self.path.parent()
+        {
+            let marker = dir.join(REBUILD_MARKER);
+            let f = File::create(&marker).map_err(|e| Error::io(&marker, e))?;
+            f.sync_all().map_err(|e| Error::io(&marker, e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes the update durable and removes the marker.
+    pub fn end_update(&self) -> Result<()> {
+        self.flush()?;
+        if self.temporary.0.is_none()
+            && let Some(dir) = self.path.parent()
+        {
+            let marker = dir.join(REBUILD_MARKER);
+            std::fs::remove_file(&marker).map_err(|e| Error::io(&marker, e))?;
+        }
+        Ok(())
+    }
+
+    /// Records `entries` as stored in `pack` (overwriting where each blob was served from).
+    pub fn put_locations(&self, pack: PackId, entries: &[PackEntry]) -> Result<()> {
+        let blobs = self.cf(CF_BLOBS);
+        let mut batch = WriteBatch::default();
+        for b in entries {
+            batch.put_cf(
+                blobs,
+                blob_key(b.blob_type, &b.id),
+                encode_location(&pack, b.offset, b.length, b.raw_length),
+            );
+        }
+        self.write_unlogged(batch)
+    }
+
+    fn write_unlogged(&self, batch: WriteBatch) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| db_err(&self.path, e))
+    }
+
+    /// Forgets the packs for which `gone` holds and every blob location in them (one scan of
+    /// the blob entries, deletions written in batches). Returns the locations removed.
+    pub fn forget_packs(&self, gone: &dyn Fn(&PackId) -> bool) -> Result<u64> {
+        // An iterator pins the memtables that exist while it lives, among them the one the
+        // deletions fill: the scan restarts after each batch of deletions (from where it
+        // stopped), so that at most one batch's memtable is held beside the live ones.
+        self.flush()?;
+        let (blobs, packs) = (self.cf(CF_BLOBS), self.cf(CF_PACKS));
+        let mut batch = WriteBatch::default();
+        let mut removed = 0u64;
+        let mut resume: Option<Box<[u8]>> = None;
+        loop {
+            let mode = match &resume {
+                Some(k) => IteratorMode::From(k, rocksdb::Direction::Forward),
+                None => IteratorMode::Start,
+            };
+            let mut full = false;
+            for item in self.db.iterator_cf_opt(blobs, scan_options(), mode) {
+                let (k, v) = item.map_err(|e| db_err(&self.path, e))?;
+                if resume.as_deref() == Some(&k[..]) {
+                    continue; // deleted in the previous batch (the snapshot predates it)
+                }
+                let Some(loc) = decode_location(&v) else {
+                    return Err(cache_err(&self.path, "undecodable blob entry"));
+                };
+                if gone(&loc.pack) {
+                    batch.delete_cf(blobs, &k);
+                    removed += 1;
+                    if batch.len() >= 50_000 {
+                        resume = Some(k);
+                        full = true;
+                        break;
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+            self.write_unlogged(std::mem::take(&mut batch))?;
+        }
+        for item in self
+            .db
+            .iterator_cf_opt(packs, scan_options(), IteratorMode::Start)
+        {
+            let (k, _) = item.map_err(|e| db_err(&self.path, e))?;
+            if let Ok(raw) = <[u8; 32]>::try_from(&k[..])
+                && gone(&PackId(raw))
+            {
+                batch.delete_cf(packs, &k);
+            }
+        }
+        self.write_unlogged(batch)?;
+        Ok(removed)
+    }
+
+    /// Replaces the record of ingested index objects: `removed` no longer exist, `added`
+    /// were written and their entries are already in the cache.
+    pub fn replace_ingested(&self, removed: &[IndexId], added: &[IndexId]) -> Result<()> {
+        let cf = self.cf(CF_INDEXES);
+        let mut batch = WriteBatch::default();
+        for id in removed {
+            batch.delete_cf(cf, id.0);
+        }
+        for id in added {
+            // The entry count is informational; 0 means "not counted".
+            batch.put_cf(cf, id.0, [0u8]);
+        }
+        self.write_unlogged(batch)
+    }
+
     /// Calls `f` for every pack the cache knows after `after` (all when `None`), with its
     /// size, in id order.
     pub fn for_each_pack(
@@ -463,8 +648,29 @@ impl CacheDb {
 
 impl Drop for CacheDb {
     fn drop(&mut self) {
-        if self.temporary {
-            let _ = std::fs::remove_dir_all(&self.path);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            // What the database held in memory at the end, for memory investigations.
+            let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+            tracing::debug!(
+                path = %self.path.display(),
+                block_cache = prop("rocksdb.block-cache-usage"),
+                block_cache_pinned = prop("rocksdb.block-cache-pinned-usage"),
+                table_readers = prop("rocksdb.estimate-table-readers-mem"),
+                memtables = prop("rocksdb.cur-size-all-mem-tables"),
+                live_sst = prop("rocksdb.live-sst-files-size"),
+                "cache database memory"
+            );
+        }
+    }
+}
+
+/// Removes a directory when dropped (if any).
+struct RemoveDir(Option<PathBuf>);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_dir_all(p);
         }
     }
 }
@@ -503,9 +709,8 @@ impl CacheDb {
         debug_assert!(self.writable);
         let mut this = self;
         let path = this.path.clone();
-        let temporary = this.temporary;
+        let temporary = std::mem::replace(&mut this.temporary, RemoveDir(None));
         let lock = this._writer_lock.take();
-        this.temporary = false;
         drop(this);
         std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
         let db = Self::open_rw(&path, repo_marker, Profile::Index)?;
