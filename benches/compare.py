@@ -401,8 +401,11 @@ def report(a, results):
     raw = os.path.join(os.path.dirname(a.out), "results.json")
     json.dump(results, open(raw, "w"), indent=1)
     if a.out:
-        head = open(a.out).read().split("<!-- results -->")[0] if os.path.exists(a.out) else "# Benchmark results\n\n"
-        open(a.out, "w").write(head + "<!-- results -->\n" + text + "\n")
+        # Only the block between the markers is replaced; what follows it is kept.
+        old = open(a.out).read() if os.path.exists(a.out) else "# Benchmark results\n\n"
+        head, _, rest = old.partition("<!-- results -->")
+        _, _, tail = rest.partition("<!-- /results -->")
+        open(a.out, "w").write(head + "<!-- results -->\n" + text + "\n<!-- /results -->" + tail)
 
 
 if __name__ == "__main__":
