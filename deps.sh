@@ -23,6 +23,12 @@ if [ "${VAULT_DEPS_TESTS:-0}" = 1 ]; then
   command -v curl >/dev/null 2>&1 || need_pkgs+=(curl)
   command -v npm >/dev/null 2>&1 || need_pkgs+=(nodejs npm)
   command -v python3 >/dev/null 2>&1 || need_pkgs+=(python3 python3-venv)
+  # Metrics are checked with the real tools: promtool (package prometheus) validates the
+  # textfile format, and pushes go to a real Pushgateway.
+  command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
+  command -v prometheus-pushgateway >/dev/null 2>&1 || need_pkgs+=(prometheus-pushgateway)
+  # The anomaly tests encrypt files in place the way ransomware does.
+  command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "deps: installing ${need_pkgs[*]}" >&2

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::id::{BlobId, BlobType, HoldId, IndexId, KeyId, LockId, PackId, SnapshotId};
+use crate::id::{AuditId, BlobId, BlobType, HoldId, IndexId, KeyId, LockId, PackId, SnapshotId};
 
 /// Result alias used throughout the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,6 +38,8 @@ pub enum ObjectRef {
     Lock(LockId),
     /// A hold object.
     Hold(HoldId),
+    /// An audit record.
+    Audit(AuditId),
     /// Any object addressed by its backend path (used before the kind is known).
     Path(String),
 }
@@ -62,6 +64,7 @@ impl fmt::Display for ObjectRef {
             ObjectRef::Snapshot(id) => write!(f, "snapshot {id}"),
             ObjectRef::Lock(id) => write!(f, "lock {id}"),
             ObjectRef::Hold(id) => write!(f, "hold {id}"),
+            ObjectRef::Audit(id) => write!(f, "audit record {id}"),
             ObjectRef::Path(p) => write!(f, "object {p}"),
         }
     }

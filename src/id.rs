@@ -98,6 +98,10 @@ define_id!(
     HoldId
 );
 define_id!(
+    /// BLAKE3 of an audit record's stored bytes; also its object name.
+    AuditId
+);
+define_id!(
     /// Random identity of a repository, chosen at `init`; names the local cache directory.
     RepoId
 );

@@ -15,6 +15,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod anomaly;
 pub mod archiver;
 pub mod backend;
 pub mod checker;
@@ -31,5 +32,6 @@ pub mod repairer;
 pub mod repo;
 pub mod restorer;
 pub mod source;
+pub mod stats;
 
 pub use error::{Error, ErrorKind, ObjectRef, Result};

@@ -9,19 +9,7 @@ fn main() {
     cli::raise_fd_limit();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let json = cli::wants_json(&args);
-    let cli = match <cli::Cli as clap::Parser>::try_parse_from(&args) {
-        Ok(c) => c,
-        // Unknown options, missing values, bad numbers: a usage error (exit 2) before anything
-        // is touched; with --json also as a JSON error object on stdout.
-        Err(e) => std::process::exit(cli::usage_error(e, json)),
-    };
-    init_logging(&cli.global);
-    let code = match cli::run(cli) {
-        Ok(code) => code,
-        Err(e) if cli::is_broken_pipe(&e) => cli::exit::OK,
-        Err(e) => cli::report_error(&e, json),
-    };
-    std::process::exit(code);
+    std::process::exit(cli::main_run(&args, json));
 }
 
 /// glibc gives threads their own malloc arenas (up to 8 per core) and keeps memory freed in

@@ -53,6 +53,7 @@ fn seeds_are_accepted_by_their_decoder() {
             "snapshot" => snapshot::decode_snapshot(d).is_ok(),
             "lock" => lock::decode_lock(d, 1).is_ok() || lock::decode_lock(d, 2).is_ok(),
             "hold" => hold::decode_hold(d).is_ok(),
+            "audit" => vault::format::audit::decode_audit(d).is_ok(),
             _ => false,
         }
     };

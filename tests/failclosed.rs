@@ -411,6 +411,13 @@ fn a_read_only_repository_can_be_read() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("without a lock"));
     }
     assert_eq!(results[2].stdout, fx.files[3].1);
+    // The audit record of the restore cannot be written: a warning, not a failure.
+    assert!(
+        String::from_utf8_lossy(&results[0].stderr)
+            .contains("audit record of this run could not be written"),
+        "{}",
+        String::from_utf8_lossy(&results[0].stderr)
+    );
     // Writing fails at once as what it is.
     let out = &results[4];
     assert_exit(out, 1);

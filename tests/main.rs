@@ -7,6 +7,7 @@ mod cli_basics;
 mod corpus;
 mod corruption;
 mod failclosed;
+mod ops;
 mod pg;
 mod pipeline;
 mod proptree;

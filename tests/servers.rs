@@ -27,10 +27,19 @@ pub struct Server {
 
 #[derive(Clone, Debug)]
 enum Kind {
-    S3 { bucket: String },
-    Azure { container: String },
-    Sftp { key: PathBuf, user: String },
+    S3 {
+        bucket: String,
+    },
+    Azure {
+        container: String,
+    },
+    Sftp {
+        key: PathBuf,
+        user: String,
+    },
     Webdav,
+    /// Not a storage server.
+    Other,
 }
 
 impl Drop for Server {
@@ -259,6 +268,32 @@ impl Server {
         }
     }
 
+    /// A Prometheus Pushgateway (Debian's prometheus-pushgateway).
+    pub fn pushgateway() -> Server {
+        let dir = tempdir("vault-pushgateway-");
+        let port = free_port();
+        let mut cmd = Command::new(program("prometheus-pushgateway"));
+        cmd.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        let (mut child, log) = spawn(cmd, dir.path());
+        wait_ready(port, &mut child, &log);
+        Server {
+            child,
+            port,
+            dir,
+            kind: Kind::Other,
+        }
+    }
+
+    /// The base URL of an HTTP server.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// GET of `path` on this server (curl); the body.
+    pub fn get(&self, path: &str) -> String {
+        curl(&[&format!("{}{path}", self.url())])
+    }
+
     /// How to reach a repository at `prefix` on this server.
     pub fn remote(&self, prefix: &str) -> Remote {
         let port = self.port;
@@ -304,6 +339,7 @@ impl Server {
                 ],
                 options: Vec::new(),
             },
+            Kind::Other => panic!("not a storage server"),
         }
     }
 

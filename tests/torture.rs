@@ -924,6 +924,11 @@ fn a_full_disk_fails_cleanly() {
     let msg = v["error"]["message"].as_str().unwrap().to_lowercase();
     assert!(msg.contains("space"), "{v}");
     assert_ne!(v["error"]["kind"], "damaged", "{v}");
+    // The failed run removed its own staged packs: nothing of it is left in tmp/.
+    let left: Vec<_> = std::fs::read_dir(repo.join("tmp"))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in tmp/: {left:?}");
     std::fs::remove_file(d.join("big")).unwrap();
     let checked = run(&["check", "--verify-data"]);
     let _ = std::process::Command::new("umount").arg(&mnt).status();

@@ -605,6 +605,89 @@ fn key_file_vector() {
     );
 }
 
+/// Two chained audit records: the second names the first by the BLAKE3 of its stored bytes.
+#[test]
+fn audit_vectors() {
+    use vault::format::KIND_AUDIT;
+    use vault::format::audit::{AuditRecord, decode_audit, encode_audit};
+    let first = AuditRecord {
+        writer: [0x3c; 32],
+        seq: 0,
+        prev: None,
+        time: Timestamp::new(1_767_603_600, 250),
+        hostname: "db1".into(),
+        username: "backup".into(),
+        profile: "db".into(),
+        command: "snapshot".into(),
+        args: vec![
+            "vault".into(),
+            "--profile".into(),
+            "db".into(),
+            "snapshot".into(),
+        ],
+        exit_code: 0,
+        error: String::new(),
+        snapshots: vec![[0x5a; 32]],
+        bytes: 1_048_576,
+        summary: "snapshot 5a5a5a5a saved".into(),
+        truncations: vec![],
+        acknowledged: vec![],
+    };
+    let first_object = envelope(KIND_AUDIT, 0xe0, &encode_audit(&first));
+    let first_name = vault::crypto::storage_hash(&first_object);
+    let second = AuditRecord {
+        seq: 1,
+        prev: Some(first_name),
+        time: Timestamp::new(1_767_607_200, 0),
+        command: "prune".into(),
+        args: vec!["vault".into(), "prune".into()],
+        exit_code: 1,
+        error: "the repository is locked".into(),
+        snapshots: vec![],
+        bytes: 0,
+        summary: String::new(),
+        truncations: vec![([0x77; 32], 41)],
+        acknowledged: vec![([0x78; 32], 3, 5)],
+        ..first.clone()
+    };
+    let second_object = envelope(KIND_AUDIT, 0xe1, &encode_audit(&second));
+    if std::env::var_os("VAULT_WRITE_VECTORS").is_none() {
+        let v = stored("audit.json");
+        for (key, rec) in [("first", &first), ("second", &second)] {
+            let plain = unhex(&v[key]["plaintext"]);
+            assert_eq!(&decode_audit(&plain).unwrap(), rec);
+            let object = unhex(&v[key]["object"]);
+            assert_eq!(open_envelope(KIND_AUDIT, &object), plain);
+            assert_eq!(
+                hex::encode(vault::crypto::storage_hash(&object)),
+                v[key]["name"].as_str().unwrap()
+            );
+        }
+        assert_eq!(
+            decode_audit(&unhex(&v["second"]["plaintext"]))
+                .unwrap()
+                .prev,
+            Some(vault::crypto::storage_hash(&unhex(&v["first"]["object"])))
+        );
+    }
+    let entry = |n: u8, rec: &AuditRecord, object: &[u8]| {
+        json!({
+            "nonce": hex::encode(nonce(n)),
+            "plaintext": hex::encode(encode_audit(rec)),
+            "object": hex::encode(object),
+            "name": hex::encode(vault::crypto::storage_hash(object)),
+        })
+    };
+    check(
+        "audit.json",
+        json!({
+            "master_key": hex::encode(&master().to_bytes()[..]),
+            "first": entry(0xe0, &first, &first_object),
+            "second": entry(0xe1, &second, &second_object),
+        }),
+    );
+}
+
 /// Writes the fuzz seed corpus from the samples above (only when regenerating vectors); in
 /// normal runs checks that the stored seeds still decode to the samples.
 #[test]
@@ -647,6 +730,21 @@ fn fuzz_seeds() {
         ("snapshot", encode_snapshot(&sample_snapshot())),
         ("lock", encode_lock(&lock)),
         ("hold", encode_hold(&hold)),
+        (
+            "audit",
+            vault::format::audit::encode_audit(&vault::format::audit::AuditRecord {
+                writer: [1; 32],
+                seq: 1,
+                prev: Some([2; 32]),
+                time: Timestamp::new(7, 8),
+                command: "snapshot".into(),
+                args: vec!["vault".into()],
+                snapshots: vec![[3; 32]],
+                truncations: vec![([4; 32], 5)],
+                acknowledged: vec![([6; 32], 7, 9)],
+                ..Default::default()
+            }),
+        ),
     ];
     for (target, bytes) in seeds {
         seed(target, &bytes);

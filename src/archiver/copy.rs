@@ -116,6 +116,8 @@ pub fn copy_snapshots(
     let snap_opts = SnapshotOptions {
         threads: opts.threads,
         upload_concurrency: opts.upload_concurrency,
+        // A copy keeps the source's tags; it is not a new backup to judge.
+        anomaly: None,
         ..SnapshotOptions::default()
     };
     let converted = ScratchMap::new(dst.temp_dir())?;

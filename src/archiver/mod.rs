@@ -92,6 +92,9 @@ pub struct SnapshotOptions {
     pub mmap: bool,
     /// Paths never to back up (the local cache).
     pub skip: Vec<PathBuf>,
+    /// Compare the new snapshot with its group's history and tag it `anomaly` when it looks
+    /// wrong (`None`: do not).
+    pub anomaly: Option<crate::anomaly::Thresholds>,
 }
 
 impl Default for SnapshotOptions {
@@ -108,6 +111,7 @@ impl Default for SnapshotOptions {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             upload_concurrency: 2,
             mmap: false,
+            anomaly: Some(crate::anomaly::Thresholds::default()),
             skip: Vec::new(),
         }
     }
@@ -131,7 +135,14 @@ pub struct SnapshotOutcome {
     pub snapshot: Snapshot,
     /// Entries left out because they could not be read.
     pub errors: Vec<SourceError>,
+    /// Anomalies found against the group's history (the snapshot is tagged `anomaly`).
+    pub anomalies: Vec<crate::anomaly::Anomaly>,
+    /// Previous snapshots of the group it was compared with.
+    pub history_len: usize,
 }
+
+/// Tag given to a snapshot with anomalies.
+pub const ANOMALY_TAG: &str = "anomaly";
 
 #[derive(Default)]
 struct Counters {
@@ -207,35 +218,70 @@ pub fn find_parent(
     host: &str,
     paths: &[Vec<u8>],
 ) -> Result<Option<(SnapshotId, Snapshot)>> {
-    match choice {
-        ParentChoice::None => Ok(None),
-        ParentChoice::Id(id) => Ok(Some((*id, repo.load_snapshot(id)?))),
-        ParentChoice::Auto => {
-            // The newest match (by time, then id), streamed: only the best one is kept.
-            let mut want = paths.to_vec();
-            want.sort();
-            let best: std::sync::Mutex<Option<(SnapshotId, Snapshot)>> =
-                std::sync::Mutex::new(None);
-            repo.for_each_snapshot(&|id, s| {
-                let Ok(s) = s else {
-                    return Ok(()); // damaged: never a parent
-                };
-                let mut p = s.paths.clone();
-                p.sort();
-                if s.hostname != host || p != want {
-                    return Ok(());
-                }
-                let mut b = best.lock().unwrap_or_else(|e| e.into_inner());
-                if b.as_ref()
-                    .is_none_or(|(bid, bs)| (bs.time, *bid) < (s.time, id))
-                {
-                    *b = Some((id, s));
-                }
-                Ok(())
-            })?;
-            Ok(best.into_inner().unwrap_or_else(|e| e.into_inner()))
+    Ok(parent_and_history(repo, choice, host, paths, 0)?.0)
+}
+
+/// A parent snapshot with its id.
+pub type Parent = (SnapshotId, Snapshot);
+
+/// The parent snapshot for `paths` on `host`, and the summaries of the `history` newest
+/// snapshots of that group (newest first), found in one streaming pass over the snapshots.
+pub fn parent_and_history(
+    repo: &Repository,
+    choice: &ParentChoice,
+    host: &str,
+    paths: &[Vec<u8>],
+    history: usize,
+) -> Result<(Option<Parent>, Vec<Summary>)> {
+    if history == 0 {
+        match choice {
+            ParentChoice::None => return Ok((None, Vec::new())),
+            ParentChoice::Id(id) => return Ok((Some((*id, repo.load_snapshot(id)?)), Vec::new())),
+            ParentChoice::Auto => {}
         }
     }
+    let mut want = paths.to_vec();
+    want.sort();
+    struct Found {
+        best: Option<(SnapshotId, Snapshot)>,
+        // (time, id, summary), newest first, at most `history` long.
+        newest: Vec<(Timestamp, SnapshotId, Summary)>,
+    }
+    let found = std::sync::Mutex::new(Found {
+        best: None,
+        newest: Vec::new(),
+    });
+    repo.for_each_snapshot(&|id, s| {
+        let Ok(s) = s else {
+            return Ok(()); // damaged: never a parent, no history
+        };
+        let mut p = s.paths.clone();
+        p.sort();
+        if s.hostname != host || p != want {
+            return Ok(());
+        }
+        let mut f = found.lock().unwrap_or_else(|e| e.into_inner());
+        if history > 0 {
+            f.newest.push((s.time, id, s.summary));
+            f.newest.sort_by_key(|e| std::cmp::Reverse((e.0, e.1)));
+            f.newest.truncate(history);
+        }
+        if matches!(choice, ParentChoice::Auto)
+            && f.best
+                .as_ref()
+                .is_none_or(|(bid, bs)| (bs.time, *bid) < (s.time, id))
+        {
+            f.best = Some((id, s));
+        }
+        Ok(())
+    })?;
+    let f = found.into_inner().unwrap_or_else(|e| e.into_inner());
+    let parent = match choice {
+        ParentChoice::None => None,
+        ParentChoice::Id(id) => Some((*id, repo.load_snapshot(id)?)),
+        ParentChoice::Auto => f.best,
+    };
+    Ok((parent, f.newest.into_iter().map(|(_, _, s)| s).collect()))
 }
 
 /// Takes a snapshot of `source` into `repo`. The caller holds a shared `lock`, which is checked
@@ -293,7 +339,8 @@ pub fn snapshot(
         buffers: buffers::BufferPool::new(opts.threads.max(1) + 1),
     };
     progress.phase("snapshot", None, crate::progress::Unit::Bytes);
-    let (paths, parent, tree) = match source {
+    let history_len = opts.anomaly.as_ref().map_or(0, |t| t.history.max(1));
+    let (paths, parent, tree, history) = match source {
         Source::Paths(list) => {
             let abs: Vec<PathBuf> = list
                 .iter()
@@ -305,16 +352,18 @@ pub fn snapshot(
                 .collect();
             raw.sort();
             raw.dedup();
-            let parent = find_parent(repo, &opts.parent, &host, &raw)?;
+            let (parent, history) =
+                parent_and_history(repo, &opts.parent, &host, &raw, history_len)?;
             let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
             let tree = pool.install(|| walk::archive_paths(&ctx, &abs, parent_tree))?;
-            (raw, parent.map(|p| p.0), tree)
+            (raw, parent.map(|p| p.0), tree, history)
         }
         Source::Stream { name, reader } => {
             let raw = vec![name.clone()];
-            let parent = find_parent(repo, &opts.parent, &host, &raw)?;
+            let (parent, history) =
+                parent_and_history(repo, &opts.parent, &host, &raw, history_len)?;
             let tree = pool.install(|| walk::archive_stream(&ctx, &name, reader))?;
-            (raw, parent.map(|p| p.0), tree)
+            (raw, parent.map(|p| p.0), tree, history)
         }
     };
     progress.finish_phase();
@@ -361,6 +410,16 @@ pub fn snapshot(
     };
     // Everything the manifest references is stored and indexed; make sure nobody pruned under
     // us (our lock must still be valid) before publishing it.
+    let anomalies = match &opts.anomaly {
+        Some(t) => crate::anomaly::assess(&snapshot.summary, &history, t),
+        None => Vec::new(),
+    };
+    let mut snapshot = snapshot;
+    if !anomalies.is_empty() && !snapshot.tags.iter().any(|t| t == ANOMALY_TAG) {
+        // Still saved (a backup is never dropped), but marked for everyone who lists it.
+        snapshot.tags.push(ANOMALY_TAG.to_string());
+        snapshot.tags.sort();
+    }
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
     run.finish();
@@ -368,6 +427,8 @@ pub fn snapshot(
         id,
         snapshot,
         errors,
+        anomalies,
+        history_len: history.len(),
     })
 }
 

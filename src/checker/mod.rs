@@ -126,6 +126,8 @@ pub struct CheckStats {
     pub snapshots: u64,
     /// Hold objects.
     pub holds: u64,
+    /// Audit records.
+    pub audit_records: u64,
     /// Staging files left in `tmp/` by interrupted runs.
     pub tmp_files: u64,
     /// Their bytes.
@@ -255,6 +257,7 @@ pub fn check(
         drop(packs);
         trees::check_trees(&ctx, &snapshots)?;
         structure::check_locks(&ctx)?;
+        structure::check_audit(&ctx)?;
         structure::check_tmp(&ctx)?;
         let bad = std::mem::take(&mut *ctx.bad_blobs.lock().unwrap_or_else(|e| e.into_inner()));
         if bad.is_empty() {

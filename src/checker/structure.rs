@@ -142,6 +142,25 @@ pub(crate) fn check_holds(ctx: &Ctx<'_>, snapshots: &[(SnapshotId, Snapshot)]) -
     Ok(())
 }
 
+/// The audit trail: every record readable and every chain unbroken (deleting, altering,
+/// replacing or reordering a record is reported).
+pub(crate) fn check_audit(ctx: &Ctx<'_>) -> Result<()> {
+    use crate::repo::audit::{chain_links, verify_chains};
+    // The local head first: it only ever names a record written before it, so every record
+    // it can name exists by the time the records are listed (a command finishing meanwhile
+    // is not mistaken for a deletion).
+    let head = ctx.repo.audit_head();
+    let links = chain_links(ctx.repo)?;
+    let n: usize = links.chains.values().map(|c| c.len()).sum::<usize>()
+        + links.forks.len()
+        + links.damaged.len();
+    ctx.stat(|s| s.audit_records = n as u64);
+    for p in verify_chains(&links, head.as_ref()) {
+        ctx.error(&p.object, format!("audit trail: {}", p.message));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_locks(ctx: &Ctx<'_>) -> Result<()> {
     let now = Timestamp::now();
     let host = crate::source::owner::hostname();

@@ -162,8 +162,17 @@ pub fn ls(g: &GlobalArgs, a: LsArgs) -> Result<i32> {
 pub fn dump(g: &GlobalArgs, a: DumpArgs) -> Result<i32> {
     let repo = g.open()?;
     let _lock = g.read_lock(&repo)?;
-    let (_, snap) = repo.resolve_snapshot(&a.snapshot, &a.filter.filter(), None)?;
+    let (id, snap) = repo.resolve_snapshot(&a.snapshot, &a.filter.filter(), None)?;
     let node = find_node(&repo, &snap.tree, &a.path)?;
+    g.facts.update(|f| {
+        f.snapshots = vec![id.0];
+        f.bytes = Some(node.size);
+        f.summary = Some(format!(
+            "dumped {} of snapshot {}",
+            String::from_utf8_lossy(std::os::unix::ffi::OsStrExt::as_bytes(a.path.as_os_str())),
+            id.short()
+        ));
+    });
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mode = if a.stream {

@@ -19,6 +19,35 @@ pub struct CheckArgs {
     /// Worker threads (default: number of cores)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also restore a snapshot into a scratch directory, verify it against the snapshot and
+    /// remove it (the weekly restore test as one command)
+    #[arg(long)]
+    pub restore_test: bool,
+    /// Snapshot of the restore test: an id, a prefix or `latest`
+    #[arg(long, default_value = "latest", requires = "restore_test")]
+    pub restore_test_snapshot: String,
+    /// Share of the files the restore test restores, e.g. `10%` (default: all)
+    #[arg(long, value_parser = parse_percent, requires = "restore_test")]
+    pub restore_test_sample: Option<f64>,
+    /// Directory of the restore test (must not exist or be empty; default: a new directory
+    /// in $TMPDIR); emptied afterwards
+    #[arg(long, requires = "restore_test")]
+    pub restore_test_target: Option<std::path::PathBuf>,
+}
+
+/// Parses `10%` or `0.1` into a fraction in (0, 1].
+pub fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("invalid share {s:?}: use e.g. 10% or 0.1"))?;
+    if !(v > 0.0 && v <= 1.0) {
+        return Err(format!(
+            "invalid share {s:?}: between 0% (excluded) and 100%"
+        ));
+    }
+    Ok(v)
 }
 
 /// Runs `vault check`; exits 0 only when no error was found.
@@ -36,16 +65,61 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
     };
     let progress = g.progress();
     let report = check(&repo, &opts, &progress)?;
+    record_facts(g, &report);
+    super::repository_gauges(g, &repo);
+    let test = if a.restore_test {
+        let t = super::restore::restore_test(
+            g,
+            &repo,
+            &a.restore_test_snapshot,
+            a.restore_test_sample.unwrap_or(1.0),
+            a.restore_test_target.as_deref(),
+            a.threads,
+        )?;
+        record_test(g, &t);
+        Some(t)
+    } else {
+        None
+    };
+    let test_ok = test.as_ref().is_none_or(|t| t.is_ok());
+    if let Some(t) = &test
+        && !g.json
+    {
+        if !g.quiet {
+            println!(
+                "restore test of snapshot {}: restored {} files ({}), verified {} files ({}): {}",
+                &t.snapshot[..8],
+                t.restore.files,
+                output::bytes(t.restore.bytes_written),
+                t.verify.files,
+                output::bytes(t.verify.bytes),
+                if t.is_ok() { "identical" } else { "FAILED" }
+            );
+        }
+        for e in t.restore.errors.iter().chain(&t.verify.mismatches) {
+            eprintln!("error: restore test: {}: {}", e.path, e.error);
+        }
+    }
     if g.json {
         let mut v = serde_json::to_value(&report)?;
-        v["ok"] = serde_json::Value::Bool(report.is_ok());
+        v["ok"] = serde_json::Value::Bool(report.is_ok() && test_ok);
+        if let Some(t) = &test {
+            v["restore_test"] = serde_json::to_value(t)?;
+            v["restore_test"]["ok"] = serde_json::Value::Bool(t.is_ok());
+        }
         output::json(&v)?;
     } else {
         let s = &report.stats;
         if !g.quiet {
             println!(
-                "checked {} keys, {} index objects ({} entries), {} packs, {} snapshots, {} trees",
-                s.keys, s.index_objects, s.index_entries, s.packs, s.snapshots, s.trees
+                "checked {} keys, {} index objects ({} entries), {} packs, {} snapshots, {} trees, {} audit records",
+                s.keys,
+                s.index_objects,
+                s.index_entries,
+                s.packs,
+                s.snapshots,
+                s.trees,
+                s.audit_records
             );
             if subset.is_some() {
                 println!(
@@ -80,9 +154,85 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
             eprintln!("{} errors were found", report.errors.len());
         }
     }
-    Ok(if report.is_ok() {
+    Ok(if report.is_ok() && test_ok {
         super::exit::OK
     } else {
         super::exit::FATAL
     })
+}
+
+/// What hooks and metrics report of a check.
+fn record_facts(g: &GlobalArgs, r: &vault::checker::CheckReport) {
+    let s = &r.stats;
+    g.facts.update(|f| {
+        f.bytes = Some(s.bytes_read);
+        f.summary = Some(format!(
+            "{} errors, {} notes; verified {} blobs ({} bytes)",
+            r.errors.len(),
+            r.notes.len(),
+            s.blobs_verified,
+            s.bytes_read
+        ));
+    });
+    for (name, help, v) in [
+        (
+            "vault_check_errors",
+            "Errors found by the last check (damaged or missing objects).",
+            r.errors.len() as u64,
+        ),
+        (
+            "vault_check_bytes_verified",
+            "Bytes of pack data read and verified by the last check.",
+            s.bytes_read,
+        ),
+        (
+            "vault_check_blobs_verified",
+            "Blobs verified by the last check.",
+            s.blobs_verified,
+        ),
+        ("vault_check_snapshots", "Snapshots checked.", s.snapshots),
+    ] {
+        g.facts.gauge(name, help, v as f64);
+    }
+}
+
+/// What hooks, metrics and the audit trail report of a restore test.
+fn record_test(g: &GlobalArgs, t: &super::restore::RestoreTest) {
+    for (name, help, v) in [
+        (
+            "vault_check_restore_test_success",
+            "1 if the last restore test restored and verified everything, else 0.",
+            if t.is_ok() { 1.0 } else { 0.0 },
+        ),
+        (
+            "vault_check_restore_test_files",
+            "Files the last restore test restored and verified.",
+            t.verify.files as f64,
+        ),
+        (
+            "vault_check_restore_test_bytes",
+            "Bytes the last restore test restored and verified.",
+            t.verify.bytes as f64,
+        ),
+        (
+            "vault_check_restore_test_errors",
+            "Paths the last restore test could not restore or found different.",
+            (t.restore.errors.len() + t.verify.mismatches.len()) as f64,
+        ),
+    ] {
+        g.facts.gauge(name, help, v);
+    }
+    g.facts.update(|f| {
+        if let Ok(id) = vault::id::SnapshotId::from_hex(&t.snapshot).ok_or(()) {
+            f.snapshots.push(id.0);
+        }
+        let s = f.summary.take().unwrap_or_default();
+        f.summary = Some(format!(
+            "{s}; restore test of {}: {} files, {} bytes, {}",
+            &t.snapshot[..8],
+            t.verify.files,
+            t.verify.bytes,
+            if t.is_ok() { "identical" } else { "FAILED" }
+        ));
+    });
 }

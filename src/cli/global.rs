@@ -60,6 +60,23 @@ pub struct GlobalArgs {
     /// Wait this long for a conflicting lock to go away (e.g. 10m) instead of failing
     #[arg(long, global = true, value_parser = humantime::parse_duration)]
     pub wait_lock: Option<Duration>,
+    /// Configuration file (default: $VAULT_CONFIG, ~/.config/vault/vault.toml,
+    /// /etc/vault/vault.toml); read only with --profile or `vault config`
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Take settings from this profile of the configuration file (typed flags win)
+    #[arg(long, env = "VAULT_PROFILE", global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// After the command, write Prometheus metrics to this file (textfile-collector format,
+    /// replaced atomically; other commands' metrics in it are kept)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// After the command, push the metrics to this Prometheus Pushgateway (http://HOST:9091)
+    #[arg(long, global = true, value_name = "URL")]
+    pub metrics_push: Option<String>,
+    /// What the command did, for hooks and metrics (filled in by the command).
+    #[arg(skip)]
+    pub facts: super::facts::Facts,
 }
 
 /// The backend open settings from the environment (credentials, test-only fault injection).
@@ -175,9 +192,11 @@ impl GlobalArgs {
         };
         let found = Repository::locate(self.backend()?).map_err(context)?;
         let password = self.password()?;
-        found
+        let repo = found
             .unlock(password.as_bytes(), self.open_options())
-            .map_err(context)
+            .map_err(context)?;
+        self.facts.opened(&repo);
+        Ok(repo)
     }
 
     /// Takes a lock of `kind` for a command that writes (honouring `--wait-lock`).

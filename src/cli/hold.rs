@@ -62,6 +62,7 @@ pub fn release(g: &GlobalArgs, a: ReleaseArgs) -> Result<i32> {
     let repo = g.open()?;
     let _lock = g.lock(&repo, LockKind::Shared)?;
     let (id, _) = repo.resolve_snapshot(&a.snapshot, &Default::default(), None)?;
+    g.facts.update(|f| f.snapshots = vec![id.0]);
     let n = repo.release_holds(&id)?;
     if n == 0 {
         bail!("snapshot {} is not held", id.short());

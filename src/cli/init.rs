@@ -98,6 +98,7 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
     }
     let backend = g.backend_for_init()?;
     let repo = Repository::init(backend, password.as_bytes(), &opts, g.open_options())?;
+    g.facts.opened(&repo);
     let c = repo.config();
     if g.json {
         super::output::json(&serde_json::json!({

@@ -1,20 +1,28 @@
 //! The `vault` command line: clap arguments → validated options → library call → output and
 //! exit code. Nothing here is used by the library.
 
+mod apply;
+mod audit;
 mod browse;
 mod check;
+mod config;
 mod copy;
+mod facts;
 mod global;
 mod hold;
+mod hooks;
 mod init;
 mod key;
+mod metrics;
 mod output;
+mod profile;
 mod progress;
 mod prune;
 mod repair;
 mod restore;
 mod snapshot;
 mod snapshots;
+mod stats;
 mod unlock;
 
 use anyhow::Result;
@@ -67,12 +75,235 @@ pub enum Command {
     Key(key::KeyCommand),
     /// Remove stale locks
     Unlock(unlock::UnlockArgs),
+    /// Show the audit trail: who did what to the repository, when, with what result
+    Log(audit::LogArgs),
+    /// Repository size, unique data, compression and deduplication (per group, or per snapshot)
+    Stats(stats::StatsArgs),
+    /// Show the effective settings of a profile of the configuration file
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion(config::CompletionArgs),
+    /// Write man pages (one per command) into a directory
+    Man(config::ManArgs),
+}
+
+impl Command {
+    /// The command's name (hooks, metrics, audit records).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init(_) => "init",
+            Command::Snapshot(_) => "snapshot",
+            Command::Snapshots(_) => "snapshots",
+            Command::Restore(_) => "restore",
+            Command::Ls(_) => "ls",
+            Command::Dump(_) => "dump",
+            Command::Copy(_) => "copy",
+            Command::Forget(_) => "forget",
+            Command::Prune(_) => "prune",
+            Command::Hold(_) => "hold",
+            Command::Release(_) => "release",
+            Command::Check(_) => "check",
+            Command::Repair(_) => "repair",
+            Command::Key(_) => "key",
+            Command::Unlock(_) => "unlock",
+            Command::Stats(_) => "stats",
+            Command::Log(_) => "log",
+            Command::Config(_) => "config",
+            Command::Completion(_) => "completion",
+            Command::Man(_) => "man",
+        }
+    }
+
+    /// Commands that run hooks and write metrics (those that work on a repository).
+    fn supervised(&self) -> bool {
+        !matches!(
+            self,
+            Command::Config(_) | Command::Completion(_) | Command::Man(_)
+        )
+    }
+}
+
+/// Parses the command line, applies the profile, runs the command with its hooks and
+/// metrics; returns the exit code. Errors are reported here.
+pub fn main_run(args: &[std::ffi::OsString], json: bool) -> i32 {
+    audit::remember_args(args);
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(m) => m,
+        // Unknown options, missing values, bad numbers: a usage error (exit 2) before anything
+        // is touched; with --json also as a JSON error object on stdout.
+        Err(e) => return usage_error(e, json),
+    };
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e, json),
+    };
+    crate::init_logging(&cli.global);
+    let profile = match load_profile(&mut cli, &matches) {
+        Ok(p) => p,
+        Err(e) => return report_error(&e, json),
+    };
+    if !cli.command.supervised() {
+        return finish(run(cli, profile.as_ref()), json);
+    }
+    supervise(cli, profile, json)
+}
+
+/// Adds the repository's size and snapshot count to the metrics (when metrics are wanted;
+/// cheap: pack sizes come from the local index). A failure only costs the gauges.
+pub fn repository_gauges(g: &GlobalArgs, repo: &vault::repo::Repository) {
+    if g.metrics_file.is_none() && g.metrics_push.is_none() {
+        return;
+    }
+    match vault::stats::backend_size(repo) {
+        Ok(s) => {
+            g.facts.gauge(
+                "vault_repository_size_bytes",
+                "Bytes the repository occupies on the backend.",
+                s.total_bytes as f64,
+            );
+            g.facts.gauge(
+                "vault_repository_snapshots",
+                "Snapshots in the repository.",
+                s.snapshots as f64,
+            );
+            g.facts.gauge(
+                "vault_repository_packs",
+                "Pack files in the repository.",
+                s.packs as f64,
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "repository size for the metrics"),
+    }
+}
+
+/// Loads and applies `--profile` (the configuration file is read only then).
+fn load_profile(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<Option<profile::Resolved>> {
+    let Some(name) = cli.global.profile.clone() else {
+        if cli.global.config.is_some() && !matches!(cli.command, Command::Config(_)) {
+            return Err(usage(
+                "--config is read only with --profile NAME (or `vault config show`)",
+            ));
+        }
+        return Ok(None);
+    };
+    let file = profile::config_path(cli.global.config.as_deref())?;
+    let r = profile::load(&file, &name)?;
+    apply::apply(cli, matches, &r)?;
+    Ok(Some(r))
+}
+
+fn finish(r: Result<i32>, json: bool) -> i32 {
+    match r {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => exit::OK,
+        Err(e) => report_error(&e, json),
+    }
+}
+
+/// Runs a command between its hooks, then writes its metrics.
+fn supervise(cli: Cli, profile: Option<profile::Resolved>, json: bool) -> i32 {
+    use hooks::Stage;
+    let name = cli.command.name();
+    let g = cli.global.clone();
+    let hook_list = profile.as_ref().map(|p| p.hooks(name)).unwrap_or_default();
+    let identity = metrics::Identity {
+        command: name.to_string(),
+        profile: profile.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+        host: hostname::get()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        repository: profile::mask_url(g.repo.as_deref().unwrap_or("")),
+    };
+    let mut env: Vec<(String, String)> = vec![
+        ("VAULT_HOOK_COMMAND".into(), name.into()),
+        ("VAULT_HOOK_PROFILE".into(), identity.profile.clone()),
+        ("VAULT_HOOK_REPOSITORY".into(), identity.repository.clone()),
+        ("VAULT_HOOK_HOST".into(), identity.host.clone()),
+    ];
+    let started = std::time::SystemTime::now();
+    let clock = std::time::Instant::now();
+    let mut error: Option<String> = None;
+    let mut code = match hooks::run_stage(&hook_list, Stage::Before, &env, g.quiet) {
+        Err(m) => {
+            let e = anyhow::anyhow!("{m}: `vault {name}` was not run, nothing was done");
+            error = Some(format!("{e:#}"));
+            report_error(&e, json)
+        }
+        Ok(()) => match run(cli, profile.as_ref()) {
+            Ok(code) => code,
+            Err(e) if is_broken_pipe(&e) => exit::OK,
+            Err(e) => {
+                error = Some(format!("{e:#}"));
+                report_error(&e, json)
+            }
+        },
+    };
+    let facts = g.facts.get();
+    let duration = clock.elapsed().as_secs_f64();
+    env.extend([
+        ("VAULT_HOOK_EXIT_CODE".into(), code.to_string()),
+        (
+            "VAULT_HOOK_DURATION_SECONDS".into(),
+            format!("{duration:.3}"),
+        ),
+        ("VAULT_HOOK_ERROR".into(), error.clone().unwrap_or_default()),
+        (
+            "VAULT_HOOK_SNAPSHOT_ID".into(),
+            facts.snapshot_id.clone().unwrap_or_default(),
+        ),
+        (
+            "VAULT_HOOK_BYTES_ADDED".into(),
+            facts.bytes_added.map(|b| b.to_string()).unwrap_or_default(),
+        ),
+        ("VAULT_HOOK_ANOMALIES".into(), facts.anomalies.join(",")),
+    ]);
+    if code == exit::OK {
+        if let Err(m) = hooks::run_stage(&hook_list, Stage::After, &env, g.quiet) {
+            eprintln!("error: {m}");
+            code = exit::FATAL;
+        }
+    } else if let Err(m) = hooks::run_stage(&hook_list, Stage::Failure, &env, g.quiet) {
+        eprintln!("warning: {m}");
+    }
+    if let Err(m) = hooks::run_stage(&hook_list, Stage::Finally, &env, g.quiet) {
+        eprintln!("error: {m}");
+        if code == exit::OK {
+            code = exit::FATAL;
+        }
+    }
+    audit::record(name, &identity.profile, code, error.as_deref(), &g);
+    if g.metrics_file.is_some() || g.metrics_push.is_some() {
+        let start_secs = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64().floor())
+            .unwrap_or(0.0);
+        let samples = metrics::run_samples(&identity, start_secs, duration, code, &facts.gauges);
+        // Metrics that cannot be delivered are reported but do not change the exit code:
+        // the backup itself is what the code describes, and a missing metric is what the
+        // "backup missing" alert catches.
+        if let Some(f) = &g.metrics_file
+            && let Err(e) = metrics::write_file(f, &identity, &samples)
+        {
+            eprintln!("error: {e:#}");
+        }
+        if let Some(u) = &g.metrics_push
+            && let Err(e) = metrics::push(u, &identity, &samples)
+        {
+            eprintln!("error: {e:#}");
+        }
+    }
+    code
 }
 
 /// Runs the parsed command; returns the exit code.
-pub fn run(cli: Cli) -> Result<i32> {
+fn run(cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
     let g = &cli.global;
     match cli.command {
+        Command::Config(c) => config::run(g, c, profile),
+        Command::Completion(a) => config::completion(a),
+        Command::Man(a) => config::man(a),
         Command::Init(a) => init::run(g, a),
         Command::Snapshot(a) => snapshot::run(g, a),
         Command::Snapshots(a) => snapshots::run(g, a),
@@ -88,6 +319,8 @@ pub fn run(cli: Cli) -> Result<i32> {
         Command::Repair(c) => repair::run(g, c),
         Command::Key(c) => key::run(g, c),
         Command::Unlock(a) => unlock::run(g, a),
+        Command::Stats(a) => stats::run(g, a),
+        Command::Log(a) => audit::log(g, a),
     }
 }
 
@@ -101,6 +334,8 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// Snapshot saved, but some sources could not be read (or restore incomplete).
     pub const PARTIAL: i32 = 3;
+    /// Snapshot saved, but flagged as an anomaly (tagged `anomaly`; takes precedence over 3).
+    pub const ANOMALY: i32 = 4;
     /// No repository at the location.
     pub const NO_REPOSITORY: i32 = 10;
     /// The repository is locked.

@@ -88,6 +88,9 @@ pub struct PruneArgs {
     /// Worker threads (default: number of cores)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Keep audit records younger than this (e.g. 7y, 90d); older ones are removed
+    #[arg(long, default_value = "7y", value_parser = Span::parse)]
+    pub audit_retention: Span,
 }
 
 /// Runs `vault forget`.
@@ -116,7 +119,7 @@ pub fn forget(g: &GlobalArgs, a: ForgetArgs) -> Result<i32> {
         ..PruneOptions::default()
     };
     let report = prune(&repo, &lock, &opts, &g.progress()).map_err(refusal)?;
-    print_report(g, &repo, &report, a.policy.dry_run)
+    print_report(g, &repo, &report, a.policy.dry_run, None)
 }
 
 /// Damage found while planning stops a prune before it deletes anything; say so, and what to
@@ -150,10 +153,44 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
         ..PruneOptions::default()
     };
     let report = prune(&repo, &lock, &opts, &g.progress()).map_err(refusal)?;
-    print_report(g, &repo, &report, a.policy.dry_run)
+    // Audit records past their retention, oldest first (never younger ones).
+    let now = vault::format::time::Timestamp::now();
+    let cutoff = a.audit_retention.before(now).ok_or_else(|| {
+        super::usage(format!(
+            "--audit-retention {:?} reaches before the start of time",
+            a.audit_retention
+        ))
+    })?;
+    lock.check()?;
+    let expired = repo.expire_audit(cutoff, a.policy.dry_run)?;
+    g.facts.gauge(
+        "vault_prune_audit_records_removed",
+        "Audit records removed by retention in the last run.",
+        expired as f64,
+    );
+    let code = print_report(g, &repo, &report, a.policy.dry_run, Some(expired))?;
+    if expired > 0 && !g.quiet && !g.json {
+        println!(
+            "{} {expired} audit records older than {}",
+            if a.policy.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            },
+            output::time(cutoff, 0)
+        );
+    }
+    Ok(code)
 }
 
-fn print_report(g: &GlobalArgs, repo: &Repository, r: &PruneReport, dry_run: bool) -> Result<i32> {
+fn print_report(
+    g: &GlobalArgs,
+    repo: &Repository,
+    r: &PruneReport,
+    dry_run: bool,
+    audit_removed: Option<u64>,
+) -> Result<i32> {
+    record_facts(g, repo, r, dry_run);
     let all = repo.list_snapshots()?.0;
     let removed_map: std::collections::HashMap<_, _> = r.removed.iter().cloned().collect();
     let find = |id: &vault::id::SnapshotId| {
@@ -192,6 +229,7 @@ fn print_report(g: &GlobalArgs, repo: &Repository, r: &PruneReport, dry_run: boo
             "removed": r.removed.iter().map(|(id, _)| snap_json(id)).collect::<Vec<_>>(),
             "damaged_removed": r.damaged_removed.iter().map(|id| id.to_hex()).collect::<Vec<_>>(),
             "gc": r.gc,
+            "audit_records_removed": audit_removed,
             "duration_ms": r.duration_ms,
         }))?;
         return Ok(super::exit::OK);
@@ -280,4 +318,57 @@ fn print_report(g: &GlobalArgs, repo: &Repository, r: &PruneReport, dry_run: boo
         }
     }
     Ok(super::exit::OK)
+}
+
+/// What hooks and metrics report of a forget or prune.
+fn record_facts(g: &GlobalArgs, repo: &Repository, r: &PruneReport, dry_run: bool) {
+    if dry_run {
+        return;
+    }
+    let c = if r.gc.is_some() { "prune" } else { "forget" };
+    g.facts.update(|f| {
+        f.snapshots = r
+            .removed
+            .iter()
+            .map(|(id, _)| id.0)
+            .chain(r.damaged_removed.iter().map(|id| id.0))
+            .collect();
+        f.bytes = r.gc.as_ref().map(|p| p.bytes_freed);
+        f.summary = Some(match &r.gc {
+            Some(p) => format!(
+                "removed {} snapshots; deleted {} packs, repacked {}, freed {} bytes",
+                r.removed.len() + r.damaged_removed.len(),
+                p.packs_to_delete.len(),
+                p.packs_to_repack.len(),
+                p.bytes_freed
+            ),
+            None => format!(
+                "removed {} snapshots",
+                r.removed.len() + r.damaged_removed.len()
+            ),
+        });
+    });
+    g.facts.gauge(
+        &format!("vault_{c}_snapshots_removed"),
+        "Snapshots removed by the last run.",
+        (r.removed.len() + r.damaged_removed.len()) as f64,
+    );
+    if let Some(p) = &r.gc {
+        g.facts.gauge(
+            "vault_prune_bytes_freed",
+            "Bytes freed on the backend by the last run.",
+            p.bytes_freed as f64,
+        );
+        g.facts.gauge(
+            "vault_prune_packs_deleted",
+            "Packs deleted by the last run.",
+            p.packs_to_delete.len() as f64,
+        );
+        g.facts.gauge(
+            "vault_prune_unused_bytes",
+            "Unused bytes left in packs after the last run.",
+            p.unused_after as f64,
+        );
+    }
+    super::repository_gauges(g, repo);
 }

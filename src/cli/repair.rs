@@ -17,6 +17,17 @@ pub enum RepairCommand {
     Snapshots(RepairSnapshotsArgs),
     /// Remove hold objects that cannot be read (damaged); place the holds again afterwards
     Holds,
+    /// Remove unreadable audit records and put every break of the audit trail on record
+    /// (after a known loss), so that check passes again; the log keeps what was lost
+    Audit(RepairAuditArgs),
+}
+
+/// Options of `vault repair audit`.
+#[derive(Args, Debug)]
+pub struct RepairAuditArgs {
+    /// Only show what would be removed and acknowledged
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
 }
 
 /// Options of `vault repair index`.
@@ -41,6 +52,38 @@ pub fn run(g: &GlobalArgs, c: RepairCommand) -> Result<i32> {
     let repo = g.open()?;
     let lock = g.lock(&repo, LockKind::Exclusive)?;
     match c {
+        RepairCommand::Audit(a) => {
+            lock.check()?;
+            let base = super::audit::base_draft("repair", g);
+            let r = repo.repair_audit(a.dry_run, base)?;
+            if g.json {
+                output::json(&serde_json::json!({
+                    "dry_run": a.dry_run,
+                    "removed": r.removed,
+                    "acknowledged": r.acknowledged.iter().map(|(w, f, t)| serde_json::json!({"writer": w, "from_seq": f, "to_seq": t})).collect::<Vec<_>>(),
+                    "record": r.record,
+                }))?;
+            } else if !g.quiet {
+                let verb = if a.dry_run { "would remove" } else { "removed" };
+                for id in &r.removed {
+                    println!("{verb} unreadable audit record {}", &id[..8]);
+                }
+                for (w, f, t) in &r.acknowledged {
+                    println!(
+                        "{} records {f}..{t} of chain {} as missing or replaced",
+                        if a.dry_run {
+                            "would acknowledge"
+                        } else {
+                            "acknowledged"
+                        },
+                        &w[..8]
+                    );
+                }
+                if r.removed.is_empty() && r.acknowledged.is_empty() {
+                    println!("the audit trail is whole: nothing to repair");
+                }
+            }
+        }
         RepairCommand::Holds => {
             lock.check()?;
             let removed = repo.remove_damaged_holds()?;

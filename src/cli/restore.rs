@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use vault::restorer::{RestoreOptions, restore};
+use std::collections::HashSet;
+
+use vault::restorer::{RestoreOptions, Sample, VerifyReport, restore, verify_restore};
 use vault::source::apply::ApplyOptions;
 use vault::source::exclude::PathMatcher;
 
@@ -41,6 +43,10 @@ pub struct RestoreArgs {
     /// Worker threads (default: number of cores)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// After restoring, re-read everything restored and compare it with the snapshot (keyed
+    /// hashes of the content, sizes, kinds, link targets, permissions); exit 1 on a difference
+    #[arg(long)]
+    pub verify: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -69,14 +75,47 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
             xattrs: true,
         },
         batch_bytes: defaults.batch_bytes,
+        sample: None,
     };
     let progress = g.progress();
+    g.facts.update(|f| f.snapshots = vec![id.0]);
     let sum = restore(&repo, &id, &opts, &progress)
         .with_context(|| format!("restoring snapshot {}", id.short()))?;
+    g.facts.update(|f| {
+        f.bytes = Some(sum.bytes_written);
+        f.summary = Some(format!(
+            "restored {} files ({} bytes) to {}; {} paths not restored",
+            sum.files,
+            sum.bytes_written,
+            a.target.display(),
+            sum.errors.len()
+        ));
+    });
+    g.facts.gauge(
+        "vault_restore_bytes_written",
+        "Bytes written by the last restore.",
+        sum.bytes_written as f64,
+    );
+    g.facts.gauge(
+        "vault_restore_errors",
+        "Paths the last restore could not restore completely.",
+        sum.errors.len() as f64,
+    );
+    let verified = if a.verify {
+        let skip: HashSet<String> = sum.errors.iter().map(|e| e.path.clone()).collect();
+        let report = verify_restore(&repo, &snap.tree, &opts, &skip)?;
+        record_verify(g, "restore", &report);
+        Some(report)
+    } else {
+        None
+    };
     if g.json {
         let mut v = serde_json::to_value(&sum)?;
         v["snapshot"] = serde_json::Value::String(id.to_hex());
         v["time"] = serde_json::Value::String(output::time(snap.time, snap.tz_offset_secs));
+        if let Some(r) = &verified {
+            v["verify"] = serde_json::to_value(r)?;
+        }
         output::json(&v)?;
     } else if !g.quiet {
         println!(
@@ -91,6 +130,25 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
             bytes(sum.bytes_written)
         );
     }
+    if let Some(v) = &verified {
+        if !g.json && !g.quiet {
+            println!(
+                "verified {} files ({}) and {} other entries: {}",
+                v.files,
+                bytes(v.bytes),
+                v.others,
+                if v.is_ok() {
+                    "identical to the snapshot".to_string()
+                } else {
+                    format!("{} differ", v.mismatches.len())
+                }
+            );
+        }
+        for m in &v.mismatches {
+            eprintln!("error: verify: {}: {}", m.path, m.error);
+        }
+    }
+    let verify_failed = verified.as_ref().is_some_and(|v| !v.is_ok());
     for p in &sum.unmatched_includes {
         eprintln!(
             "warning: --include {p} matched nothing in snapshot {}",
@@ -112,10 +170,125 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         }
     }
     Ok(
-        if sum.errors.is_empty() && sum.unmatched_includes.is_empty() {
+        if sum.errors.is_empty() && sum.unmatched_includes.is_empty() && !verify_failed {
             super::exit::OK
         } else {
             super::exit::FATAL
         },
     )
+}
+
+/// Metrics of a verification.
+fn record_verify(g: &GlobalArgs, command: &str, v: &VerifyReport) {
+    g.facts.gauge(
+        &format!("vault_{command}_verify_mismatches"),
+        "Restored entries that differ from the snapshot.",
+        v.mismatches.len() as f64,
+    );
+    g.facts.gauge(
+        &format!("vault_{command}_verified_bytes"),
+        "Bytes of restored files compared with the snapshot.",
+        v.bytes as f64,
+    );
+}
+
+/// What a restore test found.
+#[derive(Debug, serde::Serialize)]
+pub struct RestoreTest {
+    /// The snapshot restored.
+    pub snapshot: String,
+    /// Where it was restored (removed afterwards).
+    pub target: String,
+    /// Share of the files restored.
+    pub sample: f64,
+    /// The restore.
+    pub restore: vault::restorer::RestoreSummary,
+    /// The comparison.
+    pub verify: VerifyReport,
+}
+
+impl RestoreTest {
+    /// Whether everything restored and matched.
+    pub fn is_ok(&self) -> bool {
+        self.restore.errors.is_empty() && self.verify.is_ok()
+    }
+}
+
+/// Restores (a sample of) snapshot `spec` into a scratch directory, verifies it and removes
+/// what it restored. `target` must not exist or be empty: nothing of the user's is removed.
+pub fn restore_test(
+    g: &GlobalArgs,
+    repo: &vault::repo::Repository,
+    spec: &str,
+    fraction: f64,
+    target: Option<&std::path::Path>,
+    threads: Option<usize>,
+) -> Result<RestoreTest> {
+    let (id, snap) = repo.resolve_snapshot(spec, &Default::default(), None)?;
+    let (dir, created) = match target {
+        Some(t) => {
+            let existed = t.exists();
+            if existed
+                && std::fs::read_dir(t)
+                    .with_context(|| format!("reading {}", t.display()))?
+                    .next()
+                    .is_some()
+            {
+                anyhow::bail!(
+                    "the restore test target {} is not empty: it would be cleared afterwards",
+                    t.display()
+                );
+            }
+            (t.to_path_buf(), !existed)
+        }
+        None => {
+            let mut rnd = [0u8; 8];
+            getrandom::fill(&mut rnd).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+            (
+                std::env::temp_dir().join(format!("vault-restore-test-{}", hex::encode(rnd))),
+                true,
+            )
+        }
+    };
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("random: {e}"))?;
+    let defaults = RestoreOptions::default();
+    let opts = RestoreOptions {
+        target: dir.clone(),
+        threads: threads.unwrap_or(defaults.threads),
+        sample: (fraction < 1.0).then_some(Sample { fraction, seed }),
+        apply: vault::source::apply::ApplyOptions {
+            owner: false,
+            xattrs: true,
+        },
+        ..defaults
+    };
+    let result = (|| -> Result<(vault::restorer::RestoreSummary, VerifyReport)> {
+        let sum = restore(repo, &id, &opts, &g.progress())
+            .with_context(|| format!("restore test of snapshot {}", id.short()))?;
+        let skip: HashSet<String> = sum.errors.iter().map(|e| e.path.clone()).collect();
+        let v = verify_restore(repo, &snap.tree, &opts, &skip)?;
+        Ok((sum, v))
+    })();
+    // Remove what the test restored, whatever happened.
+    if created {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() && !p.is_symlink() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+    let (restore, verify) = result?;
+    Ok(RestoreTest {
+        snapshot: id.to_hex(),
+        target: dir.display().to_string(),
+        sample: fraction,
+        restore,
+        verify,
+    })
 }

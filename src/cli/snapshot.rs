@@ -67,6 +67,40 @@ pub struct SnapshotArgs {
     /// Read large files through a memory map (faster; the files must not be truncated meanwhile)
     #[arg(long)]
     pub mmap: bool,
+    /// Do not compare the snapshot with the previous ones of its group (no anomaly flags)
+    #[arg(long)]
+    pub no_anomaly_check: bool,
+    /// Anomaly thresholds from the profile.
+    #[arg(skip)]
+    pub anomaly: super::profile::AnomalySection,
+}
+
+/// The anomaly thresholds: the defaults, changed by the profile.
+fn thresholds(a: &SnapshotArgs) -> Option<vault::anomaly::Thresholds> {
+    let p = &a.anomaly;
+    if a.no_anomaly_check || p.enabled == Some(false) {
+        return None;
+    }
+    let mut t = vault::anomaly::Thresholds::default();
+    if let Some(v) = p.history {
+        t.history = v.max(1) as usize;
+    }
+    if let Some(v) = p.shrink_percent {
+        t.shrink_percent = v;
+    }
+    if let Some(v) = p.growth_factor {
+        t.growth_factor = v;
+    }
+    if let Some(v) = p.min_added_bytes {
+        t.min_added_bytes = v;
+    }
+    if let Some(v) = p.changed_percent {
+        t.changed_percent = v;
+    }
+    if let Some(v) = p.incompressible_percent {
+        t.incompressible_percent = v;
+    }
+    Some(t)
 }
 
 /// Runs `vault snapshot`.
@@ -127,12 +161,15 @@ pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
         upload_concurrency: a.upload_concurrency,
         mmap: a.mmap,
         skip,
+        anomaly: thresholds(&a),
     };
     let progress = g.progress();
     let out = snapshot(&repo, source, &opts, &lock, &progress).context("snapshot failed")?;
     drop(lock);
     let s = &out.snapshot;
     let sum = &s.summary;
+    record_facts(g, &out);
+    super::repository_gauges(g, &repo);
     if g.json {
         output::json(&serde_json::json!({
             "id": out.id.to_hex(),
@@ -145,6 +182,7 @@ pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
             "tree": s.tree.to_hex(),
             "summary": sum,
             "errors": out.errors,
+            "anomalies": out.anomalies,
         }))?;
     } else if !g.quiet {
         println!("snapshot {} saved", out.id.short());
@@ -170,6 +208,17 @@ pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
             sum.duration_ms as f64 / 1000.0
         );
     }
+    for an in &out.anomalies {
+        eprintln!("anomaly ({}): {}", an.kind, an.message);
+    }
+    if !out.anomalies.is_empty() {
+        eprintln!(
+            "warning: snapshot {} is saved but looks wrong compared with the previous {} of its group; it is tagged `anomaly` (exit code {})",
+            out.id.short(),
+            out.history_len,
+            super::exit::ANOMALY
+        );
+    }
     if !out.errors.is_empty() {
         eprintln!(
             "warning: {} source entries could not be read and are not in the snapshot:",
@@ -178,7 +227,95 @@ pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
         for e in &out.errors {
             eprintln!("  {}: {}", e.path, e.error);
         }
-        return Ok(super::exit::PARTIAL);
     }
-    Ok(super::exit::OK)
+    Ok(if !out.anomalies.is_empty() {
+        super::exit::ANOMALY
+    } else if !out.errors.is_empty() {
+        super::exit::PARTIAL
+    } else {
+        super::exit::OK
+    })
+}
+
+/// What hooks and metrics report of a snapshot.
+fn record_facts(g: &GlobalArgs, out: &vault::archiver::SnapshotOutcome) {
+    let sum = &out.snapshot.summary;
+    let f = &g.facts;
+    f.update(|r| {
+        r.snapshot_id = Some(out.id.to_hex());
+        r.bytes_added = Some(sum.bytes_added);
+        r.snapshots = vec![out.id.0];
+        r.bytes = Some(sum.bytes_added);
+        r.summary = Some(format!(
+            "snapshot {} saved: {} files new, {} changed, {} unmodified; {} bytes added{}",
+            out.id.short(),
+            sum.files_new,
+            sum.files_changed,
+            sum.files_unmodified,
+            sum.bytes_added,
+            if out.anomalies.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; anomalies: {}",
+                    out.anomalies
+                        .iter()
+                        .map(|a| a.kind)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            }
+        ));
+        r.anomalies = out.anomalies.iter().map(|a| a.kind.to_string()).collect();
+    });
+    for (name, help, v) in [
+        (
+            "vault_snapshot_bytes_read",
+            "Bytes read from the sources.",
+            sum.bytes_read,
+        ),
+        (
+            "vault_snapshot_bytes_added",
+            "Bytes of new data added (before compression).",
+            sum.bytes_added,
+        ),
+        (
+            "vault_snapshot_bytes_stored",
+            "Bytes stored for the new data (compressed, encrypted).",
+            sum.bytes_stored,
+        ),
+        (
+            "vault_snapshot_total_bytes",
+            "Bytes of file data in the snapshot.",
+            sum.total_bytes,
+        ),
+        (
+            "vault_snapshot_errors",
+            "Source entries that could not be read.",
+            out.errors.len() as u64,
+        ),
+    ] {
+        f.gauge(name, help, v as f64);
+    }
+    for (state, v) in [
+        ("new", sum.files_new),
+        ("changed", sum.files_changed),
+        ("unmodified", sum.files_unmodified),
+    ] {
+        f.gauge_with(
+            "vault_snapshot_files",
+            "Files in the snapshot by state against its parent.",
+            &[("state", state)],
+            v as f64,
+        );
+    }
+    for kind in vault::anomaly::KINDS {
+        let raised = out.anomalies.iter().any(|a| a.kind == kind);
+        f.gauge_with(
+            "vault_snapshot_anomaly",
+            "1 if the last snapshot was flagged with this anomaly.",
+            &[("kind", kind)],
+            if raised { 1.0 } else { 0.0 },
+        );
+    }
 }

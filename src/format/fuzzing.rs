@@ -4,10 +4,10 @@
 //! never panics, and whatever it accepts re-encodes to exactly the input (the encodings are
 //! canonical). A violated invariant panics, which is what a fuzzer reports.
 
-use super::{config, envelope, hold, index, key, lock, pack, snapshot, tree};
+use super::{audit, config, envelope, hold, index, key, lock, pack, snapshot, tree};
 
 /// The decoders that have fuzz targets, by target name.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "config",
     "key_file",
     "pack_header",
@@ -17,6 +17,7 @@ pub const TARGETS: [&str; 9] = [
     "snapshot",
     "lock",
     "hold",
+    "audit",
 ];
 
 /// Runs the check for `target` on `data`.
@@ -97,6 +98,11 @@ pub fn check(target: &str, data: &[u8]) {
         "hold" => {
             if let Ok(h) = hold::decode_hold(data) {
                 assert_eq!(hold::encode_hold(&h), data);
+            }
+        }
+        "audit" => {
+            if let Ok(a) = audit::decode_audit(data) {
+                assert_eq!(audit::encode_audit(&a), data);
             }
         }
         other => panic!("unknown fuzz target {other}"),

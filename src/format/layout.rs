@@ -8,16 +8,25 @@
 //! snapshots/<hex id>          snapshot manifests
 //! holds/<hex id>              legal holds on snapshots
 //! locks/<hex id>              locks
+//! audit/<hex id>              audit records
 //! ```
 //! Every name except `config` is the lowercase hex BLAKE3 of the object's stored bytes.
 
-use crate::id::{HoldId, IndexId, KeyId, LockId, PackId, SnapshotId};
+use crate::id::{AuditId, HoldId, IndexId, KeyId, LockId, PackId, SnapshotId};
 
 /// Path of the config object.
 pub const CONFIG_PATH: &str = "config";
 
 /// The directories of a repository, in the order `init` creates them.
-pub const DIRS: [&str; 6] = ["keys", "data", "index", "snapshots", "holds", "locks"];
+pub const DIRS: [&str; 7] = [
+    "keys",
+    "data",
+    "index",
+    "snapshots",
+    "holds",
+    "locks",
+    "audit",
+];
 
 /// Kinds of object that live in a directory of their own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -34,6 +43,8 @@ pub enum Dir {
     Holds,
     /// `locks/`
     Locks,
+    /// `audit/`
+    Audit,
 }
 
 impl Dir {
@@ -46,6 +57,7 @@ impl Dir {
             Dir::Snapshots => "snapshots",
             Dir::Holds => "holds",
             Dir::Locks => "locks",
+            Dir::Audit => "audit",
         }
     }
 
@@ -88,6 +100,10 @@ pub fn key_path(id: &KeyId) -> String {
 /// Path of a lock object.
 pub fn lock_path(id: &LockId) -> String {
     Dir::Locks.path(&id.to_hex())
+}
+/// Path of an audit record.
+pub fn audit_path(id: &AuditId) -> String {
+    Dir::Audit.path(&id.to_hex())
 }
 /// Path of a hold object.
 pub fn hold_path(id: &HoldId) -> String {

@@ -7,6 +7,7 @@
 //!
 //! Normative description: `format-spec/` (chapter numbers are given per submodule).
 
+pub mod audit;
 pub mod config;
 pub mod envelope;
 pub mod fuzzing;
@@ -43,6 +44,8 @@ pub const KIND_SNAPSHOT: u8 = b'S';
 pub const KIND_LOCK: u8 = b'L';
 /// Envelope kind byte of a hold object.
 pub const KIND_HOLD: u8 = b'H';
+/// Envelope kind byte of an audit record.
+pub const KIND_AUDIT: u8 = b'A';
 /// Envelope kind byte of a pack header (at the end of a pack file).
 pub const KIND_PACK_HEADER: u8 = b'P';
 

@@ -98,6 +98,30 @@ impl Span {
         }
         Ok(span)
     }
+
+    /// The time this span before `t` (calendar arithmetic in UTC); `None` when out of range.
+    pub fn before(
+        &self,
+        t: crate::format::time::Timestamp,
+    ) -> Option<crate::format::time::Timestamp> {
+        let z = jiff::Timestamp::new(t.secs, 0)
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC);
+        let limit = z
+            .checked_sub(
+                jiff::Span::new()
+                    .years(self.years)
+                    .months(self.months)
+                    .days(self.days),
+            )
+            .ok()?
+            .checked_sub(jiff::Span::new().hours(self.hours))
+            .ok()?;
+        Some(crate::format::time::Timestamp {
+            secs: limit.timestamp().as_second(),
+            nanos: t.nanos,
+        })
+    }
 }
 
 /// Why a snapshot is kept.

@@ -7,6 +7,7 @@
 //! this layer and never the backend directly.
 
 pub mod adopt;
+pub mod audit;
 pub mod blob;
 pub mod cache;
 pub mod index;

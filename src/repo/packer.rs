@@ -82,9 +82,31 @@ struct OpenPack {
     size: u64,
 }
 
+/// A failure to write a staged pack is a failure to write the repository (a full disk, a
+/// read-only file system), never a problem of the source being read: the run must stop
+/// rather than leave a file out.
+fn staging_error(e: Error) -> Error {
+    match e {
+        Error::Io { path, error } => Error::Backend {
+            op: "write",
+            path: path.display().to_string(),
+            message: crate::error::io_message(&error),
+            transient: false,
+        },
+        Error::PermissionDenied { what, reason } => Error::Backend {
+            op: "write",
+            path: what,
+            message: format!("permission denied ({reason})"),
+            transient: false,
+        },
+        other => other,
+    }
+}
+
 impl OpenPack {
     fn create(dir: &Path) -> Result<Self> {
-        let (file, path) = crate::backend::local::create_staging_file(dir, "pack")?;
+        let (file, path) =
+            crate::backend::local::create_staging_file(dir, "pack").map_err(staging_error)?;
         Ok(Self {
             file: std::io::BufWriter::with_capacity(1 << 20, file),
             path,
@@ -98,7 +120,7 @@ impl OpenPack {
         use std::io::Write;
         self.file
             .write_all(bytes)
-            .map_err(|e| Error::io(&self.path, e))?;
+            .map_err(|e| staging_error(Error::io(&self.path, e)))?;
         self.hasher.update(bytes);
         self.size += bytes.len() as u64;
         Ok(())
@@ -344,7 +366,13 @@ impl BlobSaver {
                 length: stored,
                 raw_length: blob.raw_len,
             });
-            p.append(&blob.sealed)?;
+            if let Err(e) = p.append(&blob.sealed) {
+                // The staged pack is now incomplete: drop it and its file.
+                if let Some(p) = slot.take() {
+                    let _ = std::fs::remove_file(&p.path);
+                }
+                return Err(e);
+            }
             if p.size >= target { slot.take() } else { None }
         };
         if let Some(p) = full {
@@ -353,8 +381,19 @@ impl BlobSaver {
         Ok(true)
     }
 
-    /// Closes a pack (header, trailer, name) and queues it for upload.
-    fn send(&self, mut p: OpenPack) -> Result<()> {
+    /// Closes a pack (header, trailer, name) and queues it for upload. On failure (a full
+    /// disk while closing it, the uploaders gone) its staged file is removed: a failed run
+    /// leaves nothing of its own in `tmp/`.
+    fn send(&self, p: OpenPack) -> Result<()> {
+        let path = p.path.clone();
+        let r = self.close_and_queue(p);
+        if r.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        r
+    }
+
+    fn close_and_queue(&self, mut p: OpenPack) -> Result<()> {
         let header = self
             .shared
             .repo
@@ -364,7 +403,7 @@ impl BlobSaver {
         let file = p
             .file
             .into_inner()
-            .map_err(|e| Error::io(&p.path, e.into_error()))?;
+            .map_err(|e| staging_error(Error::io(&p.path, e.into_error())))?;
         drop(file);
         let finished = Finished {
             id: PackId(*p.hasher.finalize().as_bytes()),

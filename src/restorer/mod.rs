@@ -12,6 +12,7 @@
 
 mod fetch;
 mod find;
+mod verify;
 mod walk;
 
 use std::path::PathBuf;
@@ -25,6 +26,27 @@ use crate::source::exclude::PathMatcher;
 use crate::{Error, Result};
 
 pub use find::{DumpMode, TreeEntry, dump, find_node, walk_tree};
+pub use verify::{VerifyReport, verify_restore};
+
+/// A pseudo-random sample of the files (restore tests): a file is selected when a keyed hash
+/// of its path falls below the fraction, so the same seed selects the same files.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// Share of the files to select, 0.0 to 1.0.
+    pub fraction: f64,
+    /// Hash key: a fresh random one per run samples different files each time.
+    pub seed: [u8; 32],
+}
+
+impl Sample {
+    /// Whether the file at `path` (inside the snapshot) is selected.
+    pub fn selects(&self, path: &std::path::Path) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let h = blake3::keyed_hash(&self.seed, path.as_os_str().as_bytes());
+        let v = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+        (v as f64) < self.fraction * (u64::MAX as f64)
+    }
+}
 
 /// Options of a restore.
 #[derive(Clone, Debug)]
@@ -43,6 +65,8 @@ pub struct RestoreOptions {
     pub batch_bytes: u64,
     /// Keep the verified part of a damaged file as `NAME.vault-damaged` instead of removing it.
     pub keep_damaged: bool,
+    /// Restore only a sample of the regular files (restore tests); `None`: all.
+    pub sample: Option<Sample>,
 }
 
 impl Default for RestoreOptions {
@@ -55,6 +79,7 @@ impl Default for RestoreOptions {
             apply: ApplyOptions::default(),
             batch_bytes: 1 << 30,
             keep_damaged: false,
+            sample: None,
         }
     }
 }
