@@ -22,6 +22,7 @@ pub mod checker;
 pub mod chunker;
 pub mod compress;
 pub mod crypto;
+pub mod diff;
 pub mod error;
 pub mod format;
 pub mod id;
@@ -31,6 +32,8 @@ pub mod quote;
 pub mod repairer;
 pub mod repo;
 pub mod restorer;
+pub mod rewriter;
+pub mod search;
 pub mod source;
 pub mod stats;
 

@@ -6,6 +6,7 @@ mod backends;
 mod cli_basics;
 mod corpus;
 mod corruption;
+mod explore;
 mod failclosed;
 mod ops;
 mod pg;

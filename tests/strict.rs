@@ -21,9 +21,9 @@ fn unknown_options_are_usage_errors_before_anything_happens() {
     let t = r.scratch("t");
     let ts = t.to_str().unwrap();
     let cases: Vec<Vec<&str>> = vec![
-        vec!["snapshot", "--dry-run", ds],
+        vec!["snapshot", "--dry-rnu", ds],
         vec!["snapshot", "--exlude", "*.tmp", ds],
-        vec!["snapshot", ds, "--exclude-caches"],
+        vec!["snapshot", ds, "--exclude-cache"],
         vec!["snapshot", "--stdin-from-command", "pg_dump", "shop"],
         vec!["snapshot", ds, "--", "pg_dump"],
         vec!["restore", "--snapshot", "latest", "--target", ts, "--bogus"],

@@ -95,7 +95,19 @@ pub struct SnapshotOptions {
     /// Compare the new snapshot with its group's history and tag it `anomaly` when it looks
     /// wrong (`None`: do not).
     pub anomaly: Option<crate::anomaly::Thresholds>,
+    /// Leave out paths matching these, compared without regard to ASCII case.
+    pub iexcludes: PathMatcher,
+    /// Leave out directories that hold an entry with one of these names (with an optional
+    /// required start of its content, e.g. the CACHEDIR.TAG signature).
+    pub exclude_if_present: Vec<(std::ffi::OsString, Option<Vec<u8>>)>,
+    /// Leave out files larger than this.
+    pub exclude_larger_than: Option<u64>,
+    /// Read, chunk and compare everything, store nothing, save no snapshot.
+    pub dry_run: bool,
 }
+
+/// The first bytes of a valid `CACHEDIR.TAG` (<https://bford.info/cachedir/>).
+pub const CACHEDIR_TAG_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
 
 impl Default for SnapshotOptions {
     fn default() -> Self {
@@ -112,6 +124,10 @@ impl Default for SnapshotOptions {
             upload_concurrency: 2,
             mmap: false,
             anomaly: Some(crate::anomaly::Thresholds::default()),
+            iexcludes: PathMatcher::new::<&str>(&[]).expect("invariant: empty pattern set"),
+            exclude_if_present: Vec::new(),
+            exclude_larger_than: None,
+            dry_run: false,
             skip: Vec::new(),
         }
     }
@@ -306,22 +322,29 @@ pub fn snapshot(
         .map_err(|e| Error::Aborted(format!("thread pool: {e}")))?;
     // Packs a killed earlier run uploaded but never indexed are adopted, not uploaded again;
     // staging files of runs that provably died are removed.
-    let (run, _adopted) = repo.begin_run()?;
-    match repo.collect_dead_staging() {
-        Ok(l) if l.count > 0 => {
-            tracing::info!(
-                files = l.count,
-                bytes = l.bytes,
-                "removed staging files of dead runs"
-            )
+    // A dry run writes nothing, not even that.
+    let run = if opts.dry_run {
+        None
+    } else {
+        let (run, _adopted) = repo.begin_run()?;
+        match repo.collect_dead_staging() {
+            Ok(l) if l.count > 0 => {
+                tracing::info!(
+                    files = l.count,
+                    bytes = l.bytes,
+                    "removed staging files of dead runs"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not clean tmp/"),
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not clean tmp/"),
-    }
+        Some(run)
+    };
     let saver = BlobSaver::new(
         repo,
         SaverOptions {
             upload_concurrency: opts.upload_concurrency.max(1),
+            dry_run: opts.dry_run,
             ..SaverOptions::default()
         },
     )?;
@@ -420,9 +443,20 @@ pub fn snapshot(
         snapshot.tags.push(ANOMALY_TAG.to_string());
         snapshot.tags.sort();
     }
+    if opts.dry_run {
+        return Ok(SnapshotOutcome {
+            id: SnapshotId([0; 32]),
+            snapshot,
+            errors,
+            anomalies,
+            history_len: history.len(),
+        });
+    }
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
-    run.finish();
+    if let Some(run) = run {
+        run.finish();
+    }
     Ok(SnapshotOutcome {
         id,
         snapshot,

@@ -192,7 +192,39 @@ fn load_subtree(ctx: &Ctx<'_>, pnode: Option<&Node>) -> Result<Option<Tree>> {
 }
 
 fn excluded(ctx: &Ctx<'_>, path: &Path) -> bool {
-    ctx.opts.excludes.matches(path) || ctx.opts.skip.iter().any(|s| s == path)
+    ctx.opts.excludes.matches(path)
+        || ctx.opts.skip.iter().any(|s| s == path)
+        || (!ctx.opts.iexcludes.is_empty() && {
+            use std::os::unix::ffi::{OsStrExt, OsStringExt};
+            let lower =
+                std::ffi::OsString::from_vec(path.as_os_str().as_bytes().to_ascii_lowercase());
+            ctx.opts.iexcludes.matches(Path::new(&lower))
+        })
+}
+
+/// Whether the directory `name` in `dir` holds one of the `--exclude-if-present` markers
+/// (with the required start of content, when one is given).
+fn marked(ctx: &Ctx<'_>, dir: &DirHandle, name: &OsStr) -> bool {
+    if ctx.opts.exclude_if_present.is_empty() {
+        return false;
+    }
+    let Ok(d) = dir.open_dir(name) else {
+        return false;
+    };
+    ctx.opts.exclude_if_present.iter().any(|(tag, head)| {
+        let Ok(st) = d.stat(tag) else { return false };
+        match head {
+            None => true,
+            Some(h) => {
+                use std::io::Read;
+                st.file_type == FileType::RegularFile
+                    && d.open_file(tag).is_ok_and(|mut f| {
+                        let mut buf = vec![0u8; h.len()];
+                        f.read_exact(&mut buf).is_ok() && buf == *h
+                    })
+            }
+        }
+    })
 }
 
 /// Source problems (unreadable, vanished, refused) leave the entry out; anything else is a
@@ -418,6 +450,16 @@ fn entry(
         }
     };
     let previous = previous.filter(|p| p.kind == node.kind);
+    if intermediate.is_none() {
+        let too_large = node.kind == NodeKind::File
+            && ctx
+                .opts
+                .exclude_larger_than
+                .is_some_and(|max| node.size > max);
+        if too_large || (node.kind == NodeKind::Dir && marked(ctx, dir, name)) {
+            return Entry::Done(None);
+        }
+    }
     match node.kind {
         NodeKind::Dir => {
             let limit = match dev_limit {

@@ -358,6 +358,10 @@ pub struct OpenSettings {
     pub retry: super::retry::RetryOptions,
     /// Create a local repository directory if it does not exist (only `init` does).
     pub create: bool,
+    /// Upload limit in bytes per second.
+    pub limit_upload: Option<u64>,
+    /// Download limit in bytes per second.
+    pub limit_download: Option<u64>,
     /// Fault injection beneath the retries (test builds only).
     #[cfg(feature = "fault-injection")]
     pub faults: Option<super::fault::FaultOptions>,
@@ -380,7 +384,15 @@ pub fn open_with(
     if let Some(f) = &settings.faults {
         b = Arc::new(super::fault::FaultBackend::new(b, f.clone()));
     }
-    Ok(Arc::new(super::retry::RetryBackend::new(b, settings.retry)))
+    let b: DynBackend = Arc::new(super::retry::RetryBackend::new(b, settings.retry));
+    if settings.limit_upload.is_some() || settings.limit_download.is_some() {
+        return Ok(Arc::new(super::throttle::ThrottleBackend::new(
+            b,
+            settings.limit_upload,
+            settings.limit_download,
+        )));
+    }
+    Ok(b)
 }
 
 fn duration_option(opts: &mut BackendOptions, key: &str, default: u64) -> Result<Duration> {

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod opendal;
 pub mod retry;
 pub mod service_keys;
+pub mod throttle;
 
 use std::sync::Arc;
 

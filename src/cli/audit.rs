@@ -111,10 +111,10 @@ pub fn base_draft(command: &str, g: &GlobalArgs) -> AuditDraft {
 /// be written (read-only storage) only costs a warning: never a failed restore.
 pub fn record(command: &str, profile: &str, code: i32, error: Option<&str>, g: &GlobalArgs) {
     let repos = g.facts.take_repos();
-    if !AUDITED.contains(&command) {
+    let f = g.facts.get();
+    if !AUDITED.contains(&command) || f.dry_run {
         return;
     }
-    let f = g.facts.get();
     let draft = AuditDraft {
         profile: profile.to_string(),
         command: command.to_string(),

@@ -32,12 +32,16 @@ pub struct LsArgs {
 pub struct DumpArgs {
     /// Snapshot: an id, a unique prefix, or `latest`
     pub snapshot: String,
-    /// File inside the snapshot (e.g. db.sql or /etc/hosts)
+    /// File inside the snapshot (e.g. db.sql or /etc/hosts); a directory (or `/`) is written
+    /// as an archive
     pub path: PathBuf,
     /// Write each part as soon as it is verified instead of verifying the whole file before
     /// the first byte (faster for large files, but a damaged file stops midway)
     #[arg(long)]
     pub stream: bool,
+    /// Archive format for a directory (or with a file, to wrap it): tar or zip
+    #[arg(long, value_parser = ["tar", "zip"])]
+    pub archive: Option<String>,
     #[command(flatten)]
     pub filter: FilterArgs,
 }
@@ -175,6 +179,37 @@ pub fn dump(g: &GlobalArgs, a: DumpArgs) -> Result<i32> {
     });
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    if node.kind != vault::format::tree::NodeKind::File || a.archive.is_some() {
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            return Err(super::usage(
+                "refusing to write an archive to a terminal: redirect it (`> dir.tar`) or pipe it (`| tar x`)",
+            ));
+        }
+        let format = match a.archive.as_deref() {
+            Some("zip") => vault::restorer::ArchiveFormat::Zip,
+            _ => vault::restorer::ArchiveFormat::Tar,
+        };
+        let inside = if a.path.is_absolute() {
+            a.path.clone()
+        } else {
+            PathBuf::from("/").join(&a.path)
+        };
+        let report = vault::restorer::write_archive(&repo, &node, &inside, format, &mut out)?;
+        std::io::Write::flush(&mut out).map_err(|e| vault::Error::io("(output)", e))?;
+        g.facts.update(|f| f.bytes = Some(report.bytes));
+        if !report.errors.is_empty() {
+            eprintln!(
+                "error: {} files with damaged data were left out of the archive:",
+                report.errors.len()
+            );
+            for e in &report.errors {
+                eprintln!("  {}: {}", e.path, e.error);
+            }
+            return Ok(super::exit::FATAL);
+        }
+        return Ok(super::exit::OK);
+    }
     let mode = if a.stream {
         DumpMode::Stream
     } else {

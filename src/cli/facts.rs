@@ -35,6 +35,8 @@ pub struct RunFacts {
     pub summary: Option<String>,
     /// Repositories the command opened: each gets the audit record.
     pub repos: Vec<vault::repo::Repository>,
+    /// A dry run: it wrote nothing, so it leaves no audit record either.
+    pub dry_run: bool,
 }
 
 /// Shared, filled in by the command through `GlobalArgs::facts`.

@@ -74,9 +74,26 @@ pub struct GlobalArgs {
     /// After the command, push the metrics to this Prometheus Pushgateway (http://HOST:9091)
     #[arg(long, global = true, value_name = "URL")]
     pub metrics_push: Option<String>,
+    /// Limit uploads to this many KiB/s (every backend)
+    #[arg(long, global = true, value_name = "KiB/s")]
+    pub limit_upload: Option<u64>,
+    /// Limit downloads to this many KiB/s (every backend)
+    #[arg(long, global = true, value_name = "KiB/s")]
+    pub limit_download: Option<u64>,
     /// What the command did, for hooks and metrics (filled in by the command).
     #[arg(skip)]
     pub facts: super::facts::Facts,
+}
+
+static LIMITS: std::sync::OnceLock<(Option<u64>, Option<u64>)> = std::sync::OnceLock::new();
+
+/// Records `--limit-upload` and `--limit-download` (KiB/s) for every backend opened.
+pub fn set_limits(up: Option<u64>, down: Option<u64>) -> Result<()> {
+    if up == Some(0) || down == Some(0) {
+        return Err(super::usage("a bandwidth limit must be at least 1 KiB/s"));
+    }
+    let _ = LIMITS.set((up.map(|k| k * 1024), down.map(|k| k * 1024)));
+    Ok(())
 }
 
 /// The backend open settings from the environment (credentials, test-only fault injection).
@@ -90,6 +107,8 @@ pub fn open_settings(create: bool) -> Result<vault::backend::location::OpenSetti
                 .filter_map(|n| std::env::var(n).ok().map(|v| (*n, v))),
         ),
         create,
+        limit_upload: LIMITS.get().and_then(|l| l.0),
+        limit_download: LIMITS.get().and_then(|l| l.1),
         ..OpenSettings::default()
     };
     #[cfg(feature = "fault-injection")]

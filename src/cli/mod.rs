@@ -4,10 +4,13 @@
 mod apply;
 mod audit;
 mod browse;
+mod cat;
 mod check;
 mod config;
 mod copy;
+mod diff;
 mod facts;
+mod find;
 mod global;
 mod hold;
 mod hooks;
@@ -20,9 +23,11 @@ mod progress;
 mod prune;
 mod repair;
 mod restore;
+mod rewrite;
 mod snapshot;
 mod snapshots;
 mod stats;
+mod tag;
 mod unlock;
 
 use anyhow::Result;
@@ -46,7 +51,7 @@ pub enum Command {
     /// Create a new repository
     Init(init::InitArgs),
     /// Back up files, directories or a stream
-    Snapshot(snapshot::SnapshotArgs),
+    Snapshot(Box<snapshot::SnapshotArgs>),
     /// List snapshots
     Snapshots(snapshots::SnapshotsArgs),
     /// Restore a snapshot, whole or in part
@@ -75,6 +80,17 @@ pub enum Command {
     Key(key::KeyCommand),
     /// Remove stale locks
     Unlock(unlock::UnlockArgs),
+    /// Find which snapshots hold matching paths (or a blob or tree)
+    Find(find::FindArgs),
+    /// Show what changed between two snapshots, or a snapshot and a local directory
+    Diff(diff::DiffArgs),
+    /// Write snapshots without the paths matching --exclude (with --forget and a prune, the
+    /// erasure path)
+    Rewrite(rewrite::RewriteArgs),
+    /// Print one repository object, decrypted (JSON where structured)
+    Cat(cat::CatArgs),
+    /// Add, remove or set tags of snapshots (each changed snapshot is replaced; holds move)
+    Tag(tag::TagArgs),
     /// Show the audit trail: who did what to the repository, when, with what result
     Log(audit::LogArgs),
     /// Repository size, unique data, compression and deduplication (per group, or per snapshot)
@@ -109,6 +125,11 @@ impl Command {
             Command::Unlock(_) => "unlock",
             Command::Stats(_) => "stats",
             Command::Log(_) => "log",
+            Command::Tag(_) => "tag",
+            Command::Cat(_) => "cat",
+            Command::Diff(_) => "diff",
+            Command::Find(_) => "find",
+            Command::Rewrite(_) => "rewrite",
             Command::Config(_) => "config",
             Command::Completion(_) => "completion",
             Command::Man(_) => "man",
@@ -140,6 +161,9 @@ pub fn main_run(args: &[std::ffi::OsString], json: bool) -> i32 {
         Err(e) => return usage_error(e, json),
     };
     crate::init_logging(&cli.global);
+    if let Err(e) = global::set_limits(cli.global.limit_upload, cli.global.limit_download) {
+        return report_error(&e, json);
+    }
     let profile = match load_profile(&mut cli, &matches) {
         Ok(p) => p,
         Err(e) => return report_error(&e, json),
@@ -305,7 +329,7 @@ fn run(cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
         Command::Completion(a) => config::completion(a),
         Command::Man(a) => config::man(a),
         Command::Init(a) => init::run(g, a),
-        Command::Snapshot(a) => snapshot::run(g, a),
+        Command::Snapshot(a) => snapshot::run(g, *a),
         Command::Snapshots(a) => snapshots::run(g, a),
         Command::Restore(a) => restore::run(g, a),
         Command::Ls(a) => browse::ls(g, a),
@@ -321,6 +345,11 @@ fn run(cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
         Command::Unlock(a) => unlock::run(g, a),
         Command::Stats(a) => stats::run(g, a),
         Command::Log(a) => audit::log(g, a),
+        Command::Tag(a) => tag::run(g, a),
+        Command::Cat(a) => cat::run(g, a),
+        Command::Diff(a) => diff::run(g, a),
+        Command::Find(a) => find::run(g, a),
+        Command::Rewrite(a) => rewrite::run(g, a),
     }
 }
 

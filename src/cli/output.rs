@@ -89,6 +89,13 @@ pub fn json(v: &serde_json::Value) -> Result<()> {
     Ok(())
 }
 
+/// Prints one compact JSON value on a line of its own (JSON lines).
+pub fn json_line(v: &serde_json::Value) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)
+}
+
 /// Parses sizes like `16MiB`, `512K`, `1g`, `4096`.
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();

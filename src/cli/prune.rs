@@ -323,6 +323,7 @@ fn print_report(
 /// What hooks and metrics report of a forget or prune.
 fn record_facts(g: &GlobalArgs, repo: &Repository, r: &PruneReport, dry_run: bool) {
     if dry_run {
+        g.facts.update(|f| f.dry_run = true);
         return;
     }
     let c = if r.gc.is_some() { "prune" } else { "forget" };

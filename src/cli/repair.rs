@@ -56,6 +56,9 @@ pub fn run(g: &GlobalArgs, c: RepairCommand) -> Result<i32> {
             lock.check()?;
             let base = super::audit::base_draft("repair", g);
             let r = repo.repair_audit(a.dry_run, base)?;
+            if a.dry_run {
+                g.facts.update(|f| f.dry_run = true);
+            }
             if g.json {
                 output::json(&serde_json::json!({
                     "dry_run": a.dry_run,

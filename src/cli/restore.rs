@@ -17,9 +17,16 @@ use super::snapshots::FilterArgs;
 /// Options of `vault restore`.
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Snapshot to restore: an id, a unique prefix, or `latest`
-    #[arg(long)]
-    pub snapshot: String,
+    /// Snapshot to restore: an id, a unique prefix, or `latest` (also as `--snapshot`)
+    #[arg(
+        value_name = "SNAPSHOT",
+        required_unless_present = "snapshot_flag",
+        conflicts_with = "snapshot_flag"
+    )]
+    pub snapshot: Option<String>,
+    /// Snapshot to restore (the same as the positional SNAPSHOT)
+    #[arg(long = "snapshot", value_name = "SNAPSHOT")]
+    pub snapshot_flag: Option<String>,
     /// Directory to restore into
     #[arg(long)]
     pub target: PathBuf,
@@ -43,6 +50,17 @@ pub struct RestoreArgs {
     /// Worker threads (default: number of cores)
     #[arg(long)]
     pub threads: Option<usize>,
+    /// What to do with entries that exist at the target: always (replace), if-changed (keep
+    /// what already is identical, by content), if-newer (replace only older ones), never
+    #[arg(long, default_value = "if-changed", value_parser = vault::restorer::Overwrite::parse)]
+    pub overwrite: vault::restorer::Overwrite,
+    /// Remove entries in restored directories that the snapshot does not have (not those
+    /// matching --exclude)
+    #[arg(long)]
+    pub delete: bool,
+    /// Only show what would be created, replaced, kept and deleted; change nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
     /// After restoring, re-read everything restored and compare it with the snapshot (keyed
     /// hashes of the content, sizes, kinds, link targets, permissions); exit 1 on a difference
     #[arg(long)]
@@ -61,8 +79,12 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
     let exclude = PathMatcher::new_bytes(&raw(&a.excludes))?;
     let repo = g.open()?;
     let _lock = g.read_lock(&repo)?;
-    let (id, snap) =
-        repo.resolve_snapshot(&a.snapshot, &a.filter.filter(), a.as_of.map(|t| t.0))?;
+    let spec = a
+        .snapshot
+        .clone()
+        .or_else(|| a.snapshot_flag.clone())
+        .expect("invariant: the parser requires one");
+    let (id, snap) = repo.resolve_snapshot(&spec, &a.filter.filter(), a.as_of.map(|t| t.0))?;
     let defaults = RestoreOptions::default();
     let opts = RestoreOptions {
         target: a.target.clone(),
@@ -76,7 +98,13 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         },
         batch_bytes: defaults.batch_bytes,
         sample: None,
+        overwrite: a.overwrite,
+        delete: a.delete,
     };
+    if a.dry_run {
+        g.facts.update(|f| f.dry_run = true);
+        return dry_run(g, &repo, &id, &snap, &opts);
+    }
     let progress = g.progress();
     g.facts.update(|f| f.snapshots = vec![id.0]);
     let sum = restore(&repo, &id, &opts, &progress)
@@ -119,7 +147,7 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         output::json(&v)?;
     } else if !g.quiet {
         println!(
-            "restored snapshot {} ({}) to {}: {} files, {} dirs, {} other, {} hard links, {}",
+            "restored snapshot {} ({}) to {}: {} files, {} dirs, {} other, {} hard links, {}; {} kept as they were, {} deleted",
             id.short(),
             output::short_time(snap.time, snap.tz_offset_secs),
             a.target.display(),
@@ -127,7 +155,9 @@ pub fn run(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
             sum.dirs,
             sum.others,
             sum.hardlinks,
-            bytes(sum.bytes_written)
+            bytes(sum.bytes_written),
+            sum.skipped,
+            sum.deleted
         );
     }
     if let Some(v) = &verified {
@@ -291,4 +321,54 @@ pub fn restore_test(
         restore,
         verify,
     })
+}
+
+/// `restore --dry-run`: the plan, entry by entry (`-v` or `--json`) and in totals.
+fn dry_run(
+    g: &GlobalArgs,
+    repo: &vault::repo::Repository,
+    id: &vault::id::SnapshotId,
+    snap: &vault::format::snapshot::Snapshot,
+    opts: &RestoreOptions,
+) -> Result<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let verbose = g.verbose > 0;
+    let stats = vault::restorer::plan_restore(repo, &snap.tree, opts, &mut |p, action, n| {
+        if g.json {
+            output::json_line(&serde_json::json!({
+                "message_type": "action",
+                "path": String::from_utf8_lossy(p.as_os_str().as_bytes()),
+                "action": action,
+                "type": n.kind.name(),
+                "size": n.size,
+            }))
+            .map_err(|e| vault::Error::io("(output)", e))?;
+        } else if verbose || matches!(action, vault::restorer::Action::Delete) {
+            println!(
+                "{:<8} {}",
+                format!("{action:?}").to_lowercase(),
+                vault::quote::quote_path(p)
+            );
+        }
+        Ok(())
+    })?;
+    if g.json {
+        let mut v = serde_json::to_value(&stats)?;
+        v["message_type"] = serde_json::Value::String("summary".into());
+        v["snapshot"] = serde_json::Value::String(id.to_hex());
+        v["dry_run"] = serde_json::Value::Bool(true);
+        output::json_line(&v)?;
+    } else if !g.quiet {
+        println!(
+            "restoring snapshot {} into {} would create {}, replace {}, keep {}, delete {} entries, writing {}",
+            id.short(),
+            opts.target.display(),
+            stats.create,
+            stats.replace,
+            stats.keep,
+            stats.delete,
+            bytes(stats.bytes)
+        );
+    }
+    Ok(super::exit::OK)
 }

@@ -70,6 +70,32 @@ pub struct SnapshotArgs {
     /// Do not compare the snapshot with the previous ones of its group (no anomaly flags)
     #[arg(long)]
     pub no_anomaly_check: bool,
+    /// Read, chunk and compare everything and report what would be added; store nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Also back up the paths listed in this file, one per line (`#` comments and blank lines
+    /// ignored; repeatable)
+    #[arg(long = "files-from", value_name = "FILE")]
+    pub files_from: Vec<PathBuf>,
+    /// Also back up the paths in this file, separated by NUL bytes, taken exactly as they are
+    /// (`find … -print0`; repeatable)
+    #[arg(long = "files-from-verbatim", value_name = "FILE")]
+    pub files_from_verbatim: Vec<PathBuf>,
+    /// Leave out paths matching this glob, ignoring ASCII case (repeatable)
+    #[arg(long = "iexclude", value_name = "GLOB")]
+    pub iexcludes: Vec<std::ffi::OsString>,
+    /// Leave out directories marked with a valid CACHEDIR.TAG
+    #[arg(long)]
+    pub exclude_caches: bool,
+    /// Leave out directories that contain an entry with this name (repeatable)
+    #[arg(long = "exclude-if-present", value_name = "NAME")]
+    pub exclude_if_present: Vec<std::ffi::OsString>,
+    /// Leave out files larger than this (e.g. 2GiB)
+    #[arg(long, value_name = "SIZE", value_parser = super::output::parse_size)]
+    pub exclude_larger_than: Option<u64>,
+    /// Files read at once (the size of the reading and chunking pool; the same as --threads)
+    #[arg(long, value_name = "N", conflicts_with = "threads")]
+    pub read_concurrency: Option<usize>,
     /// Anomaly thresholds from the profile.
     #[arg(skip)]
     pub anomaly: super::profile::AnomalySection,
@@ -118,7 +144,43 @@ pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
         ));
     }
     let stdin_name = a.stdin_name.as_bytes().to_vec();
-    if !a.stdin && !a.stdin_from_command && a.paths.is_empty() {
+    let mut paths = a.paths.clone();
+    for f in &a.files_from {
+        let data = std::fs::read(f).map_err(|e| vault::Error::io(f, e))?;
+        for line in data.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line).trim_ascii();
+            if !line.is_empty() && !line.starts_with(b"#") {
+                paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(line)));
+            }
+        }
+    }
+    for f in &a.files_from_verbatim {
+        let data = std::fs::read(f).map_err(|e| vault::Error::io(f, e))?;
+        for p in data.split(|&b| b == 0).filter(|p| !p.is_empty()) {
+            paths.push(PathBuf::from(std::ffi::OsStr::from_bytes(p)));
+        }
+    }
+    if (!a.files_from.is_empty() || !a.files_from_verbatim.is_empty()) && paths.is_empty() {
+        bail!("the --files-from files list no paths: nothing to back up");
+    }
+    let iexcludes = PathMatcher::new_bytes(
+        &a.iexcludes
+            .iter()
+            .map(|p| p.as_bytes().to_ascii_lowercase())
+            .collect::<Vec<_>>(),
+    )?;
+    let mut markers: Vec<(std::ffi::OsString, Option<Vec<u8>>)> = a
+        .exclude_if_present
+        .iter()
+        .map(|n| (n.clone(), None))
+        .collect();
+    if a.exclude_caches {
+        markers.push((
+            "CACHEDIR.TAG".into(),
+            Some(vault::archiver::CACHEDIR_TAG_SIGNATURE.to_vec()),
+        ));
+    }
+    if !a.stdin && !a.stdin_from_command && paths.is_empty() {
         bail!("nothing to back up: give paths, --stdin or --stdin-from-command -- CMD");
     }
     // Everything is validated before the repository is opened; the command (pg_dump …) is
@@ -136,7 +198,7 @@ pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
             reader: Box::new(CommandReader::spawn(&a.command)?),
         }
     } else {
-        Source::Paths(a.paths.clone())
+        Source::Paths(paths)
     };
     let parent = match &a.parent {
         Some(p) => ParentChoice::Id(repo.resolve_snapshot_id(p)?),
@@ -157,17 +219,55 @@ pub fn run(g: &GlobalArgs, a: SnapshotArgs) -> Result<i32> {
         meta: MetaOptions {
             with_atime: a.with_atime,
         },
-        threads: a.threads.unwrap_or(SnapshotOptions::default().threads),
+        threads: a
+            .threads
+            .or(a.read_concurrency)
+            .unwrap_or(SnapshotOptions::default().threads),
         upload_concurrency: a.upload_concurrency,
         mmap: a.mmap,
         skip,
-        anomaly: thresholds(&a),
+        anomaly: if a.dry_run { None } else { thresholds(&a) },
+        iexcludes,
+        exclude_if_present: markers,
+        exclude_larger_than: a.exclude_larger_than,
+        dry_run: a.dry_run,
     };
     let progress = g.progress();
     let out = snapshot(&repo, source, &opts, &lock, &progress).context("snapshot failed")?;
     drop(lock);
     let s = &out.snapshot;
     let sum = &s.summary;
+    if a.dry_run {
+        g.facts.update(|f| f.dry_run = true);
+        if g.json {
+            output::json(&serde_json::json!({
+                "dry_run": true,
+                "paths": s.paths.iter().map(|p| String::from_utf8_lossy(p)).collect::<Vec<_>>(),
+                "summary": sum,
+                "errors": out.errors,
+            }))?;
+        } else if !g.quiet {
+            println!("dry run: nothing was stored");
+            println!(
+                "files: {} new, {} changed, {} unmodified",
+                sum.files_new, sum.files_changed, sum.files_unmodified
+            );
+            println!(
+                "would add {} ({} stored) in {} data and {} tree blobs; read {} files, {}",
+                bytes(sum.bytes_added),
+                bytes(sum.bytes_stored),
+                sum.data_blobs,
+                sum.tree_blobs,
+                sum.total_files,
+                bytes(sum.total_bytes)
+            );
+        }
+        return Ok(if out.errors.is_empty() {
+            super::exit::OK
+        } else {
+            super::exit::PARTIAL
+        });
+    }
     record_facts(g, &out);
     super::repository_gauges(g, &repo);
     if g.json {

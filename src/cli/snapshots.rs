@@ -43,6 +43,15 @@ impl FilterArgs {
 pub struct SnapshotsArgs {
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Only the N newest snapshots of each group (host and paths unless --group-by says)
+    #[arg(long, value_name = "N")]
+    pub latest: Option<usize>,
+    /// Group the list by host, paths, tags or a combination (`host,paths`)
+    #[arg(long, value_parser = vault::pruner::GroupBy::parse)]
+    pub group_by: Option<vault::pruner::GroupBy>,
+    /// One short line per snapshot: id, time, host, tags
+    #[arg(long, short = 'c')]
+    pub compact: bool,
 }
 
 /// A snapshot as JSON (the stable `--json` shape shared by several commands).
@@ -82,51 +91,126 @@ pub fn run(g: &GlobalArgs, a: SnapshotsArgs) -> Result<i32> {
     for (id, e) in &damaged {
         eprintln!("warning: snapshot {}: {e}", id.short());
     }
-    if g.json {
-        let v: Vec<_> = snaps
+    // Groups in key order; within a group oldest first (the list is oldest first).
+    let by = a.group_by.unwrap_or(vault::pruner::GroupBy {
+        host: true,
+        paths: true,
+        tags: false,
+    });
+    let mut groups: std::collections::BTreeMap<
+        vault::pruner::GroupKey,
+        Vec<&(SnapshotId, Snapshot)>,
+    > = std::collections::BTreeMap::new();
+    for e in &snaps {
+        let key = if a.group_by.is_some() || a.latest.is_some() {
+            vault::pruner::group_key(&e.1, by)
+        } else {
+            vault::pruner::GroupKey::default()
+        };
+        groups.entry(key).or_default().push(e);
+    }
+    if let Some(n) = a.latest {
+        for list in groups.values_mut() {
+            let skip = list.len().saturating_sub(n);
+            list.drain(..skip);
+        }
+    }
+    let holds_of = |id: &SnapshotId| -> Vec<&vault::format::hold::Hold> {
+        holds
             .iter()
-            .map(|(id, s)| {
-                let mut j = snapshot_json(id, s);
-                j["holds"] = holds
-                    .iter()
-                    .filter(|(_, h)| h.snapshot == *id)
-                    .map(|(_, h)| serde_json::json!({"reason": h.reason, "created": output::time(h.created, 0), "hostname": h.hostname, "username": h.username}))
-                    .collect();
-                j
-            })
+            .filter(|(_, h)| h.snapshot == *id)
+            .map(|(_, h)| h)
+            .collect()
+    };
+    let to_json = |(id, s): &(SnapshotId, Snapshot)| {
+        let mut j = snapshot_json(id, s);
+        j["holds"] = holds_of(id)
+            .iter()
+            .map(|h| serde_json::json!({"reason": h.reason, "created": output::time(h.created, 0), "hostname": h.hostname, "username": h.username}))
             .collect();
-        output::json(&serde_json::Value::Array(v))?;
+        j
+    };
+    if g.json {
+        let v = if a.group_by.is_some() {
+            serde_json::Value::Array(
+                groups
+                    .iter()
+                    .map(|(k, list)| {
+                        serde_json::json!({
+                            "group_key": {"hostname": k.hostname, "paths": k.paths, "tags": k.tags},
+                            "snapshots": list.iter().map(|e| to_json(e)).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect(),
+            )
+        } else {
+            let mut all: Vec<&(SnapshotId, Snapshot)> =
+                groups.values().flatten().copied().collect();
+            all.sort_by_key(|(id, s)| (s.time, *id));
+            serde_json::Value::Array(all.into_iter().map(to_json).collect())
+        };
+        output::json(&v)?;
         return Ok(damaged_exit(damaged.len() + damaged_holds.len()));
     }
-    let rows: Vec<Vec<String>> = snaps
-        .iter()
-        .map(|(id, s)| {
-            vec![
-                id.short(),
-                output::short_time(s.time, s.tz_offset_secs),
-                s.hostname.clone(),
-                s.tags.join(","),
+    let row = |(id, s): &(SnapshotId, Snapshot)| -> Vec<String> {
+        let mut r = vec![
+            id.short(),
+            output::short_time(s.time, s.tz_offset_secs),
+            s.hostname.clone(),
+            s.tags.join(","),
+        ];
+        if !a.compact {
+            r.push(
                 s.paths
                     .iter()
                     .map(|p| vault::quote::quote_bytes(p))
                     .collect::<Vec<_>>()
                     .join(" "),
-                output::bytes(s.summary.total_bytes),
-                holds
+            );
+            r.push(output::bytes(s.summary.total_bytes));
+            r.push(
+                holds_of(id)
                     .iter()
-                    .filter(|(_, h)| h.snapshot == *id)
-                    .map(|(_, h)| h.reason.clone())
+                    .map(|h| h.reason.clone())
                     .collect::<Vec<_>>()
                     .join("; "),
-            ]
-        })
-        .collect();
-    output::table(
-        &["ID", "Time", "Host", "Tags", "Paths", "Size", "Hold"],
-        &rows,
-    )?;
+            );
+        }
+        r
+    };
+    let header: &[&str] = if a.compact {
+        &["ID", "Time", "Host", "Tags"]
+    } else {
+        &["ID", "Time", "Host", "Tags", "Paths", "Size", "Hold"]
+    };
+    let mut count = 0;
+    if a.group_by.is_some() {
+        for (k, list) in &groups {
+            let mut label = Vec::new();
+            if let Some(h) = &k.hostname {
+                label.push(format!("host [{h}]"));
+            }
+            if let Some(p) = &k.paths {
+                label.push(format!("paths [{}]", p.join(", ")));
+            }
+            if let Some(t) = &k.tags {
+                label.push(format!("tags [{}]", t.join(", ")));
+            }
+            println!("snapshots for {}:", label.join(", "));
+            let rows: Vec<Vec<String>> = list.iter().map(|e| row(e)).collect();
+            count += rows.len();
+            output::table(header, &rows)?;
+            println!();
+        }
+    } else {
+        let mut all: Vec<&(SnapshotId, Snapshot)> = groups.values().flatten().copied().collect();
+        all.sort_by_key(|(id, s)| (s.time, *id));
+        let rows: Vec<Vec<String>> = all.into_iter().map(row).collect();
+        count = rows.len();
+        output::table(header, &rows)?;
+    }
     if !g.quiet {
-        println!("{} snapshots", rows.len());
+        println!("{count} snapshots");
     }
     Ok(damaged_exit(damaged.len() + damaged_holds.len()))
 }

@@ -29,7 +29,7 @@ use crate::repo::snapshots::SnapshotFilter;
 use crate::{Error, Result};
 
 pub use plan::{GcPlan, MaxUnused};
-pub use policy::{GroupBy, GroupDecision, Policy, Span};
+pub use policy::{GroupBy, GroupDecision, GroupKey, Policy, Span, group_key};
 
 /// What to forget and whether to collect garbage.
 #[derive(Clone, Debug, Default)]

@@ -184,7 +184,8 @@ pub struct GroupKey {
     pub tags: Option<Vec<String>>,
 }
 
-fn group_key(s: &Snapshot, by: GroupBy) -> GroupKey {
+/// The group a snapshot belongs to under `by`.
+pub fn group_key(s: &Snapshot, by: GroupBy) -> GroupKey {
     let mut paths: Vec<String> = s
         .paths
         .iter()

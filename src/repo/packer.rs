@@ -43,6 +43,8 @@ pub struct SaverOptions {
     pub index_flush_interval: Duration,
     /// Skip blobs the index already knows (off when repacking: the old copy is going away).
     pub dedup_against_index: bool,
+    /// Count what would be stored, store nothing (`snapshot --dry-run`).
+    pub dry_run: bool,
 }
 
 impl Default for SaverOptions {
@@ -52,6 +54,7 @@ impl Default for SaverOptions {
             index_flush_blobs: 20_000,
             index_flush_interval: Duration::from_secs(300),
             dedup_against_index: true,
+            dry_run: false,
         }
     }
 }
@@ -353,6 +356,9 @@ impl BlobSaver {
             }
             s.stats.bytes_added += blob.raw_len;
             s.stats.bytes_stored += stored;
+            if self.shared.options.dry_run {
+                return Ok(true);
+            }
             let target = u64::from(self.shared.repo.config().pack_size);
             let slot = &mut s.open[slot(blob.blob_type)];
             if slot.is_none() {

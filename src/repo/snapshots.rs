@@ -229,6 +229,48 @@ impl Repository {
         Ok(bad)
     }
 
+    /// Replaces snapshot `old` by `new` (tags changed, paths rewritten): writes `new`, moves
+    /// every hold of `old` to it, then deletes the old holds and `old` itself. Each step leaves
+    /// a valid repository: killed before the end, both snapshots exist and both are held,
+    /// never neither. The caller holds an exclusive lock. Returns the new id.
+    pub fn replace_snapshot(&self, old: &SnapshotId, new: &Snapshot) -> Result<SnapshotId> {
+        let (holds, bad) = self.list_holds()?;
+        if let Some((id, e)) = bad.first() {
+            return Err(Error::Aborted(format!(
+                "hold {} cannot be read ({e}): it might hold snapshot {}, which is not replaced; `vault repair holds` removes it",
+                id.short(),
+                old.short()
+            )));
+        }
+        let new_id = self.save_snapshot(new)?;
+        if new_id == *old {
+            return Ok(new_id);
+        }
+        let mine: Vec<_> = holds
+            .into_iter()
+            .filter(|(_, h)| h.snapshot == *old)
+            .collect();
+        for (_, h) in &mine {
+            self.add_hold(&Hold {
+                snapshot: new_id,
+                ..h.clone()
+            })?;
+        }
+        for (id, _) in &mine {
+            match self.backend().delete(&hold_path(id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match self.delete_snapshot(old) {
+            Ok(()) => {}
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(new_id)
+    }
+
     /// Deletes a snapshot manifest (no garbage collection).
     pub fn delete_snapshot(&self, id: &SnapshotId) -> Result<()> {
         self.backend().delete(&snapshot_path(id))

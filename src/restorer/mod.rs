@@ -10,8 +10,11 @@
 //! never appear under their names, they are reported, and the exit code says so.
 //! `format-spec/13-restore.md` specifies the result.
 
+mod archive;
 mod fetch;
 mod find;
+mod overwrite;
+mod plan;
 mod verify;
 mod walk;
 
@@ -25,7 +28,10 @@ use crate::source::dir::DirHandle;
 use crate::source::exclude::PathMatcher;
 use crate::{Error, Result};
 
+pub use archive::{ArchiveFormat, ArchiveReport, write_archive};
 pub use find::{DumpMode, TreeEntry, dump, find_node, walk_tree};
+pub use overwrite::{Decision, Overwrite, decide};
+pub use plan::{Action, PlanStats, plan_restore};
 pub use verify::{VerifyReport, verify_restore};
 
 /// A pseudo-random sample of the files (restore tests): a file is selected when a keyed hash
@@ -67,6 +73,11 @@ pub struct RestoreOptions {
     pub keep_damaged: bool,
     /// Restore only a sample of the regular files (restore tests); `None`: all.
     pub sample: Option<Sample>,
+    /// What to do with entries that already exist at the target.
+    pub overwrite: Overwrite,
+    /// Remove entries of restored directories that the snapshot does not have (entries that
+    /// match `exclude` are left alone).
+    pub delete: bool,
 }
 
 impl Default for RestoreOptions {
@@ -80,6 +91,8 @@ impl Default for RestoreOptions {
             batch_bytes: 1 << 30,
             keep_damaged: false,
             sample: None,
+            overwrite: Overwrite::default(),
+            delete: false,
         }
     }
 }
@@ -104,6 +117,11 @@ pub struct RestoreSummary {
     pub others: u64,
     /// Hard links recreated.
     pub hardlinks: u64,
+    /// Existing entries kept (`--overwrite`: already what the snapshot holds, or not newer,
+    /// or never replaced).
+    pub skipped: u64,
+    /// Entries removed because the snapshot does not have them (`--delete`).
+    pub deleted: u64,
     /// Content bytes written (holes excluded).
     pub bytes_written: u64,
     /// Packs read.

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use rustix::fs::FileType;
 
@@ -191,6 +191,35 @@ fn compare(
         Ok(f) => f,
         Err(e) => return Ok(Err(format!("cannot be read ({e})"))),
     };
+    if let Some(why) = content_mismatch(repo, &mut file, node, buf)? {
+        return Ok(Err(why));
+    }
+    report.files += 1;
+    report.bytes += node.size;
+    Ok(Ok(()))
+}
+
+/// Whether the regular file `name` in `dir` holds exactly `node`'s content.
+pub(super) fn same_content(
+    repo: &Repository,
+    dir: &DirHandle,
+    name: &OsStr,
+    node: &Node,
+) -> Result<bool> {
+    let Ok(mut file) = dir.open_file(name) else {
+        return Ok(false);
+    };
+    let mut buf = vec![0u8; 1 << 20];
+    Ok(content_mismatch(repo, &mut file, node, &mut buf)?.is_none())
+}
+
+/// Reads `file` against `node`'s content parts: `Some(why)` at the first difference.
+fn content_mismatch(
+    repo: &Repository,
+    file: &mut std::fs::File,
+    node: &Node,
+    buf: &mut [u8],
+) -> Result<Option<String>> {
     let index = repo.index()?;
     let mut offset = 0u64;
     for part in &node.content {
@@ -200,10 +229,10 @@ fn compare(
                 while left > 0 {
                     let take = left.min(buf.len() as u64) as usize;
                     if let Err(e) = file.read_exact(&mut buf[..take]) {
-                        return Ok(Err(format!("ends early at {offset} ({e})")));
+                        return Ok(Some(format!("ends early at {offset} ({e})")));
                     }
                     if buf[..take].iter().any(|&b| b != 0) {
-                        return Ok(Err(format!("a hole at {offset} is not zeros")));
+                        return Ok(Some(format!("a hole at {offset} is not zeros")));
                     }
                     offset += take as u64;
                     left -= take as u64;
@@ -211,14 +240,14 @@ fn compare(
             }
             ContentPart::Chunk(id) => {
                 let Some(loc) = index.get(BlobType::Data, id)? else {
-                    return Ok(Err(format!("blob {} is not in the index", id.short())));
+                    return Ok(Some(format!("blob {} is not in the index", id.short())));
                 };
                 let mut chunk = vec![0u8; loc.raw_length as usize];
                 if let Err(e) = file.read_exact(&mut chunk) {
-                    return Ok(Err(format!("ends early at {offset} ({e})")));
+                    return Ok(Some(format!("ends early at {offset} ({e})")));
                 }
                 if repo.hasher().blob_id(&chunk) != *id {
-                    return Ok(Err(format!(
+                    return Ok(Some(format!(
                         "content differs from the snapshot in the {} bytes at {offset}",
                         chunk.len()
                     )));
@@ -227,14 +256,9 @@ fn compare(
             }
         }
     }
-    if file
-        .read(&mut buf[..1])
-        .map_err(|e| Error::io(Path::new(name), e))?
-        != 0
-    {
-        return Ok(Err("longer than in the snapshot".into()));
+    match file.read(&mut buf[..1]) {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(Some("longer than in the snapshot".into())),
+        Err(e) => Ok(Some(format!("cannot be read ({e})"))),
     }
-    report.files += 1;
-    report.bytes += offset;
-    Ok(Ok(()))
 }

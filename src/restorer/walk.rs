@@ -87,6 +87,8 @@ struct DirFrame {
     created: bool,
     included: bool,
     entries: std::vec::IntoIter<Node>,
+    /// The names the snapshot has here (only with `--delete`).
+    names: Option<std::collections::HashSet<Vec<u8>>>,
 }
 
 pub(super) struct Restorer<'a> {
@@ -105,6 +107,8 @@ pub(super) struct Restorer<'a> {
     dirs_done: Vec<(Arc<DirHandle>, Node, String)>,
     hardlinks: HashMap<(u64, u64), LinkSource>,
     include_hits: Vec<bool>,
+    /// The target's handle and the snapshot's root names, for `--delete` after the last batch.
+    stack_root: Option<(Arc<DirHandle>, std::collections::HashSet<Vec<u8>>)>,
 }
 
 fn temp_name() -> Result<OsString> {
@@ -138,6 +142,7 @@ impl<'a> Restorer<'a> {
             dirs_done: Vec::new(),
             hardlinks: HashMap::new(),
             include_hits: vec![false; opts.include.texts().len()],
+            stack_root: None,
         }
     }
 
@@ -164,6 +169,10 @@ impl<'a> Restorer<'a> {
             identity: None,
             created: true,
             included: self.opts.include.is_empty(),
+            names: self
+                .opts
+                .delete
+                .then(|| tree.nodes.iter().map(|n| n.name.clone()).collect()),
             entries: tree.nodes.into_iter(),
         });
         let r = self.walk();
@@ -172,6 +181,9 @@ impl<'a> Restorer<'a> {
             return Err(e);
         }
         self.flush()?;
+        if let Some(root) = self.stack_root.take() {
+            self.delete_extra(&root.0, &root.1, &PathBuf::from("/"));
+        }
         for (i, hit) in self.include_hits.iter().enumerate() {
             if !hit {
                 self.summary
@@ -258,6 +270,10 @@ impl<'a> Restorer<'a> {
             identity: None,
             created: false,
             included,
+            names: self
+                .opts
+                .delete
+                .then(|| entries.iter().map(|n| n.name.clone()).collect()),
             entries: entries.into_iter(),
         });
         if included && let Err(e) = self.ensure_parents() {
@@ -279,7 +295,13 @@ impl<'a> Restorer<'a> {
     fn leave_dir(&mut self) -> Result<()> {
         let f = self.stack.pop().expect("invariant: called with a frame");
         if self.stack.is_empty() {
-            return Ok(()); // the target itself keeps its metadata
+            // The target itself keeps its metadata; its extra entries go after the last batch.
+            if f.included
+                && let (Some(h), Some(names)) = (f.handle, f.names)
+            {
+                self.stack_root = Some((h, names));
+            }
+            return Ok(());
         }
         let sp = self.shown();
         self.cursor.pop();
@@ -295,6 +317,24 @@ impl<'a> Restorer<'a> {
             match reopened {
                 Ok(h) => self.stack.last_mut().expect("invariant: non-empty").handle = Some(h),
                 Err(e) => return Err(e),
+            }
+        }
+        if self.opts.delete
+            && f.included
+            && f.created
+            && let Some(names) = &f.names
+        {
+            let handle = match &f.handle {
+                Some(h) => Some(h.clone()),
+                None => self
+                    .stack
+                    .last()
+                    .and_then(|p| p.handle.clone())
+                    .and_then(|p| p.open_dir(&f.name).ok().map(Arc::new)),
+            };
+            if let Some(h) = handle {
+                let at = self.cursor.join(&f.name);
+                self.delete_extra(&h, names, &at);
             }
         }
         if f.created
@@ -394,6 +434,23 @@ impl<'a> Restorer<'a> {
     fn restore_leaf(&mut self, name: &OsStr, node: &Node, sp: &str) -> Result<()> {
         let dir = self.current_dir();
         let key = (node.device, node.inode);
+        // Members of hard-link groups are always (re)made: they must end up linked.
+        if node.nlink <= 1 && self.opts.overwrite != super::Overwrite::Always {
+            match super::decide(self.repo, &dir, name, node, self.opts.overwrite)? {
+                super::Decision::Keep => {
+                    self.summary.skipped += 1;
+                    // The same entry (if-changed): give it the snapshot's metadata too.
+                    if self.opts.overwrite == super::Overwrite::IfChanged {
+                        for e in apply_metadata_at(&dir, name, Path::new(sp), node, self.opts.apply)
+                        {
+                            self.error(sp, e);
+                        }
+                    }
+                    return Ok(());
+                }
+                super::Decision::Create | super::Decision::Replace => {}
+            }
+        }
         if node.nlink > 1
             && let Some(src) = self.hardlinks.get(&key).cloned()
         {
@@ -453,6 +510,50 @@ impl<'a> Restorer<'a> {
                 .insert(key, LinkSource::Done(self.relative_cursor()));
         }
         Ok(())
+    }
+
+    /// `--delete`: removes the entries of `dir` (at snapshot path `at`) that the snapshot does
+    /// not have, except excluded ones and this restore's own temporary files.
+    fn delete_extra(
+        &mut self,
+        dir: &DirHandle,
+        names: &std::collections::HashSet<Vec<u8>>,
+        at: &Path,
+    ) {
+        use std::os::unix::ffi::OsStrExt;
+        let entries = match dir.entries() {
+            Ok(e) => e,
+            Err(e) => {
+                self.error(
+                    &crate::quote::quote_path(at),
+                    format!("cannot list it to delete extra entries: {e}"),
+                );
+                return;
+            }
+        };
+        for name in entries {
+            let b = name.as_bytes();
+            if names.contains(b) || b.starts_with(b".vault-restore-") {
+                continue;
+            }
+            let p = at.join(&name);
+            if self.opts.exclude.matches(&p) {
+                continue;
+            }
+            let shown = crate::quote::quote_path(&p);
+            let is_dir = dir
+                .stat(&name)
+                .is_ok_and(|s| s.file_type == rustix::fs::FileType::Directory);
+            let r = if is_dir {
+                std::fs::remove_dir_all(dir.proc_path(&name))
+            } else {
+                dir.remove_file(&name)
+            };
+            match r {
+                Ok(()) => self.summary.deleted += 1,
+                Err(e) => self.error(&shown, format!("cannot be deleted: {e}")),
+            }
+        }
     }
 
     fn relative_cursor(&self) -> PathBuf {
