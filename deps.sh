@@ -27,6 +27,8 @@ if [ "${VAULT_DEPS_TESTS:-0}" = 1 ]; then
   # textfile format, and pushes go to a real Pushgateway.
   command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
   command -v prometheus-pushgateway >/dev/null 2>&1 || need_pkgs+=(prometheus-pushgateway)
+  # vault mount is tested over real FUSE.
+  command -v fusermount3 >/dev/null 2>&1 || command -v fusermount >/dev/null 2>&1 || need_pkgs+=(fuse3)
   # The anomaly tests encrypt files in place the way ransomware does.
   command -v openssl >/dev/null 2>&1 || need_pkgs+=(openssl)
 fi

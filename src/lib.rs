@@ -26,6 +26,7 @@ pub mod diff;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod mount;
 pub mod progress;
 pub mod pruner;
 pub mod quote;

@@ -17,6 +17,7 @@ mod hooks;
 mod init;
 mod key;
 mod metrics;
+mod mount;
 mod output;
 mod profile;
 mod progress;
@@ -87,6 +88,8 @@ pub enum Command {
     /// Write snapshots without the paths matching --exclude (with --forget and a prune, the
     /// erasure path)
     Rewrite(rewrite::RewriteArgs),
+    /// Browse the snapshots as a read-only file system (FUSE) until Ctrl-C
+    Mount(mount::MountArgs),
     /// Print one repository object, decrypted (JSON where structured)
     Cat(cat::CatArgs),
     /// Add, remove or set tags of snapshots (each changed snapshot is replaced; holds move)
@@ -130,6 +133,7 @@ impl Command {
             Command::Diff(_) => "diff",
             Command::Find(_) => "find",
             Command::Rewrite(_) => "rewrite",
+            Command::Mount(_) => "mount",
             Command::Config(_) => "config",
             Command::Completion(_) => "completion",
             Command::Man(_) => "man",
@@ -350,6 +354,7 @@ fn run(cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
         Command::Diff(a) => diff::run(g, a),
         Command::Find(a) => find::run(g, a),
         Command::Rewrite(a) => rewrite::run(g, a),
+        Command::Mount(a) => mount::run(g, a),
     }
 }
 
