@@ -739,7 +739,38 @@ fn explore_commands_work_on_s3() {
     std::fs::write(src.join("d/secret.txt"), "SECRET-MARKER\n").unwrap();
     let a = r.snapshot(&[&src]);
     std::fs::write(src.join("d/keep.txt"), "kept, changed\n").unwrap();
+    // Snapshot options: a dry run stores nothing on S3 either.
+    let objects = |r: &TestRepo| {
+        r.json(&["stats"])["backend"]["total_bytes"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = objects(&r);
+    let v = r.json(&[
+        "snapshot",
+        "--dry-run",
+        "--exclude-caches",
+        "--iexclude",
+        "*.TMP",
+        src.to_str().unwrap(),
+    ]);
+    assert_eq!(v["dry_run"], true);
+    assert_eq!(objects(&r), before);
     let b = r.snapshot(&[&src]);
+    assert_eq!(
+        r.json(&["snapshots", "--latest", "1"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        r.json(&["snapshots", "--group-by", "host"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let out = r.ok(&["diff", &a, &b]);
     assert!(out.contains("M    ") && out.contains("keep.txt"), "{out}");
     assert_eq!(r.ok(&["--json", "find", "secret.txt"]).lines().count(), 2);
