@@ -2,6 +2,7 @@
 
 mod support;
 
+mod appendonly;
 mod backends;
 mod cli_basics;
 mod corpus;

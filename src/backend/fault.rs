@@ -152,6 +152,9 @@ impl Backend for FaultBackend {
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.staging_dir()
     }
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
     fn delete(&self, path: &str) -> Result<()> {
         self.maybe_fail("delete", path, false)?;
         self.inner.delete(path)?;

@@ -358,6 +358,8 @@ pub struct OpenSettings {
     pub retry: super::retry::RetryOptions,
     /// Create a local repository directory if it does not exist (only `init` does).
     pub create: bool,
+    /// Never delete anything (`--append-only`).
+    pub append_only: bool,
     /// Upload limit in bytes per second.
     pub limit_upload: Option<u64>,
     /// Download limit in bytes per second.
@@ -384,7 +386,10 @@ pub fn open_with(
     if let Some(f) = &settings.faults {
         b = Arc::new(super::fault::FaultBackend::new(b, f.clone()));
     }
-    let b: DynBackend = Arc::new(super::retry::RetryBackend::new(b, settings.retry));
+    let mut b: DynBackend = Arc::new(super::retry::RetryBackend::new(b, settings.retry));
+    if settings.append_only {
+        b = Arc::new(super::appendonly::AppendOnlyBackend::new(b));
+    }
     if settings.limit_upload.is_some() || settings.limit_download.is_some() {
         return Ok(Arc::new(super::throttle::ThrottleBackend::new(
             b,

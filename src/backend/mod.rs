@@ -3,9 +3,10 @@
 //! A backend never decrypts or parses what it stores; it reads, writes (create-only, atomic),
 //! lists, stats and deletes. The [`Backend`] trait is synchronous; the OpenDAL implementation
 //! owns the only tokio runtime in the program. [`memory::MemoryBackend`] serves tests, and the
-//! wrappers add retries ([`retry`]) and, in test builds only (feature `fault-injection`), fault
-//! injection. Every implementation must pass the conformance suite in `tests/`.
+//! wrappers add retries ([`retry`]), bandwidth limits ([`throttle`]), append-only access
+//! ([`appendonly`]) and, in test builds only (feature `fault-injection`), fault injection. Every implementation must pass the conformance suite in `tests/`.
 
+pub mod appendonly;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub(crate) mod local;
@@ -78,6 +79,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         let _ = access;
         let data = std::fs::read(local).map_err(|e| crate::Error::io(local, e))?;
         self.write(path, &data)
+    }
+    /// Whether this client may never delete (`--append-only`): lock and staging cleanup then
+    /// leave things for staleness to expire instead of deleting them.
+    fn append_only(&self) -> bool {
+        false
     }
     /// Whether an object exists.
     fn exists(&self, path: &str) -> Result<bool> {

@@ -107,6 +107,9 @@ impl Backend for RetryBackend {
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.staging_dir()
     }
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
     fn delete(&self, path: &str) -> Result<()> {
         let mut retried = false;
         self.run("delete", || match self.inner.delete(path) {

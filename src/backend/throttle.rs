@@ -97,6 +97,9 @@ impl Backend for ThrottleBackend {
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.staging_dir()
     }
+    fn append_only(&self) -> bool {
+        self.inner.append_only()
+    }
     fn delete(&self, path: &str) -> Result<()> {
         self.inner.delete(path)
     }

@@ -36,6 +36,9 @@ pub fn apply(cli: &mut Cli, top: &ArgMatches, r: &Resolved) -> Result<()> {
             g.password_file = None;
         }
     }
+    if !g_typed("append_only") && p.append_only == Some(true) {
+        g.append_only = true;
+    }
     if !g_typed("cache_dir") && p.cache_dir.is_some() {
         g.cache_dir = p.cache_dir.clone();
     }

@@ -74,6 +74,10 @@ pub struct GlobalArgs {
     /// After the command, push the metrics to this Prometheus Pushgateway (http://HOST:9091)
     #[arg(long, global = true, value_name = "URL")]
     pub metrics_push: Option<String>,
+    /// Never delete anything: snapshot, check, restore and copy work with storage credentials
+    /// that cannot delete; forget, prune, release and unlock are refused
+    #[arg(long, env = "VAULT_APPEND_ONLY", global = true)]
+    pub append_only: bool,
     /// Limit uploads to this many KiB/s (every backend)
     #[arg(long, global = true, value_name = "KiB/s")]
     pub limit_upload: Option<u64>,
@@ -86,6 +90,12 @@ pub struct GlobalArgs {
 }
 
 static LIMITS: std::sync::OnceLock<(Option<u64>, Option<u64>)> = std::sync::OnceLock::new();
+static APPEND_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// Records `--append-only` for every backend opened.
+pub fn set_append_only(on: bool) {
+    APPEND_ONLY.store(on, Ordering::Relaxed);
+}
 
 /// Records `--limit-upload` and `--limit-download` (KiB/s) for every backend opened.
 pub fn set_limits(up: Option<u64>, down: Option<u64>) -> Result<()> {
@@ -107,6 +117,7 @@ pub fn open_settings(create: bool) -> Result<vault::backend::location::OpenSetti
                 .filter_map(|n| std::env::var(n).ok().map(|v| (*n, v))),
         ),
         create,
+        append_only: APPEND_ONLY.load(Ordering::Relaxed),
         limit_upload: LIMITS.get().and_then(|l| l.0),
         limit_download: LIMITS.get().and_then(|l| l.1),
         ..OpenSettings::default()

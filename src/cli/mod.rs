@@ -140,6 +140,25 @@ impl Command {
         }
     }
 
+    /// Whether the command deletes (or replaces) repository objects, which an append-only
+    /// client must never do.
+    fn deletes(&self) -> bool {
+        match self {
+            Command::Forget(_)
+            | Command::Prune(_)
+            | Command::Release(_)
+            | Command::Unlock(_)
+            | Command::Tag(_)
+            | Command::Repair(_) => true,
+            Command::Rewrite(a) => a.forget,
+            Command::Key(k) => matches!(
+                k,
+                key::KeyCommand::Remove { .. } | key::KeyCommand::Passwd(_)
+            ),
+            _ => false,
+        }
+    }
+
     /// Commands that run hooks and write metrics (those that work on a repository).
     fn supervised(&self) -> bool {
         !matches!(
@@ -172,6 +191,7 @@ pub fn main_run(args: &[std::ffi::OsString], json: bool) -> i32 {
         Ok(p) => p,
         Err(e) => return report_error(&e, json),
     };
+    global::set_append_only(cli.global.append_only);
     if !cli.command.supervised() {
         return finish(run(cli, profile.as_ref()), json);
     }
@@ -328,6 +348,15 @@ fn supervise(cli: Cli, profile: Option<profile::Resolved>, json: bool) -> i32 {
 /// Runs the parsed command; returns the exit code.
 fn run(cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
     let g = &cli.global;
+    if g.append_only && cli.command.deletes() {
+        return Err(vault::Error::PermissionDenied {
+            what: format!("vault {}", cli.command.name()),
+            reason: "it removes or replaces repository objects, and this client is append-only \
+                     (--append-only): run it from a client without --append-only"
+                .into(),
+        }
+        .into());
+    }
     match cli.command {
         Command::Config(c) => config::run(g, c, profile),
         Command::Completion(a) => config::completion(a),

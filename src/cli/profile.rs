@@ -234,6 +234,9 @@ pub struct Profile {
     pub password_command: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
+    /// Never delete anything (`--append-only`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub append_only: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]

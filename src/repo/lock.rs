@@ -214,7 +214,10 @@ impl Repository {
         let id = LockId(self.write_object(Dir::Locks, KIND_LOCK, &encode_lock(&lock))?);
         // Check again now that ours is visible: of two racing writers at least one sees the other.
         if let Some(holder) = self.conflicts(kind, Some(id))? {
-            let _ = self.backend().delete(&lock_path(&id));
+            // Append-only: ours stays, and counts as gone once this process has exited.
+            if !self.backend().append_only() {
+                let _ = self.backend().delete(&lock_path(&id));
+            }
             return Ok(Err(holder));
         }
         let held = Arc::new(Held {
@@ -276,6 +279,9 @@ impl Held {
         *cur = (new_id, lock);
         drop(cur);
         *self.last_refresh.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if self.repo.backend().append_only() {
+            return Ok(()); // the old object goes stale on its own
+        }
         if let Err(e) = self.repo.backend().delete(&lock_path(&old))
             && e.kind() != crate::ErrorKind::NotFound
         {
@@ -332,6 +338,9 @@ impl Drop for LockGuard {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .0;
+        if self.held.repo.backend().append_only() {
+            return; // stale as soon as this process has exited (or 30 minutes after its last refresh)
+        }
         if let Err(e) = self.held.repo.backend().delete(&lock_path(&id))
             && e.kind() != crate::ErrorKind::NotFound
         {

@@ -115,6 +115,9 @@ impl Repository {
     /// Removes staging files whose owner is provably gone (safe at any time).
     pub fn collect_dead_staging(&self) -> Result<Leftovers> {
         let mut l = Leftovers::default();
+        if self.backend().append_only() {
+            return Ok(l);
+        }
         for f in self.staged_files()? {
             if f.owner.as_deref().is_some_and(ProcessIdentity::tag_is_gone)
                 && std::fs::remove_file(&f.path).is_ok()

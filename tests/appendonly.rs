@@ -1,0 +1,115 @@
+//! Append-only access: with `--append-only`, snapshot, check, restore, dump, copy-into and
+//! friends work and never delete or change an existing object; the commands that must delete
+//! are refused before they change anything; an ordinary client prunes afterwards.
+
+use std::collections::BTreeMap;
+
+use crate::support::*;
+
+/// Every object present in `before` is still there with the same bytes.
+fn nothing_removed_or_changed(
+    before: &BTreeMap<String, Vec<u8>>,
+    after: &BTreeMap<String, Vec<u8>>,
+) {
+    for (path, bytes) in before {
+        match after.get(path) {
+            None => panic!("{path} was deleted"),
+            Some(b) => assert!(b == bytes, "{path} was changed"),
+        }
+    }
+}
+
+fn exercise(r: &TestRepo, second: Option<&TestRepo>) {
+    let src = r.scratch("src");
+    std::fs::write(src.join("a"), pseudo_random(300_000, 1)).unwrap();
+    r.ok(&["snapshot", src.to_str().unwrap()]);
+    let before = r.objects();
+    let ao = |args: &[&str]| {
+        let mut a = vec!["--append-only"];
+        a.extend_from_slice(args);
+        r.run(&a)
+    };
+    // What an append-only client can do.
+    std::fs::write(src.join("b"), pseudo_random(300_000, 2)).unwrap();
+    let target = r.scratch("t");
+    for args in [
+        vec!["snapshot", src.to_str().unwrap()],
+        vec!["snapshot", src.to_str().unwrap()],
+        vec!["check", "--verify-data"],
+        vec!["restore", "latest", "--target", target.to_str().unwrap()],
+        vec!["dump", "latest", src.join("a").to_str().unwrap()],
+        vec!["ls", "latest"],
+        vec!["snapshots"],
+        vec!["stats"],
+        vec!["hold", "latest", "--reason", "kept"],
+        vec!["log"],
+    ] {
+        let out = ao(&args);
+        assert_success(&out, &args);
+    }
+    assert_eq!(
+        std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("b")).unwrap(),
+        pseudo_random(300_000, 2)
+    );
+    if let Some(dst) = second {
+        let out = r
+            .cmd(&[
+                "--append-only",
+                "copy",
+                "--to-repo",
+                &dst.location(),
+                "--to-password-file",
+                dst.password_file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_success(&out, &["append-only copy"]);
+    }
+    let mid = r.objects();
+    nothing_removed_or_changed(&before, &mid);
+    // What it cannot do: refused, nothing changed.
+    let latest = r.json(&["snapshots"]).as_array().unwrap().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["--json", "release", &latest],
+        vec!["--json", "forget", &latest],
+        vec!["--json", "prune", "--keep-last", "1"],
+        vec!["--json", "unlock", "--remove-all"],
+        vec!["--json", "tag", "--add", "x", "latest"],
+    ] {
+        let out = ao(&args);
+        assert_exit(&out, 1);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["error"]["kind"], "permission_denied", "{args:?}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("append-only"),
+            "{v}"
+        );
+    }
+    nothing_removed_or_changed(&mid, &r.objects());
+    // An ordinary client releases and prunes right away: the append-only runs' locks belong
+    // to processes that are provably gone.
+    r.ok(&["release", "latest"]);
+    r.ok(&["prune", "--keep-last", "1"]);
+    r.ok(&["check"]);
+}
+
+#[test]
+fn an_append_only_client_never_deletes_local() {
+    let r = TestRepo::new();
+    let dst = TestRepo::new();
+    exercise(&r, Some(&dst));
+    assert_eq!(dst.json(&["snapshots"]).as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn an_append_only_client_never_deletes_s3() {
+    let s3 = crate::servers::Server::s3();
+    let r = TestRepo::remote(s3.remote("append-only"));
+    exercise(&r, None);
+}
