@@ -220,8 +220,10 @@ fn corruption_suite() {
     let restored = c.verify_repaired();
     assert!(restored > 0);
 
-    // 2. A truncated pack.
+    // 2. A truncated pack; the damaged snapshot is under a legal hold, which moves to its
+    // replacement.
     let c = Case::new(&base);
+    c.ok(&["hold", "latest", "--reason", "case 12"]);
     let pack = c.data_packs()[0].clone();
     let len = std::fs::metadata(&pack).unwrap().len();
     std::fs::OpenOptions::new()
@@ -234,6 +236,17 @@ fn corruption_suite() {
     assert!(!damage_paths(&v).is_empty());
     c.ok(&["repair", "index", "--verify-data"]);
     c.ok(&["repair", "snapshots", "--forget"]);
+    let held: serde_json::Value =
+        serde_json::from_str(&c.ok(&["--json", "snapshots", "--tag", "repaired"])).unwrap();
+    let list = held.as_array().unwrap();
+    let newest = list.last().unwrap();
+    assert_eq!(newest["holds"][0]["reason"], "case 12", "{held}");
+    assert!(
+        list[..list.len() - 1]
+            .iter()
+            .all(|s| s["holds"].as_array().unwrap().is_empty())
+    );
+    c.ok(&["release", "latest"]);
     c.verify_repaired();
 
     // 3. A deleted pack.

@@ -59,7 +59,7 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// List the contents of a snapshot
     Ls(browse::LsArgs),
-    /// Write one file of a snapshot to standard output
+    /// Write one file of a snapshot to standard output (a directory as a tar or zip stream)
     Dump(browse::DumpArgs),
     /// Copy snapshots into another repository (re-chunked with its keys; already copied ones skipped)
     Copy(copy::CopyArgs),
@@ -228,6 +228,9 @@ pub fn repository_gauges(g: &GlobalArgs, repo: &vault::repo::Repository) {
 
 /// Loads and applies `--profile` (the configuration file is read only then).
 fn load_profile(cli: &mut Cli, matches: &clap::ArgMatches) -> Result<Option<profile::Resolved>> {
+    if matches!(cli.command, Command::Completion(_) | Command::Man(_)) {
+        return Ok(None);
+    }
     let Some(name) = cli.global.profile.clone() else {
         if cli.global.config.is_some() && !matches!(cli.command, Command::Config(_)) {
             return Err(usage(

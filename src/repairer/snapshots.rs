@@ -240,9 +240,14 @@ pub fn repair_snapshots(
             new.summary.total_files = t.files;
             new.summary.total_bytes = t.bytes;
             new.summary.other_entries = t.other;
-            r.replacement = Some(repo.save_snapshot(&new)?.to_hex());
-        }
-        if forget {
+            if forget {
+                // The replacement takes the original's place, holds included.
+                r.replacement = Some(repo.replace_snapshot(&id, &new)?.to_hex());
+                r.forgotten = true;
+            } else {
+                r.replacement = Some(repo.save_snapshot(&new)?.to_hex());
+            }
+        } else if forget {
             repo.delete_snapshot(&id)?;
             r.forgotten = true;
         }
