@@ -8,6 +8,11 @@ _pg_run() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"
 
 pg_start() {
   PG_DIR="$1/pg"; mkdir -p "$PG_DIR"; chmod 755 "$1"; [ "$(id -u)" -eq 0 ] && chown postgres "$PG_DIR"
+  # A scratch cluster: one left by an interrupted run is stopped and started afresh.
+  if [ -d "$PG_DIR/data" ]; then
+    _pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR/data"
+  fi
   _pg_run "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --no-sync >/dev/null
   PGPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   _pg_run "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w \
