@@ -113,3 +113,114 @@ fn an_append_only_client_never_deletes_s3() {
     let r = TestRepo::remote(s3.remote("append-only"));
     exercise(&r, None);
 }
+
+/// An append-only key: whoever holds its password gets an append-only client, whatever flags
+/// they pass; it can hand out only append-only keys.
+#[test]
+fn an_append_only_key_restricts_every_client_that_uses_it() {
+    let r = TestRepo::new();
+    let pw2 = r.dir.path().join("host-password");
+    std::fs::write(&pw2, "host password\n").unwrap();
+    let v = r.json(&[
+        "key",
+        "add",
+        "--restrict",
+        "append-only",
+        "--new-password-file",
+        pw2.to_str().unwrap(),
+        "--kdf-memory",
+        "1MiB",
+        "--kdf-iterations",
+        "1",
+    ]);
+    assert_eq!(v["append_only"], true);
+    let keys = r.json(&["key", "list"]);
+    assert_eq!(
+        keys.as_array()
+            .unwrap()
+            .iter()
+            .filter(|k| k["append_only"] == true)
+            .count(),
+        1
+    );
+    let host = |args: &[&str]| {
+        r.cmd(args)
+            .env("VAULT_PASSWORD_FILE", &pw2)
+            .output()
+            .unwrap()
+    };
+    let src = r.scratch("src");
+    std::fs::write(src.join("f"), pseudo_random(100_000, 3)).unwrap();
+    for args in [
+        vec!["snapshot", src.to_str().unwrap()],
+        vec!["snapshot", src.to_str().unwrap()],
+        vec!["check", "--verify-data"],
+        vec!["hold", "latest", "--reason", "kept"],
+    ] {
+        assert_success(&host(&args), &args);
+    }
+    let before = r.objects();
+    let latest = r.json(&["snapshots"]).as_array().unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for args in [
+        vec!["--json", "forget", &latest],
+        vec!["--json", "prune"],
+        vec!["--json", "release", "latest"],
+        vec!["--json", "unlock", "--remove-all"],
+        vec![
+            "--json",
+            "key",
+            "passwd",
+            "--new-password-file",
+            pw2.to_str().unwrap(),
+        ],
+    ] {
+        let out = host(&args);
+        assert_exit(&out, 1);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["error"]["kind"], "permission_denied", "{args:?}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("append-only"),
+            "{v}"
+        );
+    }
+    // A full key cannot be made with it; another append-only one can.
+    let pw3 = r.dir.path().join("third");
+    std::fs::write(&pw3, "third password\n").unwrap();
+    let out = host(&[
+        "key",
+        "add",
+        "--new-password-file",
+        pw3.to_str().unwrap(),
+        "--kdf-memory",
+        "1MiB",
+        "--kdf-iterations",
+        "1",
+    ]);
+    assert_exit(&out, 1);
+    assert_success(
+        &host(&[
+            "key",
+            "add",
+            "--restrict",
+            "append-only",
+            "--new-password-file",
+            pw3.to_str().unwrap(),
+            "--kdf-memory",
+            "1MiB",
+            "--kdf-iterations",
+            "1",
+        ]),
+        &["append-only key add"],
+    );
+    nothing_removed_or_changed(&before, &r.objects());
+    // The full key administers.
+    r.ok(&["release", "latest"]);
+    r.ok(&["forget", &latest]);
+    r.ok(&["prune"]);
+}

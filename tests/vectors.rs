@@ -577,6 +577,7 @@ fn key_file_vector() {
         created: Timestamp::new(1_767_600_000, 0),
         hostname: "host".into(),
         username: "user".into(),
+        capabilities: 0,
         sealed_master: Vec::new(),
     };
     let kek = derive_kek(b"password", &kf.salt, &kdf).unwrap();
@@ -602,6 +603,38 @@ fn key_file_vector() {
         "key_file.json",
         json!({"password": "password", "master_key": hex::encode(&master().to_bytes()[..]),
                "nonce": hex::encode(nonce(0xd0)), "key_file": hex::encode(&bytes)}),
+    );
+    // An append-only key: envelope version 2, capabilities after the username.
+    let mut ao = kf.clone();
+    ao.capabilities = vault::format::key::CAP_APPEND_ONLY;
+    ao.sealed_master =
+        Cipher::new(&kek).seal_with_nonce(&nonce(0xd1), &ao.aad(), &master().to_bytes()[..]);
+    let ao_bytes = encode_key_file(&ao);
+    assert_eq!(ao_bytes[6], 2);
+    if std::env::var_os("VAULT_WRITE_VECTORS").is_none() {
+        let file = unhex(&stored("key_file_append_only.json")["key_file"]);
+        let id = vault::id::KeyId(storage_hash(&file));
+        assert!(
+            vault::repo::keys::open_key_bytes(&file, b"password", id)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(decode_key_file(&file).unwrap(), ao);
+        // The capability byte is authenticated: clearing it breaks the seal.
+        let mut forged = ao.clone();
+        forged.capabilities = 0;
+        let mut forged_bytes = forged.aad();
+        forged_bytes.extend_from_slice(&ao.sealed_master);
+        assert!(
+            vault::repo::keys::open_key_bytes(&forged_bytes, b"password", id)
+                .unwrap()
+                .is_none()
+        );
+    }
+    check(
+        "key_file_append_only.json",
+        json!({"password": "password", "master_key": hex::encode(&master().to_bytes()[..]),
+               "nonce": hex::encode(nonce(0xd1)), "capabilities": 1, "key_file": hex::encode(&ao_bytes)}),
     );
 }
 

@@ -84,6 +84,10 @@ pub struct GlobalArgs {
     /// Limit downloads to this many KiB/s (every backend)
     #[arg(long, global = true, value_name = "KiB/s")]
     pub limit_download: Option<u64>,
+    /// Whether the command removes or replaces objects (set before it runs): an append-only
+    /// key then refuses it at once.
+    #[arg(skip)]
+    pub command_deletes: bool,
     /// What the command did, for hooks and metrics (filled in by the command).
     #[arg(skip)]
     pub facts: super::facts::Facts,
@@ -225,6 +229,17 @@ impl GlobalArgs {
         let repo = found
             .unlock(password.as_bytes(), self.open_options())
             .map_err(context)?;
+        if self.command_deletes
+            && repo.key_capabilities() & vault::format::key::CAP_APPEND_ONLY != 0
+        {
+            return Err(vault::Error::PermissionDenied {
+                what: "this command".into(),
+                reason: "it removes or replaces repository objects, and the key in use is \
+                         append-only: run it with a full key"
+                    .into(),
+            }
+            .into());
+        }
         self.facts.opened(&repo);
         Ok(repo)
     }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use vault::format::key::KdfParams;
 use vault::repo::keys::{list_keys, remove_key, resolve_key, write_key};
@@ -17,7 +17,7 @@ pub enum KeyCommand {
     /// List key files
     List,
     /// Add a password
-    Add(NewKeyArgs),
+    Add(AddKeyArgs),
     /// Remove a key file (revoke a password)
     Remove {
         /// Key id or unique prefix
@@ -39,6 +39,17 @@ pub struct NewKeyArgs {
     /// Argon2id iterations
     #[arg(long, default_value_t = 3)]
     pub kdf_iterations: u32,
+}
+
+/// Options of `vault key add`.
+#[derive(Args, Debug)]
+pub struct AddKeyArgs {
+    #[command(flatten)]
+    pub key: NewKeyArgs,
+    /// Restrict the new key: `append-only` (it can add snapshots, read and verify, but never
+    /// delete or replace anything; forget, prune, release and unlock need another key)
+    #[arg(long = "restrict", value_name = "CAPABILITY", value_parser = ["append-only"])]
+    pub restrict: Vec<String>,
 }
 
 impl NewKeyArgs {
@@ -69,6 +80,7 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
                             "username": k.username,
                             "kdf": {"memory_kib": k.kdf.m_cost_kib, "iterations": k.kdf.t_cost, "lanes": k.kdf.p_cost},
                             "damaged": k.damaged,
+                            "append_only": k.capabilities & vault::format::key::CAP_APPEND_ONLY != 0,
                         })
                     })
                     .collect();
@@ -89,19 +101,47 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
                                 Some(why) => format!("DAMAGED: {why}"),
                                 None => output::short_time(k.created, 0),
                             },
+                            if k.capabilities & vault::format::key::CAP_APPEND_ONLY != 0 {
+                                "append-only".into()
+                            } else {
+                                "full".into()
+                            },
                         ]
                     })
                     .collect();
-                output::table(&[" ID", "User", "Host", "Created (UTC)"], &rows)?;
+                output::table(&[" ID", "User", "Host", "Created (UTC)", "Rights"], &rows)?;
             }
         }
         KeyCommand::Add(a) => {
-            let pw = g.new_password(a.new_password_file.as_ref())?;
-            let id = write_key(repo.backend(), repo.master_key(), pw.as_bytes(), &a.kdf())?;
+            let mut caps = 0u64;
+            if a.restrict.iter().any(|r| r == "append-only") {
+                caps |= vault::format::key::CAP_APPEND_ONLY;
+            }
+            // A restricted key can only hand out keys at least as restricted as itself.
+            if repo.key_capabilities() & !caps != 0 {
+                bail!(
+                    "the key in use is append-only: it can only add append-only keys (--restrict append-only)"
+                );
+            }
+            let pw = g.new_password(a.key.new_password_file.as_ref())?;
+            let id = vault::repo::keys::write_key_with(
+                repo.backend(),
+                repo.master_key(),
+                pw.as_bytes(),
+                &a.key.kdf(),
+                caps,
+            )?;
             if g.json {
-                output::json(&serde_json::json!({ "added": id.to_hex() }))?;
+                output::json(&serde_json::json!({
+                    "added": id.to_hex(),
+                    "append_only": caps & vault::format::key::CAP_APPEND_ONLY != 0,
+                }))?;
             } else if !g.quiet {
-                println!("added key {}", id.short());
+                println!(
+                    "added {}key {}",
+                    if caps != 0 { "append-only " } else { "" },
+                    id.short()
+                );
             }
         }
         KeyCommand::Remove { id } => {

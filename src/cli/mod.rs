@@ -349,7 +349,8 @@ fn supervise(cli: Cli, profile: Option<profile::Resolved>, json: bool) -> i32 {
 }
 
 /// Runs the parsed command; returns the exit code.
-fn run(cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
+fn run(mut cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
+    cli.global.command_deletes = cli.command.deletes();
     let g = &cli.global;
     if g.append_only && cli.command.deletes() {
         return Err(vault::Error::PermissionDenied {

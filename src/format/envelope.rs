@@ -7,11 +7,14 @@
 
 use super::{ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, FORMAT_VERSION, KIND_LOCK};
 
-/// The envelope version written for objects of `kind`; readers accept `1..=` this. Only lock
-/// objects have a version 2 (`format-spec/CHANGES.md`).
+/// The newest envelope version of objects of `kind`; readers accept `1..=` this. Lock objects
+/// are written at version 2; key files at version 2 only when they carry capabilities
+/// (`format-spec/CHANGES.md`).
 pub fn current_version(kind: u8) -> u8 {
     if kind == KIND_LOCK {
         super::lock::LOCK_VERSION_WITH_OWNER
+    } else if kind == super::KIND_KEY {
+        super::key::KEY_VERSION_WITH_CAPABILITIES
     } else {
         1
     }
@@ -58,10 +61,15 @@ impl std::fmt::Display for HeaderError {
 
 /// The header for an object of `kind` in the current format version.
 pub fn encode_header(kind: u8) -> [u8; ENVELOPE_HEADER_LEN] {
+    encode_header_version(kind, current_version(kind))
+}
+
+/// The header for an object of `kind` at envelope `version`.
+pub fn encode_header_version(kind: u8, version: u8) -> [u8; ENVELOPE_HEADER_LEN] {
     let mut h = [0u8; ENVELOPE_HEADER_LEN];
     h[..5].copy_from_slice(ENVELOPE_MAGIC);
     h[5] = kind;
-    h[6] = current_version(kind);
+    h[6] = version;
     h
 }
 

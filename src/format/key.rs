@@ -4,15 +4,27 @@
 //! KEYFILE = HEADER(8, kind 'K') || PARAMS || NONCE(24) || CIPHERTEXT(96) || TAG(16)
 //! PARAMS  = kdf(u8 = 1: Argon2id v0x13) || m_cost_kib(uvarint) || t_cost(uvarint) ||
 //!           p_cost(uvarint) || salt(bytes, 16..=64) || created(time) || hostname(str) || username(str)
+//!           [|| capabilities(uvarint), version 2 only]
 //! ```
+//! A key file without restrictions is written at envelope version 1; one with capability bits
+//! (bit 0: append-only) at version 2, which older readers refuse rather than ignore.
 //! The additional data of the seal is `HEADER || PARAMS`, so no parameter can be changed
 //! without the password failing. The 96 plaintext bytes are the master key:
 //! `encryption_key(32) || id_key(32) || chunker_seed(32)`.
 
-use super::envelope::{HeaderError, decode_header, encode_header};
+use super::envelope::{HeaderError, decode_header, encode_header_version};
 use super::time::Timestamp;
 use super::wire::{DecodeError, DecodeResult, Reader, Writer, err};
 use super::{KDF_ARGON2ID, KEY_PART_LEN, KIND_KEY, SEAL_OVERHEAD};
+
+/// Envelope version of key files that carry capabilities.
+pub const KEY_VERSION_WITH_CAPABILITIES: u8 = 2;
+
+/// Capability bit: the key never deletes or replaces objects (append-only client).
+pub const CAP_APPEND_ONLY: u64 = 1;
+
+/// Every capability bit this build knows.
+pub const KNOWN_CAPABILITIES: u64 = CAP_APPEND_ONLY;
 
 /// Length of the sealed master key inside a key file.
 pub const SEALED_MASTER_LEN: usize = 3 * KEY_PART_LEN + SEAL_OVERHEAD;
@@ -71,6 +83,8 @@ pub struct KeyFile {
     pub hostname: String,
     /// User that added the key.
     pub username: String,
+    /// Restrictions of the key (`CAP_*` bits; 0 for a full key, written at version 1).
+    pub capabilities: u64,
     /// `NONCE || CIPHERTEXT || TAG` of the master key.
     pub sealed_master: Vec<u8>,
 }
@@ -78,7 +92,12 @@ pub struct KeyFile {
 impl KeyFile {
     /// The bytes authenticated as additional data: `HEADER || PARAMS`.
     pub fn aad(&self) -> Vec<u8> {
-        let mut w = Writer::with_buffer(encode_header(KIND_KEY).to_vec());
+        let version = if self.capabilities == 0 {
+            1
+        } else {
+            KEY_VERSION_WITH_CAPABILITIES
+        };
+        let mut w = Writer::with_buffer(encode_header_version(KIND_KEY, version).to_vec());
         w.u8(KDF_ARGON2ID);
         w.uvarint(u64::from(self.kdf.m_cost_kib));
         w.uvarint(u64::from(self.kdf.t_cost));
@@ -87,6 +106,9 @@ impl KeyFile {
         self.created.encode(&mut w);
         w.str(&self.hostname);
         w.str(&self.username);
+        if version >= KEY_VERSION_WITH_CAPABILITIES {
+            w.uvarint(self.capabilities);
+        }
         w.into_bytes()
     }
 }
@@ -109,11 +131,11 @@ pub enum KeyFileError {
 
 /// Decodes a whole key file (without unsealing the master key).
 pub fn decode_key_file(bytes: &[u8]) -> Result<KeyFile, KeyFileError> {
-    let (_, rest) = decode_header(bytes, KIND_KEY).map_err(KeyFileError::Header)?;
-    decode_params(rest).map_err(KeyFileError::Decode)
+    let (header, rest) = decode_header(bytes, KIND_KEY).map_err(KeyFileError::Header)?;
+    decode_params(rest, header[6]).map_err(KeyFileError::Decode)
 }
 
-fn decode_params(rest: &[u8]) -> DecodeResult<KeyFile> {
+fn decode_params(rest: &[u8], version: u8) -> DecodeResult<KeyFile> {
     let mut r = Reader::new(rest);
     let kdf_id = r.u8()?;
     if kdf_id != KDF_ARGON2ID {
@@ -132,6 +154,18 @@ fn decode_params(rest: &[u8]) -> DecodeResult<KeyFile> {
     let created = Timestamp::decode(&mut r)?;
     let hostname = r.str()?.to_string();
     let username = r.str()?.to_string();
+    let capabilities = if version >= KEY_VERSION_WITH_CAPABILITIES {
+        let c = r.uvarint()?;
+        if c == 0 {
+            return err("a version-2 key file without capabilities (write version 1)");
+        }
+        if c & !KNOWN_CAPABILITIES != 0 {
+            return err(format!("unknown key capabilities {c:#x}"));
+        }
+        c
+    } else {
+        0
+    };
     if r.remaining() != SEALED_MASTER_LEN {
         return err(format!(
             "sealed master key is {} bytes, expected {SEALED_MASTER_LEN}",
@@ -145,6 +179,7 @@ fn decode_params(rest: &[u8]) -> DecodeResult<KeyFile> {
         created,
         hostname,
         username,
+        capabilities,
         sealed_master,
     })
 }

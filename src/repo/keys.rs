@@ -28,6 +28,8 @@ pub struct KeyInfo {
     pub kdf: KdfParams,
     /// Why it cannot be used, when it is damaged (it can still be removed).
     pub damaged: Option<String>,
+    /// Restrictions (`CAP_*` bits; 0: a full key).
+    pub capabilities: u64,
 }
 
 /// Wraps `key` under `password` and writes a new key file; returns its id.
@@ -37,7 +39,18 @@ pub fn write_key(
     password: &[u8],
     kdf: &KdfParams,
 ) -> Result<KeyId> {
-    let bytes = encode_new_key(key, password, kdf)?;
+    write_key_with(backend, key, password, kdf, 0)
+}
+
+/// Like [`write_key`], for a key with `capabilities` (`CAP_*` restrictions).
+pub fn write_key_with(
+    backend: &DynBackend,
+    key: &MasterKey,
+    password: &[u8],
+    kdf: &KdfParams,
+    capabilities: u64,
+) -> Result<KeyId> {
+    let bytes = encode_new_key_with(key, password, kdf, capabilities)?;
     let id = KeyId(storage_hash(&bytes));
     backend.write(&key_path(&id), &bytes)?;
     Ok(id)
@@ -45,6 +58,16 @@ pub fn write_key(
 
 /// Builds the bytes of a key file (exposed for test vectors).
 pub fn encode_new_key(key: &MasterKey, password: &[u8], kdf: &KdfParams) -> Result<Vec<u8>> {
+    encode_new_key_with(key, password, kdf, 0)
+}
+
+/// Like [`encode_new_key`], with capability bits.
+pub fn encode_new_key_with(
+    key: &MasterKey,
+    password: &[u8],
+    kdf: &KdfParams,
+    capabilities: u64,
+) -> Result<Vec<u8>> {
     let mut salt = vec![0u8; 32];
     random_bytes(&mut salt)?;
     let mut kf = KeyFile {
@@ -53,6 +76,7 @@ pub fn encode_new_key(key: &MasterKey, password: &[u8], kdf: &KdfParams) -> Resu
         created: Timestamp::now(),
         hostname: crate::source::owner::hostname(),
         username: crate::source::owner::current_username(),
+        capabilities,
         sealed_master: Vec::new(),
     };
     let kek = derive_kek(password, &kf.salt, kdf)?;
@@ -91,6 +115,14 @@ pub fn open_key_bytes(bytes: &[u8], password: &[u8], id: KeyId) -> Result<Option
 /// Damaged key files are skipped (another may still open); if none opens, the error is
 /// [`Error::WrongPassword`] unless every key file was damaged, which is reported as such.
 pub fn unlock(backend: &DynBackend, password: &[u8]) -> Result<(KeyId, MasterKey)> {
+    unlock_with_capabilities(backend, password).map(|(id, k, _)| (id, k))
+}
+
+/// Like [`unlock`], also returning the key's capability bits.
+pub fn unlock_with_capabilities(
+    backend: &DynBackend,
+    password: &[u8],
+) -> Result<(KeyId, MasterKey, u64)> {
     let files = backend.list(Dir::Keys.name())?;
     let mut damaged = Vec::new();
     let mut tried = 0;
@@ -110,7 +142,11 @@ pub fn unlock(backend: &DynBackend, password: &[u8]) -> Result<(KeyId, MasterKey
         }
         tried += 1;
         match open_key_bytes(&bytes, password, id) {
-            Ok(Some(k)) => return Ok((id, k)),
+            Ok(Some(k)) => {
+                // Decoded already by `open_key_bytes`; the parameters are authenticated.
+                let caps = decode_key_file(&bytes).map_or(0, |kf| kf.capabilities);
+                return Ok((id, k, caps));
+            }
             Ok(None) => {}
             Err(e) if e.kind() == crate::ErrorKind::Unsupported => return Err(e),
             Err(e) => {
@@ -162,6 +198,7 @@ pub fn list_keys(backend: &DynBackend) -> Result<Vec<KeyInfo>> {
                 username: kf.username,
                 kdf: kf.kdf,
                 damaged: None,
+                capabilities: kf.capabilities,
             },
             Err(why) => KeyInfo {
                 id,
@@ -170,6 +207,7 @@ pub fn list_keys(backend: &DynBackend) -> Result<Vec<KeyInfo>> {
                 username: String::new(),
                 kdf: KdfParams::DEFAULT,
                 damaged: Some(why),
+                capabilities: 0,
             },
         });
     }

@@ -99,8 +99,21 @@ pub struct Located {
 impl Located {
     /// Unlocks the repository with `password`.
     pub fn unlock(self, password: &[u8], options: OpenOptions) -> Result<Repository> {
-        let (key_id, key) = keys::unlock(&self.backend, password)?;
-        Repository::open_with_key(self.backend, key_id, key, &self.config_bytes, options)
+        let (key_id, key, caps) = keys::unlock_with_capabilities(&self.backend, password)?;
+        // An append-only key gets a client that can never delete, whatever the caller asked.
+        let backend: DynBackend = if caps & crate::format::key::CAP_APPEND_ONLY != 0 {
+            Arc::new(crate::backend::appendonly::AppendOnlyBackend::new(
+                self.backend,
+            ))
+        } else {
+            self.backend
+        };
+        let mut repo =
+            Repository::open_with_key(backend, key_id, key, &self.config_bytes, options)?;
+        if let Some(inner) = Arc::get_mut(&mut repo.inner) {
+            inner.capabilities = caps;
+        }
+        Ok(repo)
     }
 }
 
@@ -121,6 +134,8 @@ pub(crate) struct Inner {
     index: RwLock<Option<Arc<BlobIndex>>>,
     /// Held while a whole tree pack is fetched (one at a time, see `blob`).
     tree_fetch: std::sync::Mutex<()>,
+    /// The capability bits of the key in use (`format::key::CAP_*`).
+    capabilities: u64,
 }
 
 /// A handle that does not keep the repository alive (held by its own index).
@@ -239,6 +254,7 @@ impl Repository {
                 options,
                 index: RwLock::new(None),
                 tree_fetch: std::sync::Mutex::new(()),
+                capabilities: 0,
             }),
         }
     }
@@ -249,6 +265,11 @@ impl Repository {
 
     pub(crate) fn upgrade(weak: &WeakRepository) -> Option<Self> {
         weak.upgrade().map(|inner| Self { inner })
+    }
+
+    /// The capability bits of the key in use (`format::key::CAP_*`; 0: a full key).
+    pub fn key_capabilities(&self) -> u64 {
+        self.inner.capabilities
     }
 
     /// The storage backend (for layers that copy or inspect raw objects, such as `check`).
