@@ -462,6 +462,28 @@ fn restore_overwrite_delete_dry_run_and_resume() {
     assert!(!restored.join("stray.txt").exists());
     assert_eq!(v["verify"]["mismatches"], serde_json::json!([]));
     assert!(compare_trees(&src, &restored).is_empty());
+    // --delete cleans only what was backed up: the directories above the snapshot's path
+    // (`/tmp`, …) hold things that were never in it, and they stay.
+    let above = restored.parent().unwrap();
+    std::fs::write(above.join("unrelated.txt"), "not part of the backup").unwrap();
+    std::fs::write(target.join("at-the-top.txt"), "neither").unwrap();
+    let v = r.json(&["restore", "latest", "--target", t, "--delete"]);
+    assert_eq!(v["deleted"], 0, "{v}");
+    assert!(above.join("unrelated.txt").exists());
+    assert!(target.join("at-the-top.txt").exists());
+    let out = r.ok(&[
+        "restore",
+        "latest",
+        "--target",
+        t,
+        "--delete",
+        "--dry-run",
+        "-v",
+    ]);
+    assert!(
+        !out.contains("unrelated.txt") && !out.contains("at-the-top.txt"),
+        "{out}"
+    );
     // --delete leaves excluded entries alone.
     std::fs::write(restored.join("keep.log"), "local log").unwrap();
     r.ok(&[

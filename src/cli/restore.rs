@@ -333,25 +333,26 @@ fn dry_run(
 ) -> Result<i32> {
     use std::os::unix::ffi::OsStrExt;
     let verbose = g.verbose > 0;
-    let stats = vault::restorer::plan_restore(repo, &snap.tree, opts, &mut |p, action, n| {
-        if g.json {
-            output::json_line(&serde_json::json!({
-                "message_type": "action",
-                "path": String::from_utf8_lossy(p.as_os_str().as_bytes()),
-                "action": action,
-                "type": n.kind.name(),
-                "size": n.size,
-            }))
-            .map_err(|e| vault::Error::io("(output)", e))?;
-        } else if verbose || matches!(action, vault::restorer::Action::Delete) {
-            println!(
-                "{:<8} {}",
-                format!("{action:?}").to_lowercase(),
-                vault::quote::quote_path(p)
-            );
-        }
-        Ok(())
-    })?;
+    let stats =
+        vault::restorer::plan_restore(repo, &snap.tree, &snap.paths, opts, &mut |p, action, n| {
+            if g.json {
+                output::json_line(&serde_json::json!({
+                    "message_type": "action",
+                    "path": String::from_utf8_lossy(p.as_os_str().as_bytes()),
+                    "action": action,
+                    "type": n.kind.name(),
+                    "size": n.size,
+                }))
+                .map_err(|e| vault::Error::io("(output)", e))?;
+            } else if verbose || matches!(action, vault::restorer::Action::Delete) {
+                println!(
+                    "{:<8} {}",
+                    format!("{action:?}").to_lowercase(),
+                    vault::quote::quote_path(p)
+                );
+            }
+            Ok(())
+        })?;
     if g.json {
         let mut v = serde_json::to_value(&stats)?;
         v["message_type"] = serde_json::Value::String("summary".into());

@@ -156,8 +156,11 @@ pub fn restore(
         Some(snap.summary.total_bytes),
         crate::progress::Unit::Bytes,
     );
-    let summary =
-        pool.install(|| walk::Restorer::new(repo, opts, progress, root).run(&snap.tree))?;
+    let summary = pool.install(|| {
+        walk::Restorer::new(repo, opts, progress, root)
+            .with_paths(&snap.paths)
+            .run(&snap.tree)
+    })?;
     progress.finish_phase();
     Ok(summary)
 }

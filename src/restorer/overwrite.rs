@@ -109,3 +109,19 @@ pub fn decide(
         }
     })
 }
+
+/// The directories `--delete` may clean: the snapshot's own paths and what is below them,
+/// never the directories above them (`/`, `/srv` for a snapshot of `/srv/www`), which hold
+/// only the path down to what was backed up — the rest of them was never in the snapshot.
+pub fn delete_roots(paths: &[Vec<u8>]) -> Vec<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    paths
+        .iter()
+        .map(|p| std::path::Path::new("/").join(std::ffi::OsStr::from_bytes(p)))
+        .collect()
+}
+
+/// Whether `--delete` may clean the directory at snapshot path `at`.
+pub fn delete_allowed(at: &std::path::Path, roots: &[std::path::PathBuf]) -> bool {
+    roots.iter().any(|r| at.starts_with(r))
+}

@@ -54,10 +54,12 @@ struct Frame {
 pub fn plan_restore(
     repo: &Repository,
     root: &BlobId,
+    paths: &[Vec<u8>],
     opts: &RestoreOptions,
     f: &mut dyn FnMut(&std::path::Path, Action, &Node) -> Result<()>,
 ) -> Result<PlanStats> {
     let mut stats = PlanStats::default();
+    let roots = super::overwrite::delete_roots(paths);
     let top = DirHandle::open(&opts.target).ok();
     let nodes = repo.load_tree(root)?.nodes;
     let mut cursor = PathBuf::from("/");
@@ -83,6 +85,7 @@ pub fn plan_restore(
             let done = stack.pop().expect("a frame");
             if opts.delete
                 && done.included
+                && super::overwrite::delete_allowed(&cursor, &roots)
                 && let Some(dir) = &done.dir
             {
                 for name in dir.entries().unwrap_or_default() {

@@ -109,6 +109,8 @@ pub(super) struct Restorer<'a> {
     include_hits: Vec<bool>,
     /// The target's handle and the snapshot's root names, for `--delete` after the last batch.
     stack_root: Option<(Arc<DirHandle>, std::collections::HashSet<Vec<u8>>)>,
+    /// Where `--delete` may clean (the snapshot's paths and below).
+    delete_roots: Vec<PathBuf>,
 }
 
 fn temp_name() -> Result<OsString> {
@@ -143,6 +145,7 @@ impl<'a> Restorer<'a> {
             hardlinks: HashMap::new(),
             include_hits: vec![false; opts.include.texts().len()],
             stack_root: None,
+            delete_roots: Vec::new(),
         }
     }
 
@@ -158,6 +161,12 @@ impl<'a> Restorer<'a> {
 
     fn shown(&self) -> String {
         crate::quote::quote_path(&self.cursor)
+    }
+
+    /// Sets the snapshot's paths: `--delete` cleans only at and below them.
+    pub(super) fn with_paths(mut self, paths: &[Vec<u8>]) -> Self {
+        self.delete_roots = super::overwrite::delete_roots(paths);
+        self
     }
 
     pub(super) fn run(mut self, root: &BlobId) -> Result<RestoreSummary> {
@@ -521,6 +530,9 @@ impl<'a> Restorer<'a> {
         at: &Path,
     ) {
         use std::os::unix::ffi::OsStrExt;
+        if !super::overwrite::delete_allowed(at, &self.delete_roots) {
+            return;
+        }
         let entries = match dir.entries() {
             Ok(e) => e,
             Err(e) => {
