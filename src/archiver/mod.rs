@@ -120,7 +120,9 @@ impl Default for SnapshotOptions {
             parent: ParentChoice::Auto,
             force: false,
             meta: MetaOptions::default(),
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // Twice the cores: on a cold cache the workers wait for small-file reads, and
+            // more reads in flight keep both the disk and the cores busy (D50).
+            threads: 2 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             upload_concurrency: 2,
             mmap: false,
             anomaly: Some(crate::anomaly::Thresholds::default()),

@@ -58,7 +58,7 @@ pub struct SnapshotArgs {
     /// fails
     #[arg(long, requires = "command", conflicts_with = "paths")]
     pub stdin_from_command: bool,
-    /// Worker threads (default: number of cores)
+    /// Worker threads that read, chunk, compress and seal (default: twice the cores)
     #[arg(long)]
     pub threads: Option<usize>,
     /// Concurrent uploads
