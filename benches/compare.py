@@ -31,6 +31,18 @@ VAULT = os.environ.get("VAULT_BIN", os.path.join(ROOT, "target", "debug", "vault
 PASSWORD = "benchmark password"
 
 
+def replace_block(path, name, heading, block):
+    """Writes `block` between the `<!-- name -->` markers of `path`, or appends a section
+    with `heading` and the markers when they are not there yet."""
+    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    if start in text and end in text:
+        text = text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):]
+    else:
+        text += f"\n## {heading}\n\n{start}\n{block}{end}\n"
+    open(path, "w").write(text)
+
+
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=True, check=True, **kw)
 

@@ -73,14 +73,7 @@ def main():
     block = "\n".join(lines) + (f"\n\nFiles changed: {rows[0][4]}; medians of {a.runs} runs; {others}.\n"
                                 "Command: `python3 benches/diff.py --runs %d`.\n" % a.runs)
     print(block)
-    path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
-    text = open(path).read()
-    start, end = "<!-- diff -->", "<!-- /diff -->"
-    if start in text and end in text:
-        text = text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):]
-    else:
-        text += f"\n## diff\n\n{start}\n{block}{end}\n"
-    open(path, "w").write(text)
+    compare.replace_block(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "diff", "diff", block)
 
 
 if __name__ == "__main__":

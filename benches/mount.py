@@ -60,14 +60,7 @@ def main():
         f"| {stats['blobs_loaded']} | {elapsed * 1000:.0f} ms | {repo_bytes / 2**30:.2f} GiB |\n\n"
         "Command: `python3 benches/mount.py` (the read goes through the kernel's FUSE read-ahead).\n")
     print(block)
-    path = os.path.join(os.path.dirname(__file__), "RESULTS.md")
-    text = open(path).read()
-    start, end = "<!-- mount -->", "<!-- /mount -->"
-    if start in text and end in text:
-        text = text[: text.index(start) + len(start)] + "\n" + block + text[text.index(end):]
-    else:
-        text += f"\n## mount\n\n{start}\n{block}{end}\n"
-    open(path, "w").write(text)
+    compare.replace_block(os.path.join(os.path.dirname(__file__), "RESULTS.md"), "mount", "mount", block)
 
 
 if __name__ == "__main__":

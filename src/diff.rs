@@ -16,10 +16,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use rustix::fs::FileType;
-
 use crate::Result;
-use crate::format::tree::{Node, NodeKind, Tree};
+use crate::format::tree::{Node, NodeKind};
 use crate::id::BlobId;
 use crate::repo::Repository;
 use crate::source::dir::DirHandle;
@@ -105,6 +103,58 @@ fn same_metadata(a: &Node, b: &Node) -> bool {
         && a.xattrs == b.xattrs
 }
 
+/// The entries of tree `t` (none for `None`: an empty side), counted as read.
+fn read_tree(repo: &Repository, t: Option<BlobId>, stats: &mut DiffStats) -> Result<Vec<Node>> {
+    match t {
+        Some(id) => {
+            stats.trees_read += 1;
+            Ok(repo.load_tree(&id)?.nodes)
+        }
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Counts one difference into `stats` and hands it to `f`.
+fn report(
+    stats: &mut DiffStats,
+    path: &Path,
+    change: Change,
+    na: &Option<Node>,
+    nb: &Option<Node>,
+    f: &mut dyn FnMut(&Difference) -> Result<()>,
+) -> Result<()> {
+    let size = |n: &Option<Node>| {
+        n.as_ref()
+            .filter(|n| n.kind == NodeKind::File)
+            .map_or(0, |n| n.size)
+    };
+    let d = Difference {
+        path: path.to_path_buf(),
+        change,
+        before: na.as_ref().map(|n| n.kind),
+        after: nb.as_ref().map(|n| n.kind),
+        size_before: size(na),
+        size_after: size(nb),
+    };
+    match change {
+        Change::Added => {
+            stats.added += 1;
+            stats.bytes_added += d.size_after;
+        }
+        Change::Removed => {
+            stats.removed += 1;
+            stats.bytes_removed += d.size_before;
+        }
+        Change::Modified | Change::TypeChanged => {
+            stats.modified += 1;
+            stats.bytes_added += d.size_after;
+            stats.bytes_removed += d.size_before;
+        }
+        Change::Metadata => stats.metadata_only += 1,
+    }
+    f(&d)
+}
+
 struct Frame {
     path: PathBuf,
     a: std::iter::Peekable<std::vec::IntoIter<Node>>,
@@ -124,15 +174,7 @@ pub fn diff_trees(
     if a.is_some() && a == b {
         return Ok(stats);
     }
-    let load = |t: Option<BlobId>, stats: &mut DiffStats| -> Result<Vec<Node>> {
-        match t {
-            Some(id) => {
-                stats.trees_read += 1;
-                Ok(repo.load_tree(&id)?.nodes)
-            }
-            None => Ok(Tree::default().nodes),
-        }
-    };
+    let load = |t, stats: &mut DiffStats| read_tree(repo, t, stats);
     let mut stack = vec![Frame {
         path: prefix.to_path_buf(),
         a: load(a, &mut stats)?.into_iter().peekable(),
@@ -159,11 +201,6 @@ pub fn diff_trees(
             .map(|n| n.name.clone())
             .unwrap_or_default();
         let path = top.path.join(OsStr::from_bytes(&name));
-        let size = |n: &Option<Node>| {
-            n.as_ref()
-                .filter(|n| n.kind == NodeKind::File)
-                .map_or(0, |n| n.size)
-        };
         let change = match (&na, &nb) {
             (Some(_), None) => Some(Change::Removed),
             (None, Some(_)) => Some(Change::Added),
@@ -176,31 +213,7 @@ pub fn diff_trees(
             _ => None,
         };
         if let Some(change) = change {
-            let d = Difference {
-                path: path.clone(),
-                change,
-                before: na.as_ref().map(|n| n.kind),
-                after: nb.as_ref().map(|n| n.kind),
-                size_before: size(&na),
-                size_after: size(&nb),
-            };
-            match change {
-                Change::Added => {
-                    stats.added += 1;
-                    stats.bytes_added += d.size_after;
-                }
-                Change::Removed => {
-                    stats.removed += 1;
-                    stats.bytes_removed += d.size_before;
-                }
-                Change::Modified | Change::TypeChanged => {
-                    stats.modified += 1;
-                    stats.bytes_added += d.size_after;
-                    stats.bytes_removed += d.size_before;
-                }
-                Change::Metadata => stats.metadata_only += 1,
-            }
-            f(&d)?;
+            report(&mut stats, &path, change, &na, &nb, f)?;
         }
         // Descend where a directory is on either side, unless both are the same tree.
         let sub = |n: &Option<Node>| {
@@ -235,15 +248,7 @@ pub fn diff_trees(
 /// A local entry seen as a node (the fields a diff compares).
 fn local_node(dir: &DirHandle, name: &OsStr) -> std::io::Result<Node> {
     let st = dir.stat(name)?;
-    let kind = match st.file_type {
-        FileType::RegularFile => NodeKind::File,
-        FileType::Directory => NodeKind::Dir,
-        FileType::Symlink => NodeKind::Symlink,
-        FileType::Fifo => NodeKind::Fifo,
-        FileType::Socket => NodeKind::Socket,
-        FileType::CharacterDevice => NodeKind::CharDevice,
-        _ => NodeKind::BlockDevice,
-    };
+    let kind = crate::source::meta::kind_of(st.file_type).unwrap_or(NodeKind::BlockDevice);
     Ok(Node {
         name: name.as_bytes().to_vec(),
         kind,
@@ -281,15 +286,7 @@ pub fn diff_local(
 ) -> Result<DiffStats> {
     let mut stats = DiffStats::default();
     let root = DirHandle::open(local).map_err(|e| crate::Error::io(local, e))?;
-    let tree = |t: Option<BlobId>, stats: &mut DiffStats| -> Result<Vec<Node>> {
-        match t {
-            Some(id) => {
-                stats.trees_read += 1;
-                Ok(repo.load_tree(&id)?.nodes)
-            }
-            None => Ok(Vec::new()),
-        }
-    };
+    let tree = |t, stats: &mut DiffStats| read_tree(repo, t, stats);
     let names = |d: &DirHandle, p: &Path, warn: &mut dyn FnMut(&Path, &std::io::Error)| {
         d.entries().unwrap_or_else(|e| {
             warn(p, &e);
@@ -333,11 +330,6 @@ pub fn diff_local(
             },
             _ => None,
         };
-        let size = |n: &Option<Node>| {
-            n.as_ref()
-                .filter(|n| n.kind == NodeKind::File)
-                .map_or(0, |n| n.size)
-        };
         let change = match (&na, &nb) {
             (None, None) => None,
             (Some(_), None) => Some(Change::Removed),
@@ -357,31 +349,7 @@ pub fn diff_local(
             _ => None,
         };
         if let Some(change) = change {
-            let d = Difference {
-                path: path.clone(),
-                change,
-                before: na.as_ref().map(|n| n.kind),
-                after: nb.as_ref().map(|n| n.kind),
-                size_before: size(&na),
-                size_after: size(&nb),
-            };
-            match change {
-                Change::Added => {
-                    stats.added += 1;
-                    stats.bytes_added += d.size_after;
-                }
-                Change::Removed => {
-                    stats.removed += 1;
-                    stats.bytes_removed += d.size_before;
-                }
-                Change::Modified | Change::TypeChanged => {
-                    stats.modified += 1;
-                    stats.bytes_added += d.size_after;
-                    stats.bytes_removed += d.size_before;
-                }
-                Change::Metadata => stats.metadata_only += 1,
-            }
-            f(&d)?;
+            report(&mut stats, &path, change, &na, &nb, f)?;
         }
         let dir_a = na.as_ref().is_some_and(|n| n.kind == NodeKind::Dir);
         let dir_b = nb.as_ref().is_some_and(|n| n.kind == NodeKind::Dir);

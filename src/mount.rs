@@ -365,21 +365,24 @@ impl VaultFs {
         if let Some(b) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
             return Ok(b);
         }
-        let stored = self
+        let fail = |e: crate::Error| {
+            tracing::warn!(error = %e, "mount: a blob cannot be read");
+            Errno::EIO
+        };
+        let loc = self
             .repo
             .index()
             .and_then(|i| i.get(BlobType::Data, id))
-            .ok()
-            .flatten()
-            .map_or(0, |l| l.length);
-        let data = self.repo.load_blob(BlobType::Data, id).map_err(|e| {
-            tracing::warn!(error = %e, "mount: a blob cannot be read");
-            Errno::EIO
-        })?;
+            .map_err(fail)?
+            .ok_or(Errno::EIO)?;
+        let data = self
+            .repo
+            .load_blob_at(BlobType::Data, id, &loc)
+            .map_err(fail)?;
         self.stats.blobs_loaded.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_fetched
-            .fetch_add(stored, Ordering::Relaxed);
+            .fetch_add(loc.length, Ordering::Relaxed);
         let data = std::sync::Arc::new(data);
         self.cache
             .lock()

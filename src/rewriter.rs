@@ -15,14 +15,14 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Node, NodeKind, Tree, encode_tree};
+use crate::format::tree::{Node, Tree};
 use crate::format::wire::{Reader, Writer};
-use crate::id::{BlobId, BlobType, SnapshotId};
+use crate::id::{BlobId, SnapshotId};
 use crate::repo::Repository;
 use crate::repo::cache::scratch::ScratchMap;
 use crate::repo::lock::LockGuard;
 use crate::repo::packer::{BlobSaver, SaverOptions};
-use crate::repo::walker::{Rewritten, TreeRewriter, TreeVisitor, rewrite, walk};
+use crate::repo::walker::{Rewritten, TreeRewriter, recount, rewrite};
 use crate::source::exclude::PathMatcher;
 use crate::{Error, Result};
 
@@ -72,32 +72,19 @@ fn memo_key(tree: &BlobId, path: &Path) -> [u8; 32] {
 
 fn encode_memo(outcome: Rewritten, excluded: u64) -> Vec<u8> {
     let mut w = Writer::new();
-    match outcome {
-        Rewritten::Same => w.u8(0),
-        Rewritten::Changed(id) => {
-            w.u8(1);
-            w.id(&id.0);
-        }
-        Rewritten::Dropped => w.u8(2),
-    }
+    outcome.encode(&mut w);
     w.uvarint(excluded);
     w.into_bytes()
 }
 
 fn decode_memo(v: &[u8]) -> Option<(Rewritten, u64)> {
     let mut r = Reader::new(v);
-    let outcome = match r.u8().ok()? {
-        0 => Rewritten::Same,
-        1 => Rewritten::Changed(BlobId(r.id().ok()?)),
-        2 => Rewritten::Dropped,
-        _ => return None,
-    };
+    let outcome = Rewritten::decode(&mut r)?;
     Some((outcome, r.uvarint().ok()?))
 }
 
 struct Excluder<'a> {
-    repo: &'a Repository,
-    saver: Option<&'a BlobSaver>,
+    saver: &'a BlobSaver,
     memo: &'a ScratchMap,
     exclude: &'a PathMatcher,
     /// Entries excluded below each open tree (innermost last).
@@ -153,42 +140,14 @@ impl TreeRewriter for Excluder<'_> {
     }
 
     fn save(&mut self, _path: &Path, _old: &BlobId, nodes: Vec<Node>) -> Result<BlobId> {
-        let bytes = encode_tree(&Tree { nodes });
-        let id = self.repo.blob_id(&bytes);
-        if let Some(saver) = self.saver
-            && !saver.contains(BlobType::Tree, &id)?
-        {
-            saver.add(&self.repo.prepare_blob_with_id(BlobType::Tree, id, &bytes)?)?;
-        }
-        Ok(id)
+        // A dry run's saver counts and stores nothing.
+        self.saver.save_tree(&Tree { nodes })
     }
 
     fn done(&mut self, tree: &BlobId, path: &Path, outcome: Rewritten) -> Result<()> {
         let n = self.open.pop().unwrap_or(0);
         self.memo
             .put(&memo_key(tree, path), &encode_memo(outcome, n))
-    }
-}
-
-/// Counts what a tree holds (the summary of a rewritten snapshot).
-#[derive(Default)]
-struct Totals {
-    files: u64,
-    bytes: u64,
-    other: u64,
-}
-
-impl TreeVisitor for Totals {
-    fn node(&mut self, _path: &Path, node: &Node) -> Result<()> {
-        match node.kind {
-            NodeKind::File => {
-                self.files += 1;
-                self.bytes += node.size;
-            }
-            NodeKind::Dir => {}
-            _ => self.other += 1,
-        }
-        Ok(())
     }
 }
 
@@ -215,17 +174,18 @@ pub fn rewrite_snapshots(
         snapshots: snapshots.len() as u64,
         ..Default::default()
     };
-    let saver = if opts.dry_run {
-        None
-    } else {
-        Some(BlobSaver::new(repo, SaverOptions::default())?)
-    };
+    let saver = BlobSaver::new(
+        repo,
+        SaverOptions {
+            dry_run: opts.dry_run,
+            ..SaverOptions::default()
+        },
+    )?;
     let memo = ScratchMap::new(repo.temp_dir())?;
     let mut plans = Vec::new();
     for (id, snap) in snapshots {
         let mut rw = Excluder {
-            repo,
-            saver: saver.as_ref(),
+            saver: &saver,
             memo: &memo,
             exclude: &opts.exclude,
             open: Vec::new(),
@@ -237,9 +197,7 @@ pub fn rewrite_snapshots(
         }
     }
     // Trees first, then manifests, then (with --forget) removals.
-    if let Some(s) = &saver {
-        s.finish()?;
-    }
+    saver.finish()?;
     for (id, snap, outcome, excluded) in plans {
         let mut r = SnapshotRewrite {
             snapshot: id.to_hex(),
@@ -259,15 +217,8 @@ pub fn rewrite_snapshots(
                 let mut new = snap.clone();
                 new.tree = root;
                 new.original = Some(snap.original.unwrap_or(id));
-                if !new.tags.iter().any(|t| t == REWRITTEN_TAG) {
-                    new.tags.push(REWRITTEN_TAG.into());
-                    new.tags.sort();
-                }
-                let mut t = Totals::default();
-                walk(repo, &root, Path::new("/"), &mut t)?;
-                new.summary.total_files = t.files;
-                new.summary.total_bytes = t.bytes;
-                new.summary.other_entries = t.other;
+                new.add_tag(REWRITTEN_TAG);
+                recount(repo, &root, &mut new.summary)?;
                 let new_id = repo.save_snapshot(&new)?;
                 r.rewritten = Some(new_id.to_hex());
                 if opts.forget {

@@ -120,13 +120,18 @@ pub fn snapshot_totals(
         if !filter.matches(&s) {
             return Ok(());
         }
-        let mut paths: Vec<String> = s
-            .paths
-            .iter()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .collect();
-        paths.sort();
-        let key = format!("{} {}", s.hostname, paths.join(","));
+        // Grouped as prune groups by default: host and the set of paths.
+        let by = crate::pruner::GroupBy {
+            host: true,
+            paths: true,
+            tags: false,
+        };
+        let k = crate::pruner::group_key(&s, by);
+        let key = format!(
+            "{} {}",
+            k.hostname.unwrap_or_default(),
+            k.paths.unwrap_or_default().join(",")
+        );
         for t in [&mut a.0, a.1.entry(key).or_default()] {
             t.snapshots += 1;
             t.files += s.summary.total_files;

@@ -19,6 +19,20 @@ fn nothing_removed_or_changed(
     }
 }
 
+/// The command was refused (exit 1, `permission_denied`) because of append-only access.
+fn refused_as_append_only(out: &std::process::Output, args: &[&str]) {
+    assert_exit(out, 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["kind"], "permission_denied", "{args:?}: {v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("append-only"),
+        "{v}"
+    );
+}
+
 fn exercise(r: &TestRepo, second: Option<&TestRepo>) {
     let src = r.scratch("src");
     std::fs::write(src.join("a"), pseudo_random(300_000, 1)).unwrap();
@@ -79,17 +93,7 @@ fn exercise(r: &TestRepo, second: Option<&TestRepo>) {
         vec!["--json", "unlock", "--remove-all"],
         vec!["--json", "tag", "--add", "x", "latest"],
     ] {
-        let out = ao(&args);
-        assert_exit(&out, 1);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["error"]["kind"], "permission_denied", "{args:?}: {v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("append-only"),
-            "{v}"
-        );
+        refused_as_append_only(&ao(&args), &args);
     }
     nothing_removed_or_changed(&mid, &r.objects());
     // An ordinary client releases and prunes right away: the append-only runs' locks belong
@@ -177,17 +181,7 @@ fn an_append_only_key_restricts_every_client_that_uses_it() {
             pw2.to_str().unwrap(),
         ],
     ] {
-        let out = host(&args);
-        assert_exit(&out, 1);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["error"]["kind"], "permission_denied", "{args:?}: {v}");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("append-only"),
-            "{v}"
-        );
+        refused_as_append_only(&host(&args), &args);
     }
     // A full key cannot be made with it; another append-only one can.
     let pw3 = r.dir.path().join("third");

@@ -324,16 +324,7 @@ fn keys_can_be_added_changed_and_revoked() {
 #[test]
 fn locked_repository_exits_11() {
     let r = TestRepo::new();
-    let backend = vault::backend::location::open(
-        &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
-    )
-    .unwrap();
-    let repo = vault::repo::Repository::open(
-        backend,
-        b"correct horse battery staple",
-        vault::repo::OpenOptions::default(),
-    )
-    .unwrap();
+    let repo = r.library();
     let guard = repo
         .lock(vault::repo::lock::LockKind::Exclusive, None)
         .unwrap();

@@ -6,22 +6,9 @@ use std::process::Command;
 
 use crate::support::*;
 
-fn lib_repo(r: &TestRepo) -> vault::repo::Repository {
-    let backend = vault::backend::location::open(
-        &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
-    )
-    .unwrap();
-    vault::repo::Repository::open(
-        backend,
-        b"correct horse battery staple",
-        vault::repo::OpenOptions::default(),
-    )
-    .unwrap()
-}
-
 /// Every blob of every pack in the repository, decrypted (whatever the index says).
 fn every_blob(r: &TestRepo) -> Vec<Vec<u8>> {
-    let repo = lib_repo(r);
+    let repo = r.library();
     let mut out = Vec::new();
     for p in walkdir(&r.repo.join("data")) {
         if !p.is_file() {
@@ -233,7 +220,7 @@ fn find_tag_snapshots_and_cat() {
     assert!(root.contains("\"nodes\""));
     let conf = r.json(&["ls", &first, src.join("nginx/nginx.conf").to_str().unwrap()]);
     let _ = conf;
-    let repo = lib_repo(&r);
+    let repo = r.library();
     let snap = repo
         .load_snapshot(&vault::id::SnapshotId::from_hex(&first).unwrap())
         .unwrap();

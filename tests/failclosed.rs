@@ -12,23 +12,9 @@ use vault::source::dir::DirHandle;
 
 use crate::support::*;
 
-/// Opens the test repository through the library.
-fn library(r: &TestRepo) -> vault::repo::Repository {
-    let backend = vault::backend::location::open(
-        &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
-    )
-    .unwrap();
-    vault::repo::Repository::open(
-        backend,
-        b"correct horse battery staple",
-        vault::repo::OpenOptions::default(),
-    )
-    .unwrap()
-}
-
 /// The pack files holding blobs of `t`.
 fn packs_of(r: &TestRepo, t: BlobType) -> Vec<PathBuf> {
-    let repo = library(r);
+    let repo = r.library();
     let mut packs = BTreeSet::new();
     repo.index()
         .unwrap()
@@ -176,7 +162,7 @@ fn unreadable_trees_cost_only_what_is_below_them() {
     let r = &fx.r;
     // Damage the tree of one directory in its pack; restore without a local cache, so that
     // the tree is read from the damaged pack.
-    let repo = library(r);
+    let repo = r.library();
     let (_, snap) = repo
         .resolve_snapshot("latest", &Default::default(), None)
         .unwrap();
@@ -256,7 +242,7 @@ fn damaged_holds_locks_and_snapshots_block_nothing() {
     // A damaged lock: named by check, removed by unlock.
     let d = r.scratch("lockdir");
     r.ok(&["snapshot", d.to_str().unwrap()]);
-    let repo = library(r);
+    let repo = r.library();
     let guard = repo
         .lock(vault::repo::lock::LockKind::Shared, None)
         .unwrap();
@@ -288,7 +274,7 @@ fn a_lock_whose_pid_was_reused_is_stale() {
     use vault::repo::process::{ProcessIdentity, start_ticks};
     let r = TestRepo::new();
     let d = r.scratch("d");
-    let repo = library(&r);
+    let repo = r.library();
     // A live, unrelated process holds the PID the dead owner had.
     let mut other = std::process::Command::new("sleep")
         .arg("600")
@@ -613,16 +599,7 @@ fn repaired_snapshots_count_what_they_hold() {
     assert_eq!(second["summary"]["total_files"], 2);
     assert_eq!(second["summary"]["total_bytes"], 12_011);
     let pack = {
-        let backend = vault::backend::location::open(
-            &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
-        )
-        .unwrap();
-        let repo = vault::repo::Repository::open(
-            backend,
-            b"correct horse battery staple",
-            vault::repo::OpenOptions::default(),
-        )
-        .unwrap();
+        let repo = r.library();
         let loc = repo
             .index()
             .unwrap()

@@ -918,16 +918,7 @@ fn restore_verify_and_restore_tests_prove_what_was_restored() {
     assert!(v["verify"]["bytes"].as_u64().unwrap() > 8 << 20);
 
     // The comparison itself finds every kind of difference (library, on the restored tree).
-    let backend = vault::backend::location::open(
-        &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
-    )
-    .unwrap();
-    let repo = vault::repo::Repository::open(
-        backend,
-        b"correct horse battery staple",
-        vault::repo::OpenOptions::default(),
-    )
-    .unwrap();
+    let repo = r.library();
     let snap = repo
         .load_snapshot(&vault::id::SnapshotId::from_hex(&id).unwrap())
         .unwrap();

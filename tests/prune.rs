@@ -543,16 +543,7 @@ fn locks_stale_unlock_and_wait() {
     use vault::format::time::Timestamp;
     use vault::repo::process::ProcessIdentity;
     let r = TestRepo::new();
-    let backend = vault::backend::location::open(
-        &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
-    )
-    .unwrap();
-    let repo = vault::repo::Repository::open(
-        backend,
-        b"correct horse battery staple",
-        vault::repo::OpenOptions::default(),
-    )
-    .unwrap();
+    let repo = r.library();
     // A lock not refreshed for an hour, from another host: stale, ignored, removed by unlock.
     let now = Timestamp::now();
     let stale = Lock {
@@ -758,16 +749,7 @@ fn prune_updates_the_cache_in_place_and_keeps_duplicates_served() {
     let s1 = r.json(&["snapshot", d1.to_str().unwrap()]);
     // A second copy of x, in a pack of its own, indexed after the first: the cache serves it.
     {
-        let backend = vault::backend::location::open(
-            &vault::backend::location::parse(r.repo.to_str().unwrap()).unwrap(),
-        )
-        .unwrap();
-        let repo = vault::repo::Repository::open(
-            backend,
-            b"correct horse battery staple",
-            vault::repo::OpenOptions::default(),
-        )
-        .unwrap();
+        let repo = r.library();
         let saver = vault::repo::packer::BlobSaver::new(
             &repo,
             vault::repo::packer::SaverOptions {

@@ -101,6 +101,20 @@ impl TestRepo {
         r
     }
 
+    /// This (local) repository opened through the library, with a private temporary cache.
+    pub fn library(&self) -> vault::repo::Repository {
+        let backend = vault::backend::location::open(
+            &vault::backend::location::parse(self.repo.to_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        vault::repo::Repository::open(
+            backend,
+            b"correct horse battery staple",
+            vault::repo::OpenOptions::default(),
+        )
+        .unwrap()
+    }
+
     /// The `--repo` value of this repository.
     pub fn location(&self) -> String {
         match &self.remote {

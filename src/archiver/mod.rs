@@ -440,10 +440,9 @@ pub fn snapshot(
         None => Vec::new(),
     };
     let mut snapshot = snapshot;
-    if !anomalies.is_empty() && !snapshot.tags.iter().any(|t| t == ANOMALY_TAG) {
+    if !anomalies.is_empty() {
         // Still saved (a backup is never dropped), but marked for everyone who lists it.
-        snapshot.tags.push(ANOMALY_TAG.to_string());
-        snapshot.tags.sort();
+        snapshot.add_tag(ANOMALY_TAG);
     }
     if opts.dry_run {
         return Ok(SnapshotOutcome {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use rustix::fs::FileType;
 
 use crate::format::time::Timestamp;
-use crate::format::tree::{ContentPart, Node, NodeKind, Tree, encode_tree};
+use crate::format::tree::{ContentPart, Node, NodeKind, Tree};
 use crate::id::{BlobId, BlobType};
 use crate::progress::EntryStatus;
 use crate::source::dir::{DirHandle, Stat};
@@ -598,13 +598,7 @@ fn all_indexed(ctx: &Ctx<'_>, content: &[ContentPart]) -> Result<bool> {
 
 /// Stores a tree blob (unless already stored) and returns its id.
 pub(super) fn save_tree(ctx: &Ctx<'_>, tree: &Tree) -> Result<BlobId> {
-    let bytes = encode_tree(tree);
-    let id = ctx.repo.blob_id(&bytes);
-    if !ctx.saver.contains(BlobType::Tree, &id)? {
-        let blob = ctx.repo.prepare_blob_with_id(BlobType::Tree, id, &bytes)?;
-        ctx.saver.add(&blob)?;
-    }
-    Ok(id)
+    ctx.saver.save_tree(tree)
 }
 
 /// Archives a stream as a single file named `name` in the root tree.

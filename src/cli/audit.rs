@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use anyhow::Result;
 use clap::Args;
-use vault::repo::audit::AuditDraft;
+use vault::format::audit::AuditRecord;
 
 use super::global::GlobalArgs;
 use super::output::{self, parse_time};
@@ -98,12 +98,12 @@ pub fn redact(args: &[String]) -> Vec<String> {
 }
 
 /// A draft naming this run (for records a command writes itself).
-pub fn base_draft(command: &str, g: &GlobalArgs) -> AuditDraft {
-    AuditDraft {
+pub fn base_draft(command: &str, g: &GlobalArgs) -> AuditRecord {
+    AuditRecord {
         profile: g.profile.clone().unwrap_or_default(),
         command: command.to_string(),
         args: ARGS.get().cloned().unwrap_or_default(),
-        ..AuditDraft::default()
+        ..AuditRecord::default()
     }
 }
 
@@ -115,17 +115,14 @@ pub fn record(command: &str, profile: &str, code: i32, error: Option<&str>, g: &
     if !AUDITED.contains(&command) || f.dry_run {
         return;
     }
-    let draft = AuditDraft {
-        profile: profile.to_string(),
-        command: command.to_string(),
-        args: ARGS.get().cloned().unwrap_or_default(),
+    let draft = AuditRecord {
         exit_code: code.max(0) as u32,
         error: error.unwrap_or("").to_string(),
         snapshots: f.snapshots.clone(),
         bytes: f.bytes.unwrap_or(0),
         summary: f.summary.clone().unwrap_or_default(),
-        truncations: Vec::new(),
-        acknowledged: Vec::new(),
+        profile: profile.to_string(),
+        ..base_draft(command, g)
     };
     let mut seen = Vec::new();
     for repo in repos {

@@ -44,7 +44,7 @@ pub fn run(g: &GlobalArgs, c: ConfigCommand, profile: Option<&Resolved>) -> Resu
                 output::json(&serde_json::json!({
                     "file": r.file.display().to_string(),
                     "profile": r.name,
-                    "settings": serde_json::to_value(&shown)?,
+                    "settings": without_nulls(serde_json::to_value(&shown)?),
                 }))?;
             } else {
                 println!("# profile {:?} from {}", r.name, r.file.display());
@@ -53,6 +53,19 @@ pub fn run(g: &GlobalArgs, c: ConfigCommand, profile: Option<&Resolved>) -> Resu
             }
             Ok(super::exit::OK)
         }
+    }
+}
+
+/// Drops unset settings (JSON nulls) from a profile, at every depth.
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k, without_nulls(v)))
+            .collect(),
+        serde_json::Value::Array(a) => a.into_iter().map(without_nulls).collect(),
+        other => other,
     }
 }
 

@@ -33,34 +33,23 @@ pub struct FindArgs {
     #[arg(long = "snapshot", short = 's')]
     pub snapshots: Vec<String>,
     /// Find the files that contain this data blob (a full id), for damage investigation
-    #[arg(long, conflicts_with_all = ["patterns", "tree"])]
-    pub blob: Option<String>,
+    #[arg(long, value_parser = parse_id, conflicts_with_all = ["patterns", "tree"])]
+    pub blob: Option<BlobId>,
     /// Find the directories that are this tree (a full id)
-    #[arg(long, conflicts_with_all = ["patterns", "blob"])]
-    pub tree: Option<String>,
+    #[arg(long, value_parser = parse_id, conflicts_with_all = ["patterns", "blob"])]
+    pub tree: Option<BlobId>,
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+fn parse_id(s: &str) -> std::result::Result<BlobId, String> {
+    BlobId::from_hex(s).ok_or_else(|| format!("{s:?} is not a 64-character hex id"))
 }
 
 /// Runs `vault find`.
 pub fn run(g: &GlobalArgs, a: FindArgs) -> Result<i32> {
     use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let blob = a
-        .blob
-        .as_deref()
-        .map(|b| {
-            BlobId::from_hex(b)
-                .ok_or_else(|| super::usage(format!("--blob {b:?} is not a 64-character hex id")))
-        })
-        .transpose()?;
-    let tree = a
-        .tree
-        .as_deref()
-        .map(|t| {
-            BlobId::from_hex(t)
-                .ok_or_else(|| super::usage(format!("--tree {t:?} is not a 64-character hex id")))
-        })
-        .transpose()?;
+    let (blob, tree) = (a.blob, a.tree);
     if a.patterns.is_empty() && blob.is_none() && tree.is_none() {
         return Err(super::usage("give patterns, --blob ID or --tree ID"));
     }
@@ -102,24 +91,7 @@ pub fn run(g: &GlobalArgs, a: FindArgs) -> Result<i32> {
     let repo = g.open()?;
     let _lock = g.read_lock(&repo)?;
     let filter = a.filter.filter();
-    let mut snaps = if a.snapshots.is_empty() {
-        let (all, damaged) = repo.list_snapshots()?;
-        for (id, e) in &damaged {
-            eprintln!(
-                "warning: snapshot {} cannot be read and is not searched: {e}",
-                id.short()
-            );
-        }
-        all.into_iter()
-            .filter(|(_, s)| filter.matches(s))
-            .collect::<Vec<_>>()
-    } else {
-        let mut v = Vec::new();
-        for s in &a.snapshots {
-            v.push(repo.resolve_snapshot(s, &filter, None)?);
-        }
-        v
-    };
+    let mut snaps = super::snapshots::select(&repo, &a.snapshots, &filter, "searched")?;
     snaps.sort_by_key(|(id, s)| (s.time, *id));
     let mut memo = NoMatchMemo::new(200_000, path_independent);
     let mut total = 0u64;

@@ -87,7 +87,7 @@ pub struct GlobalArgs {
     /// Whether the command removes or replaces objects (set before it runs): an append-only
     /// key then refuses it at once.
     #[arg(skip)]
-    pub command_deletes: bool,
+    pub command_deletes: Option<&'static str>,
     /// What the command did, for hooks and metrics (filled in by the command).
     #[arg(skip)]
     pub facts: super::facts::Facts,
@@ -229,14 +229,18 @@ impl GlobalArgs {
         let repo = found
             .unlock(password.as_bytes(), self.open_options())
             .map_err(context)?;
-        if self.command_deletes
-            && repo.key_capabilities() & vault::format::key::CAP_APPEND_ONLY != 0
+        // Refused before anything is read or written; the append-only backend layer would
+        // refuse each delete anyway, but a command must not stop halfway.
+        if let Some(command) = self.command_deletes
+            && repo.backend().append_only()
         {
             return Err(vault::Error::PermissionDenied {
-                what: "this command".into(),
-                reason: "it removes or replaces repository objects, and the key in use is \
-                         append-only: run it with a full key"
-                    .into(),
+                what: format!("vault {command}"),
+                reason:
+                    "it removes or replaces repository objects, and this client is append-only \
+                         (--append-only, or an append-only key): run it with a full key, \
+                         without --append-only"
+                        .into(),
             }
             .into());
         }

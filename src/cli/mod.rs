@@ -350,17 +350,8 @@ fn supervise(cli: Cli, profile: Option<profile::Resolved>, json: bool) -> i32 {
 
 /// Runs the parsed command; returns the exit code.
 fn run(mut cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
-    cli.global.command_deletes = cli.command.deletes();
+    cli.global.command_deletes = cli.command.deletes().then_some(cli.command.name());
     let g = &cli.global;
-    if g.append_only && cli.command.deletes() {
-        return Err(vault::Error::PermissionDenied {
-            what: format!("vault {}", cli.command.name()),
-            reason: "it removes or replaces repository objects, and this client is append-only \
-                     (--append-only): run it from a client without --append-only"
-                .into(),
-        }
-        .into());
-    }
     match cli.command {
         Command::Config(c) => config::run(g, c, profile),
         Command::Completion(a) => config::completion(a),

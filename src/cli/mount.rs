@@ -45,18 +45,7 @@ pub fn run(g: &GlobalArgs, a: MountArgs) -> Result<i32> {
     set.thread_block().context("blocking signals")?;
     let repo = g.open()?;
     let _lock = g.read_lock(&repo)?;
-    let (snaps, damaged) = repo.list_snapshots()?;
-    for (id, e) in &damaged {
-        eprintln!(
-            "warning: snapshot {} cannot be read and is not shown: {e}",
-            id.short()
-        );
-    }
-    let filter = a.filter.filter();
-    let snaps: Vec<_> = snaps
-        .into_iter()
-        .filter(|(_, s)| filter.matches(s))
-        .collect();
+    let snaps = super::snapshots::select(&repo, &[], &a.filter.filter(), "shown")?;
     let count = snaps.len();
     let fs = vault::mount::VaultFs::new(repo.clone(), snaps, a.cache_size as usize);
     let stats = fs.stats();

@@ -47,19 +47,14 @@ impl Commands {
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
     /// Before the command; a failure aborts the run (nothing is done, exit 1).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub before: Option<Commands>,
     /// After a successful run; a failure makes the exit code 1.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<Commands>,
     /// After a failed run (any non-zero exit code, anomalies included).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<Commands>,
     /// Always, last.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub finally: Option<Commands>,
     /// A hook still running after this long is killed (humantime, default 10m).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
 }
 
@@ -68,31 +63,22 @@ pub struct Hooks {
 #[serde(deny_unknown_fields)]
 pub struct SnapshotSection {
     /// Files and directories to back up.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub paths: Option<Vec<PathBuf>>,
     /// A command whose standard output is backed up (e.g. `["pg_dump", "shop"]`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdin_command: Option<Vec<String>>,
     /// File name of the stream in the snapshot.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stdin_name: Option<String>,
     /// Exclude globs.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub exclude: Option<Vec<String>>,
     /// Files of exclude globs.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub exclude_file: Option<Vec<PathBuf>>,
     /// Tags of the snapshot.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
     /// Host name recorded instead of the machine's.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
     /// Do not cross file-system boundaries.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub one_file_system: Option<bool>,
     /// Hooks of `snapshot` only.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
 }
 
@@ -100,25 +86,16 @@ pub struct SnapshotSection {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_last: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_hourly: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_daily: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_weekly: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_monthly: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_yearly: Option<u32>,
     /// A span such as `30d`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_within: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub keep_tag: Option<Vec<String>>,
     /// `host,paths` (default), `host`, `tags`, … or `""`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub group_by: Option<String>,
 }
 
@@ -127,9 +104,7 @@ pub struct Retention {
 #[serde(deny_unknown_fields)]
 pub struct PruneSection {
     /// `5%`, a size, or `unlimited`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_unused: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
 }
 
@@ -137,7 +112,6 @@ pub struct PruneSection {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForgetSection {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
 }
 
@@ -146,21 +120,15 @@ pub struct ForgetSection {
 #[serde(deny_unknown_fields)]
 pub struct CheckSection {
     /// Read every pack.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_data: Option<bool>,
     /// `n/m`, `10%` or a size.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub verify_data_subset: Option<String>,
     /// Run a restore test with every check.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_test: Option<bool>,
     /// Share of the files the restore test restores (`10%`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_test_sample: Option<String>,
     /// Scratch directory of the restore test.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub restore_test_target: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
 }
 
@@ -169,11 +137,8 @@ pub struct CheckSection {
 #[serde(deny_unknown_fields)]
 pub struct CopyTarget {
     pub repository: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_command: Option<String>,
 }
 
@@ -181,9 +146,7 @@ pub struct CopyTarget {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CopySection {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub targets: Option<Vec<CopyTarget>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
 }
 
@@ -191,19 +154,12 @@ pub struct CopySection {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AnomalySection {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub shrink_percent: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub growth_factor: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub min_added_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub changed_percent: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub incompressible_percent: Option<f64>,
 }
 
@@ -212,7 +168,6 @@ pub struct AnomalySection {
 #[serde(deny_unknown_fields)]
 pub struct AuditSection {
     /// How long prune keeps audit records (a span such as `7y`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
 }
 
@@ -221,44 +176,26 @@ pub struct AuditSection {
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     /// The profile this one starts from.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub inherit: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,
     /// Backend options (`-o KEY=VALUE`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<BTreeMap<String, String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub password_command: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
     /// Never delete anything (`--append-only`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub append_only: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_file: Option<PathBuf>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_push: Option<String>,
     /// Hooks of every command run with this profile.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<Hooks>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotSection>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub forget: Option<ForgetSection>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSection>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckSection>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopySection>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub anomaly: Option<AnomalySection>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditSection>,
 }
 

@@ -48,25 +48,7 @@ pub fn run(g: &GlobalArgs, a: RewriteArgs) -> Result<i32> {
     let repo = g.open()?;
     let lock = g.lock(&repo, LockKind::Exclusive)?;
     let filter = a.filter.filter();
-    let selected = if a.snapshots.is_empty() {
-        let (all, damaged) = repo.list_snapshots()?;
-        for (id, e) in &damaged {
-            eprintln!(
-                "warning: snapshot {} cannot be read and is not rewritten: {e}",
-                id.short()
-            );
-        }
-        all.into_iter().filter(|(_, s)| filter.matches(s)).collect()
-    } else {
-        let mut v: Vec<_> = Vec::new();
-        for s in &a.snapshots {
-            let found = repo.resolve_snapshot(s, &filter, None)?;
-            if !v.iter().any(|(id, _)| *id == found.0) {
-                v.push(found);
-            }
-        }
-        v
-    };
+    let selected = super::snapshots::select(&repo, &a.snapshots, &filter, "rewritten")?;
     let opts = RewriteOptions {
         exclude,
         forget: a.forget,

@@ -38,6 +38,35 @@ impl FilterArgs {
     }
 }
 
+/// The snapshots `specs` name (ids, prefixes or `latest`; each once, resolved within
+/// `filter`), or when there are none, every readable snapshot `filter` matches; unreadable
+/// ones are named on stderr as not `verb` (searched, changed, …).
+pub fn select(
+    repo: &vault::repo::Repository,
+    specs: &[String],
+    filter: &vault::repo::snapshots::SnapshotFilter,
+    verb: &str,
+) -> anyhow::Result<Vec<(SnapshotId, Snapshot)>> {
+    if specs.is_empty() {
+        let (all, damaged) = repo.list_snapshots()?;
+        for (id, e) in &damaged {
+            eprintln!(
+                "warning: snapshot {} cannot be read and is not {verb}: {e}",
+                id.short()
+            );
+        }
+        return Ok(all.into_iter().filter(|(_, s)| filter.matches(s)).collect());
+    }
+    let mut v: Vec<(SnapshotId, Snapshot)> = Vec::new();
+    for spec in specs {
+        let found = repo.resolve_snapshot(spec, filter, None)?;
+        if !v.iter().any(|(id, _)| *id == found.0) {
+            v.push(found);
+        }
+    }
+    Ok(v)
+}
+
 /// Options of `vault snapshots`.
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {

@@ -45,25 +45,7 @@ pub fn run(g: &GlobalArgs, a: TagArgs) -> Result<i32> {
     let repo = g.open()?;
     let lock = g.lock(&repo, LockKind::Exclusive)?;
     let filter = f.filter();
-    let selected: Vec<_> = if a.snapshots.is_empty() {
-        let (all, damaged) = repo.list_snapshots()?;
-        for (id, e) in &damaged {
-            eprintln!(
-                "warning: snapshot {} cannot be read and is not changed: {e}",
-                id.short()
-            );
-        }
-        all.into_iter().filter(|(_, s)| filter.matches(s)).collect()
-    } else {
-        let mut v: Vec<_> = Vec::new();
-        for spec in &a.snapshots {
-            let found = repo.resolve_snapshot(spec, &filter, None)?;
-            if !v.iter().any(|(id, _)| *id == found.0) {
-                v.push(found);
-            }
-        }
-        v
-    };
+    let selected = super::snapshots::select(&repo, &a.snapshots, &filter, "changed")?;
     let mut changed = Vec::new();
     for (id, snap) in selected {
         let mut tags: Vec<String> = if a.set.is_empty() {

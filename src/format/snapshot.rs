@@ -146,6 +146,16 @@ pub struct Snapshot {
     pub summary: Summary,
 }
 
+impl Snapshot {
+    /// Adds `tag` unless present, keeping the tags sorted.
+    pub fn add_tag(&mut self, tag: &str) {
+        if !self.tags.iter().any(|t| t == tag) {
+            self.tags.push(tag.to_string());
+            self.tags.sort();
+        }
+    }
+}
+
 /// Encodes a snapshot plaintext.
 pub fn encode_snapshot(s: &Snapshot) -> Vec<u8> {
     let mut w = Writer::new();

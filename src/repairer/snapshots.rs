@@ -11,13 +11,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{ContentPart, Node, NodeKind, Tree, encode_tree};
+use crate::format::tree::{ContentPart, Node, NodeKind, Tree};
 use crate::format::wire::{Reader, Writer};
 use crate::id::{BlobId, BlobType, SnapshotId};
 use crate::repo::cache::scratch::ScratchMap;
 use crate::repo::lock::LockGuard;
 use crate::repo::packer::{BlobSaver, SaverOptions};
-use crate::repo::walker::{Rewritten, TreeRewriter, TreeVisitor, rewrite, walk};
+use crate::repo::walker::{Rewritten, TreeRewriter, recount, rewrite};
 use crate::repo::{BlobIndex, Repository};
 use crate::{Error, ObjectRef, Result};
 
@@ -51,14 +51,7 @@ type Lost = Vec<(Vec<u8>, String)>;
 /// Memo of one rewritten subtree: its outcome and the paths (relative to it) it lost.
 fn encode_memo(outcome: Rewritten, lost: &[(Vec<u8>, String)]) -> Vec<u8> {
     let mut w = Writer::new();
-    match outcome {
-        Rewritten::Same => w.u8(0),
-        Rewritten::Changed(id) => {
-            w.u8(1);
-            w.id(&id.0);
-        }
-        Rewritten::Dropped => w.u8(2),
-    }
+    outcome.encode(&mut w);
     w.uvarint(lost.len() as u64);
     for (p, why) in lost {
         w.bytes(p);
@@ -69,12 +62,7 @@ fn encode_memo(outcome: Rewritten, lost: &[(Vec<u8>, String)]) -> Vec<u8> {
 
 fn decode_memo(v: &[u8]) -> Option<(Rewritten, Lost)> {
     let mut r = Reader::new(v);
-    let outcome = match r.u8().ok()? {
-        0 => Rewritten::Same,
-        1 => Rewritten::Changed(BlobId(r.id().ok()?)),
-        2 => Rewritten::Dropped,
-        _ => return None,
-    };
+    let outcome = Rewritten::decode(&mut r)?;
     let n = r.uvarint().ok()?;
     let mut lost = Vec::new();
     for _ in 0..n {
@@ -84,7 +72,6 @@ fn decode_memo(v: &[u8]) -> Option<(Rewritten, Lost)> {
 }
 
 struct Rewriter<'a> {
-    repo: &'a Repository,
     index: &'a BlobIndex,
     saver: &'a BlobSaver,
     memo: &'a ScratchMap,
@@ -145,40 +132,13 @@ impl TreeRewriter for Rewriter<'_> {
     }
 
     fn save(&mut self, _path: &Path, _old: &BlobId, nodes: Vec<Node>) -> Result<BlobId> {
-        let bytes = encode_tree(&Tree { nodes });
-        let id = self.repo.blob_id(&bytes);
-        if !self.saver.contains(BlobType::Tree, &id)? {
-            self.saver
-                .add(&self.repo.prepare_blob_with_id(BlobType::Tree, id, &bytes)?)?;
-        }
-        Ok(id)
+        self.saver.save_tree(&Tree { nodes })
     }
 
     fn done(&mut self, tree: &BlobId, _path: &Path, outcome: Rewritten) -> Result<()> {
         // `known` opened a frame for every tree it did not know (unreadable ones included).
         let lost = self.lost.pop().map(|(_, l)| l).unwrap_or_default();
         self.memo.put(&tree.0, &encode_memo(outcome, &lost))
-    }
-}
-
-/// Counts the files and their bytes below a tree (the summary of a replacement snapshot).
-struct Totals {
-    files: u64,
-    bytes: u64,
-    other: u64,
-}
-
-impl TreeVisitor for Totals {
-    fn node(&mut self, _path: &Path, node: &Node) -> Result<()> {
-        match node.kind {
-            NodeKind::File => {
-                self.files += 1;
-                self.bytes += node.size;
-            }
-            NodeKind::Dir => {}
-            _ => self.other += 1,
-        }
-        Ok(())
     }
 }
 
@@ -200,7 +160,6 @@ pub fn repair_snapshots(
     let mut plans: Vec<(SnapshotId, Snapshot, Option<BlobId>, Vec<Problem>)> = Vec::new();
     for (id, snap) in &snapshots {
         let mut rw = Rewriter {
-            repo,
             index: &index,
             saver: &saver,
             memo: &memo,
@@ -226,20 +185,9 @@ pub fn repair_snapshots(
             let mut new = snap.clone();
             new.tree = root;
             new.original = Some(id);
-            if !new.tags.iter().any(|t| t == "repaired") {
-                new.tags.push("repaired".into());
-                new.tags.sort();
-            }
+            new.add_tag("repaired");
             // What the replacement holds, not what the original held.
-            let mut t = Totals {
-                files: 0,
-                bytes: 0,
-                other: 0,
-            };
-            walk(repo, &root, Path::new("/"), &mut t)?;
-            new.summary.total_files = t.files;
-            new.summary.total_bytes = t.bytes;
-            new.summary.other_entries = t.other;
+            recount(repo, &root, &mut new.summary)?;
             if forget {
                 // The replacement takes the original's place, holds included.
                 r.replacement = Some(repo.replace_snapshot(&id, &new)?.to_hex());

@@ -24,31 +24,6 @@ use super::Repository;
 /// Name of the writer state file in the repository's cache directory.
 const WRITER_FILE: &str = "audit-writer";
 
-/// What a command contributes to its record (the chain fields are filled in on append).
-#[derive(Clone, Debug, Default)]
-pub struct AuditDraft {
-    /// Configuration profile.
-    pub profile: String,
-    /// Command name.
-    pub command: String,
-    /// Command line, secrets removed.
-    pub args: Vec<String>,
-    /// Exit code.
-    pub exit_code: u32,
-    /// Error message.
-    pub error: String,
-    /// Snapshots affected.
-    pub snapshots: Vec<[u8; 32]>,
-    /// Bytes added, restored or freed.
-    pub bytes: u64,
-    /// What was done.
-    pub summary: String,
-    /// Records removed by retention.
-    pub truncations: Vec<([u8; 32], u64)>,
-    /// Breaks acknowledged by a repair.
-    pub acknowledged: Vec<([u8; 32], u64, u64)>,
-}
-
 /// This machine's position in its chain.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriterHead {
@@ -80,32 +55,22 @@ impl Repository {
         parse_head(&std::fs::read_to_string(path).ok()?)
     }
 
-    /// Appends a record to this machine's chain; returns its id.
-    pub fn append_audit(&self, draft: AuditDraft) -> Result<AuditId> {
-        let record = |writer: [u8; 32], seq: u64, prev: Option<[u8; 32]>| AuditRecord {
-            writer,
-            seq,
-            prev,
-            time: Timestamp::now(),
-            hostname: crate::source::owner::hostname(),
-            username: crate::source::owner::current_username(),
-            profile: draft.profile.clone(),
-            command: draft.command.clone(),
-            args: draft.args.clone(),
-            exit_code: draft.exit_code,
-            error: draft.error.clone(),
-            snapshots: draft.snapshots.clone(),
-            bytes: draft.bytes,
-            summary: draft.summary.clone(),
-            truncations: draft.truncations.clone(),
-            acknowledged: draft.acknowledged.clone(),
-        };
-        let Some(dir) = self.cache_dir() else {
+    /// Appends `record` to this machine's chain; returns its id. The caller fills in what the
+    /// command contributes; the chain fields (writer, seq, prev), the time, host and user are
+    /// set here.
+    pub fn append_audit(&self, mut record: AuditRecord) -> Result<AuditId> {
+        record.time = Timestamp::now();
+        record.hostname = crate::source::owner::hostname();
+        record.username = crate::source::owner::current_username();
+        let new_writer = || -> Result<[u8; 32]> {
             let mut writer = [0u8; 32];
             getrandom::fill(&mut writer).map_err(|e| Error::Aborted(format!("random: {e}")))?;
-            let r = record(writer, 0, None);
+            Ok(writer)
+        };
+        let Some(dir) = self.cache_dir() else {
+            (record.writer, record.seq, record.prev) = (new_writer()?, 0, None);
             return self
-                .write_object(Dir::Audit, KIND_AUDIT, &encode_audit(&r))
+                .write_object(Dir::Audit, KIND_AUDIT, &encode_audit(&record))
                 .map(AuditId);
         };
         crate::backend::local::private_dir_all(&dir)?;
@@ -123,17 +88,17 @@ impl Repository {
         let mut text = String::new();
         file.read_to_string(&mut text)
             .map_err(|e| state_err(&path, e))?;
-        let (writer, seq, prev) = match parse_head(&text) {
+        (record.writer, record.seq, record.prev) = match parse_head(&text) {
             Some(h) => (h.writer, h.seq + 1, Some(h.last.0)),
-            None => {
-                let mut writer = [0u8; 32];
-                getrandom::fill(&mut writer).map_err(|e| Error::Aborted(format!("random: {e}")))?;
-                (writer, 0, None)
-            }
+            None => (new_writer()?, 0, None),
         };
-        let r = record(writer, seq, prev);
-        let id = AuditId(self.write_object(Dir::Audit, KIND_AUDIT, &encode_audit(&r))?);
-        let line = format!("{} {seq} {}\n", hex::encode(writer), id.to_hex());
+        let id = AuditId(self.write_object(Dir::Audit, KIND_AUDIT, &encode_audit(&record))?);
+        let line = format!(
+            "{} {} {}\n",
+            hex::encode(record.writer),
+            record.seq,
+            id.to_hex()
+        );
         (|| -> std::io::Result<()> {
             file.set_len(0)?;
             file.rewind()?;
@@ -154,10 +119,9 @@ impl Repository {
     /// Ids of every audit record.
     pub fn list_audit_ids(&self) -> Result<Vec<AuditId>> {
         Ok(self
-            .backend()
-            .list(Dir::Audit.name())?
-            .iter()
-            .filter_map(|o| Dir::Audit.name_of(&o.path).map(AuditId))
+            .list_names(Dir::Audit)?
+            .into_iter()
+            .map(AuditId)
             .collect())
     }
 
@@ -167,28 +131,7 @@ impl Repository {
         &self,
         f: &(dyn Fn(AuditId, Result<AuditRecord>) -> Result<()> + Sync),
     ) -> Result<()> {
-        let ids = self.list_audit_ids()?;
-        let first_err: std::sync::Mutex<Option<Error>> = std::sync::Mutex::new(None);
-        super::snapshots::parallel_map(ids, 8, &|id| {
-            let r = match self.load_audit(&id) {
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => return,
-                Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
-                    f(id, Err(e))
-                }
-                Err(e) => Err(e),
-                Ok(a) => f(id, Ok(a)),
-            };
-            if let Err(e) = r {
-                first_err
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
-            }
-        });
-        match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        super::snapshots::for_each_loaded(self.list_audit_ids()?, &|id| self.load_audit(id), f)
     }
 
     /// Removes, from the start of every chain, the records older than `cutoff`. A record
@@ -215,7 +158,7 @@ impl Repository {
         if dry_run || remove.is_empty() {
             return Ok(remove.len() as u64);
         }
-        self.append_audit(AuditDraft {
+        self.append_audit(AuditRecord {
             command: "prune".into(),
             summary: format!(
                 "audit retention: removing {} records older than {}",
@@ -223,7 +166,7 @@ impl Repository {
                 cutoff.secs
             ),
             truncations,
-            ..AuditDraft::default()
+            ..AuditRecord::default()
         })?;
         for id in &remove {
             match self.backend().delete(&audit_path(id)) {
@@ -293,35 +236,42 @@ pub fn chain_links(repo: &Repository) -> Result<ChainLinks> {
             }
             Err(e) => return Err(e),
         };
-        if r.writer != w {
+        if r.writer != w || links.add(id, &r).is_err() {
             continue;
         }
-        for (tw, ts) in &r.truncations {
-            let t = links.truncated.entry(*tw).or_insert(*ts);
-            *t = (*t).max(*ts);
-        }
-        links.acknowledged.extend(r.acknowledged.iter().copied());
-        let chain = links.chains.entry(w).or_default();
-        if chain.contains_key(&r.seq) {
-            continue;
-        }
-        chain.insert(
-            r.seq,
-            Link {
-                id,
-                seq: r.seq,
-                prev: r.prev,
-                time: r.time,
-            },
-        );
         if let Some(p) = r.prev
             && r.seq > 0
-            && !chain.contains_key(&(r.seq - 1))
+            && !links.chains[&w].contains_key(&(r.seq - 1))
         {
             wanted.push((w, p));
         }
     }
     Ok(links)
+}
+
+impl ChainLinks {
+    /// Takes in one readable record: its truncations and acknowledgments, and its place in its
+    /// chain. A place already taken is returned as `Err` with the link (a fork).
+    fn add(&mut self, id: AuditId, r: &AuditRecord) -> std::result::Result<(), Link> {
+        for (w, s) in &r.truncations {
+            let t = self.truncated.entry(*w).or_insert(*s);
+            *t = (*t).max(*s);
+        }
+        self.acknowledged.extend(r.acknowledged.iter().copied());
+        let link = Link {
+            id,
+            seq: r.seq,
+            prev: r.prev,
+            time: r.time,
+        };
+        match self.chains.entry(r.writer).or_default().entry(r.seq) {
+            std::collections::btree_map::Entry::Occupied(_) => Err(link),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(link);
+                Ok(())
+            }
+        }
+    }
 }
 
 fn list_links(repo: &Repository) -> Result<ChainLinks> {
@@ -331,25 +281,8 @@ fn list_links(repo: &Repository) -> Result<ChainLinks> {
         match r {
             Err(e) => a.damaged.push((id, e)),
             Ok(r) => {
-                for (w, s) in &r.truncations {
-                    let t = a.truncated.entry(*w).or_insert(*s);
-                    *t = (*t).max(*s);
-                }
-                a.acknowledged.extend(r.acknowledged.iter().copied());
-                let link = Link {
-                    id,
-                    seq: r.seq,
-                    prev: r.prev,
-                    time: r.time,
-                };
-                let chain = a.chains.entry(r.writer).or_default();
-                match chain.entry(r.seq) {
-                    std::collections::btree_map::Entry::Occupied(_) => {
-                        a.forks.push((r.writer, link))
-                    }
-                    std::collections::btree_map::Entry::Vacant(v) => {
-                        v.insert(link);
-                    }
+                if let Err(fork) = a.add(id, &r) {
+                    a.forks.push((r.writer, fork));
                 }
             }
         }
@@ -518,7 +451,7 @@ pub struct AuditRepair {
 impl Repository {
     /// Removes unreadable audit records and appends a record that acknowledges every break
     /// left in the chains, so that `check` passes again while the log keeps what was lost.
-    pub fn repair_audit(&self, dry_run: bool, base: AuditDraft) -> Result<AuditRepair> {
+    pub fn repair_audit(&self, dry_run: bool, base: AuditRecord) -> Result<AuditRepair> {
         let head = self.audit_head();
         let links = chain_links(self)?;
         let mut out = AuditRepair::default();
@@ -550,7 +483,7 @@ impl Repository {
         if dry_run || (acks.is_empty() && out.removed.is_empty()) {
             return Ok(out);
         }
-        let id = self.append_audit(AuditDraft {
+        let id = self.append_audit(AuditRecord {
             summary: format!(
                 "repair audit: removed {} unreadable records, acknowledged {} breaks",
                 out.removed.len(),

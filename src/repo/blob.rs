@@ -142,6 +142,17 @@ impl Repository {
                 pack: None,
             },
         })?;
+        self.load_blob_at(blob_type, id, &loc)
+    }
+
+    /// Loads and verifies one blob stored at `loc` (what the index says of it).
+    pub fn load_blob_at(
+        &self,
+        blob_type: BlobType,
+        id: &BlobId,
+        loc: &super::BlobLocation,
+    ) -> Result<Vec<u8>> {
+        let loc = *loc;
         if blob_type == BlobType::Tree
             && let Some(cache) = self.tree_cache()
         {

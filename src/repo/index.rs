@@ -77,10 +77,9 @@ impl Repository {
     /// Ids of every index object in the backend.
     pub fn list_index_ids(&self) -> Result<Vec<IndexId>> {
         Ok(self
-            .backend()
-            .list(Dir::Index.name())?
-            .iter()
-            .filter_map(|o| Dir::Index.name_of(&o.path).map(IndexId))
+            .list_names(Dir::Index)?
+            .into_iter()
+            .map(IndexId)
             .collect())
     }
 }

@@ -86,6 +86,11 @@ pub fn encode_new_key_with(
 
 /// Tries to open one key file's bytes with a password.
 pub fn open_key_bytes(bytes: &[u8], password: &[u8], id: KeyId) -> Result<Option<MasterKey>> {
+    Ok(open_key(bytes, password, id)?.map(|(k, _)| k))
+}
+
+/// Like [`open_key_bytes`], also returning the key's capability bits.
+fn open_key(bytes: &[u8], password: &[u8], id: KeyId) -> Result<Option<(MasterKey, u64)>> {
     let kf = decode_key_file(bytes).map_err(|e| match e {
         KeyFileError::Header(HeaderError::UnknownVersion(v)) => {
             Error::Unsupported(format!("key {id} uses format version {v}; upgrade vault"))
@@ -100,7 +105,7 @@ pub fn open_key_bytes(bytes: &[u8], password: &[u8], id: KeyId) -> Result<Option
             b.copy_from_slice(&plain);
             let mut plain = plain;
             zeroize::Zeroize::zeroize(&mut plain);
-            Ok(Some(MasterKey::from_bytes(&b)))
+            Ok(Some((MasterKey::from_bytes(&b), kf.capabilities)))
         }
         Ok(_) => Err(Error::corrupt(
             ObjectRef::Key(id),
@@ -141,12 +146,8 @@ pub fn unlock_with_capabilities(
             continue;
         }
         tried += 1;
-        match open_key_bytes(&bytes, password, id) {
-            Ok(Some(k)) => {
-                // Decoded already by `open_key_bytes`; the parameters are authenticated.
-                let caps = decode_key_file(&bytes).map_or(0, |kf| kf.capabilities);
-                return Ok((id, k, caps));
-            }
+        match open_key(&bytes, password, id) {
+            Ok(Some((k, caps))) => return Ok((id, k, caps)),
             Ok(None) => {}
             Err(e) if e.kind() == crate::ErrorKind::Unsupported => return Err(e),
             Err(e) => {

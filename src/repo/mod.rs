@@ -108,12 +108,7 @@ impl Located {
         } else {
             self.backend
         };
-        let mut repo =
-            Repository::open_with_key(backend, key_id, key, &self.config_bytes, options)?;
-        if let Some(inner) = Arc::get_mut(&mut repo.inner) {
-            inner.capabilities = caps;
-        }
-        Ok(repo)
+        Repository::open_with_key(backend, key_id, key, caps, &self.config_bytes, options)
     }
 }
 
@@ -196,7 +191,7 @@ impl Repository {
         backend.create()?;
         let key = MasterKey::generate()?;
         let key_id = keys::write_key(&backend, &key, password, &init.kdf)?;
-        let repo = Self::assemble(backend, key, key_id, config, options);
+        let repo = Self::assemble(backend, key, key_id, 0, config, options);
         let sealed = repo.seal_object(KIND_CONFIG, &encode_config(repo.config()))?;
         // The config goes last: a location with a config is a complete repository.
         repo.backend().write(CONFIG_PATH, &sealed)?;
@@ -227,19 +222,28 @@ impl Repository {
         backend: DynBackend,
         key_id: KeyId,
         key: MasterKey,
+        capabilities: u64,
         config_bytes: &[u8],
         options: OpenOptions,
     ) -> Result<Self> {
         let cipher = key.cipher();
         let plain = open_envelope(&cipher, KIND_CONFIG, config_bytes, ObjectRef::Config)?;
         let config = decode_config(&plain).map_err(|e| Error::corrupt(ObjectRef::Config, e.0))?;
-        Ok(Self::assemble(backend, key, key_id, config, options))
+        Ok(Self::assemble(
+            backend,
+            key,
+            key_id,
+            capabilities,
+            config,
+            options,
+        ))
     }
 
     fn assemble(
         backend: DynBackend,
         key: MasterKey,
         key_id: KeyId,
+        capabilities: u64,
         config: Config,
         options: OpenOptions,
     ) -> Self {
@@ -254,7 +258,7 @@ impl Repository {
                 options,
                 index: RwLock::new(None),
                 tree_fetch: std::sync::Mutex::new(()),
-                capabilities: 0,
+                capabilities,
             }),
         }
     }
@@ -376,6 +380,16 @@ impl Repository {
     /// Opens an envelope of `kind`, naming `object` in any error.
     pub fn open_object(&self, kind: u8, bytes: &[u8], object: ObjectRef) -> Result<Vec<u8>> {
         open_envelope(&self.inner.cipher, kind, bytes, object)
+    }
+
+    /// The names (ids) of the well-formed objects in `dir` (not `data/`, which fans out).
+    pub fn list_names(&self, dir: Dir) -> Result<Vec<[u8; 32]>> {
+        Ok(self
+            .backend()
+            .list(dir.name())?
+            .iter()
+            .filter_map(|o| dir.name_of(&o.path))
+            .collect())
     }
 
     /// Seals `plaintext`, names it by the hash of the stored bytes and writes it to `dir`.

@@ -325,6 +325,17 @@ impl BlobSaver {
         self.shared.repo.index()?.contains(blob_type, id)
     }
 
+    /// Encodes, stores (unless already stored) and names a tree blob.
+    pub fn save_tree(&self, tree: &crate::format::tree::Tree) -> Result<BlobId> {
+        let bytes = crate::format::tree::encode_tree(tree);
+        let repo = &self.shared.repo;
+        let id = repo.blob_id(&bytes);
+        if !self.contains(BlobType::Tree, &id)? {
+            self.add(&repo.prepare_blob_with_id(BlobType::Tree, id, &bytes)?)?;
+        }
+        Ok(id)
+    }
+
     /// Adds a prepared blob unless it is already stored. Returns whether it was added. The blob
     /// is only read, so callers can reuse its buffer.
     pub fn add(&self, blob: &PreparedBlob) -> Result<bool> {

@@ -66,6 +66,42 @@ pub(crate) fn parallel_map<T: Send, U: Send>(
     out.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Loads each of `ids` on a few threads and hands it to `f`, in no particular order, keeping
+/// none. Objects removed meanwhile are skipped; damaged (or unsupported) ones are passed as
+/// errors; any other failure, or an error from `f`, stops the listing.
+pub(crate) fn for_each_loaded<I: Copy + Send, T>(
+    ids: Vec<I>,
+    load: &(dyn Fn(&I) -> Result<T> + Sync),
+    f: &(dyn Fn(I, Result<T>) -> Result<()> + Sync),
+) -> Result<()> {
+    let first_err: Mutex<Option<Error>> = Mutex::new(None);
+    parallel_map(ids, 8, &|id| {
+        if first_err
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        let r = match load(&id) {
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => return,
+            Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => f(id, Err(e)),
+            Err(e) => Err(e),
+            Ok(v) => f(id, Ok(v)),
+        };
+        if let Err(e) = r {
+            first_err
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+    });
+    match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
 impl Repository {
     /// Seals and writes a snapshot manifest; returns its id.
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<SnapshotId> {
@@ -83,10 +119,9 @@ impl Repository {
     /// Ids of every snapshot object.
     pub fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
         Ok(self
-            .backend()
-            .list(Dir::Snapshots.name())?
-            .iter()
-            .filter_map(|o| Dir::Snapshots.name_of(&o.path).map(SnapshotId))
+            .list_names(Dir::Snapshots)?
+            .into_iter()
+            .map(SnapshotId)
             .collect())
     }
 
@@ -98,35 +133,7 @@ impl Repository {
         &self,
         f: &(dyn Fn(SnapshotId, Result<Snapshot>) -> Result<()> + Sync),
     ) -> Result<()> {
-        let ids = self.list_snapshot_ids()?;
-        let first_err: Mutex<Option<Error>> = Mutex::new(None);
-        parallel_map(ids, 8, &|id| {
-            if first_err
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-            {
-                return;
-            }
-            let r = match self.load_snapshot(&id) {
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => return,
-                Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
-                    f(id, Err(e))
-                }
-                Err(e) => Err(e),
-                Ok(s) => f(id, Ok(s)),
-            };
-            if let Err(e) = r {
-                first_err
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
-            }
-        });
-        match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        for_each_loaded(self.list_snapshot_ids()?, &|id| self.load_snapshot(id), f)
     }
 
     /// Loads every snapshot, oldest first. Damaged ones are returned as errors in the second
@@ -180,10 +187,9 @@ impl Repository {
     /// unreadable: it might protect the snapshot (see `pruner`); listing still works.
     pub fn list_holds(&self) -> Result<HoldList> {
         let ids: Vec<HoldId> = self
-            .backend()
-            .list(Dir::Holds.name())?
-            .iter()
-            .filter_map(|o| Dir::Holds.name_of(&o.path).map(HoldId))
+            .list_names(Dir::Holds)?
+            .into_iter()
+            .map(HoldId)
             .collect();
         let mut good = Vec::new();
         let mut bad = Vec::new();

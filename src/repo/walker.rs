@@ -104,6 +104,30 @@ pub enum Rewritten {
     Dropped,
 }
 
+impl Rewritten {
+    /// Writes the outcome (for memos on disk): `0`, `1 || id`, or `2`.
+    pub(crate) fn encode(self, w: &mut crate::format::wire::Writer) {
+        match self {
+            Rewritten::Same => w.u8(0),
+            Rewritten::Changed(id) => {
+                w.u8(1);
+                w.id(&id.0);
+            }
+            Rewritten::Dropped => w.u8(2),
+        }
+    }
+
+    /// Reads what [`Rewritten::encode`] wrote.
+    pub(crate) fn decode(r: &mut crate::format::wire::Reader<'_>) -> Option<Self> {
+        Some(match r.u8().ok()? {
+            0 => Rewritten::Same,
+            1 => Rewritten::Changed(BlobId(r.id().ok()?)),
+            2 => Rewritten::Dropped,
+            _ => return None,
+        })
+    }
+}
+
 /// The decisions of a [`rewrite`].
 pub trait TreeRewriter {
     /// A known outcome for `tree` (memoised by an earlier visit), or `None` to rewrite it.
@@ -253,4 +277,31 @@ fn attach(parent: &mut Frame, mut node: Node, outcome: Rewritten) {
         }
         Rewritten::Dropped => parent.changed = true,
     }
+}
+
+/// Counts what a tree holds into a snapshot summary's totals (files, their bytes, other
+/// entries): the summary of a snapshot whose tree was rewritten.
+pub fn recount(
+    repo: &Repository,
+    root: &BlobId,
+    summary: &mut crate::format::snapshot::Summary,
+) -> Result<()> {
+    struct Totals<'a>(&'a mut crate::format::snapshot::Summary);
+    impl TreeVisitor for Totals<'_> {
+        fn node(&mut self, _path: &Path, node: &Node) -> Result<()> {
+            match node.kind {
+                NodeKind::File => {
+                    self.0.total_files += 1;
+                    self.0.total_bytes += node.size;
+                }
+                NodeKind::Dir => {}
+                _ => self.0.other_entries += 1,
+            }
+            Ok(())
+        }
+    }
+    summary.total_files = 0;
+    summary.total_bytes = 0;
+    summary.other_entries = 0;
+    walk(repo, root, Path::new("/"), &mut Totals(summary))
 }

@@ -54,6 +54,25 @@ impl Sample {
     }
 }
 
+impl RestoreOptions {
+    /// Whether the entry at snapshot path `path` is restored: its parent is, or an
+    /// `--include` pattern matches it (exclusion is checked first, by the caller).
+    pub(crate) fn includes(&self, parent_included: bool, path: &std::path::Path) -> bool {
+        parent_included || {
+            let mut hit = false;
+            self.include.for_each_match(path, |_| hit = true);
+            hit
+        }
+    }
+
+    /// Whether the sample (restore tests) keeps the non-directory `node` at `path`: every
+    /// entry but files is always kept.
+    pub(crate) fn samples(&self, node: &crate::format::tree::Node, path: &std::path::Path) -> bool {
+        node.kind != crate::format::tree::NodeKind::File
+            || self.sample.as_ref().is_none_or(|s| s.selects(path))
+    }
+}
+
 /// Options of a restore.
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {

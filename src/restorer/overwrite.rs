@@ -3,8 +3,6 @@
 
 use std::ffi::OsStr;
 
-use rustix::fs::FileType;
-
 use crate::Result;
 use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repository;
@@ -54,18 +52,6 @@ pub enum Decision {
     Keep,
 }
 
-fn kind_of(t: FileType) -> NodeKind {
-    match t {
-        FileType::RegularFile => NodeKind::File,
-        FileType::Directory => NodeKind::Dir,
-        FileType::Symlink => NodeKind::Symlink,
-        FileType::Fifo => NodeKind::Fifo,
-        FileType::Socket => NodeKind::Socket,
-        FileType::CharacterDevice => NodeKind::CharDevice,
-        _ => NodeKind::BlockDevice,
-    }
-}
-
 /// Decides for the non-directory `node` named `name` in `dir`.
 pub fn decide(
     repo: &Repository,
@@ -80,7 +66,7 @@ pub fn decide(
         // Unreadable: replacing it will say what is wrong.
         Err(_) => return Ok(Decision::Replace),
     };
-    let same_kind = kind_of(st.file_type) == node.kind;
+    let same_kind = crate::source::meta::kind_of(st.file_type) == Some(node.kind);
     Ok(match policy {
         Overwrite::Always => Decision::Replace,
         Overwrite::Never => Decision::Keep,

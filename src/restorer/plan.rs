@@ -109,11 +109,7 @@ pub fn plan_restore(
             cursor.pop();
             continue;
         }
-        let included = frame.included || {
-            let mut hit = false;
-            opts.include.for_each_match(&cursor, |_| hit = true);
-            hit
-        };
+        let included = opts.includes(frame.included, &cursor);
         let parent = frame.dir.as_ref();
         if node.kind == NodeKind::Dir {
             let handle = parent.and_then(|p| p.open_dir(&name).ok());
@@ -138,9 +134,7 @@ pub fn plan_restore(
             });
             continue;
         }
-        let selected = included
-            && (node.kind != NodeKind::File
-                || opts.sample.as_ref().is_none_or(|s| s.selects(&cursor)));
+        let selected = included && opts.samples(&node, &cursor);
         if selected {
             let a = match parent {
                 None => Action::Create,

@@ -11,8 +11,6 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use rustix::fs::FileType;
-
 use super::{RestoreError, RestoreOptions};
 use crate::format::tree::{ContentPart, Node, NodeKind};
 use crate::id::{BlobId, BlobType};
@@ -78,11 +76,7 @@ pub fn verify_restore(
             cursor.pop();
             continue;
         }
-        let included = parent_included || {
-            let mut hit = false;
-            opts.include.for_each_match(&cursor, |_| hit = true);
-            hit
-        };
+        let included = opts.includes(parent_included, &cursor);
         let parent = stack.last().and_then(|f| f.dir.as_ref());
         if node.kind == NodeKind::Dir {
             // Directories leading to included entries are restored too; compare what exists.
@@ -105,9 +99,7 @@ pub fn verify_restore(
             });
             continue;
         }
-        let selected = included
-            && (node.kind != NodeKind::File
-                || opts.sample.as_ref().is_none_or(|s| s.selects(&cursor)));
+        let selected = included && opts.samples(&node, &cursor);
         if selected {
             match parent {
                 None => report
@@ -146,16 +138,7 @@ fn compare(
         Ok(s) => s,
         Err(e) => return Ok(Err(format!("missing ({e})"))),
     };
-    let want = match node.kind {
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::Symlink => FileType::Symlink,
-        NodeKind::Fifo => FileType::Fifo,
-        NodeKind::Socket => FileType::Socket,
-        NodeKind::CharDevice => FileType::CharacterDevice,
-        NodeKind::BlockDevice => FileType::BlockDevice,
-    };
-    if st.file_type != want {
+    if crate::source::meta::kind_of(st.file_type) != Some(node.kind) {
         return Ok(Err(format!(
             "is a {:?}, the snapshot has a {}",
             st.file_type,

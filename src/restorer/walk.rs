@@ -231,13 +231,7 @@ impl<'a> Restorer<'a> {
                 self.enter_dir(name, node, included)?;
                 continue;
             }
-            let sampled_out = node.kind == NodeKind::File
-                && self
-                    .opts
-                    .sample
-                    .as_ref()
-                    .is_some_and(|s| !s.selects(&self.cursor));
-            if included && !sampled_out {
+            if included && self.opts.samples(&node, &self.cursor) {
                 let sp = self.shown();
                 if let Err(e) = self
                     .ensure_parents()
