@@ -19,17 +19,26 @@ use crate::format::{GEAR_CONTEXT, KEY_PART_LEN, NONCE_LEN, SEAL_OVERHEAD, TAG_LE
 use crate::id::{BlobId, BlobType};
 use crate::{Error, Result};
 
-/// The secret that unlocks a repository: three independent random 32-byte keys.
+/// The secret that unlocks a repository: the current encryption key, the keys of retired
+/// epochs that still open older objects (the key ring), the id key, the chunker seed and, for
+/// full keys, the ring authority that derives every key file's ring seal key
+/// (`format-spec/04-keys-and-encryption.md` 4.6).
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MasterKey {
     encryption: [u8; KEY_PART_LEN],
     id_key: [u8; KEY_PART_LEN],
     chunker_seed: [u8; KEY_PART_LEN],
+    /// The epoch of `encryption` (0 for a repository that never rotated).
+    epoch: u64,
+    /// Older epochs' encryption keys, newest first.
+    retired: Vec<(u64, [u8; KEY_PART_LEN])>,
+    /// Derives ring seal keys; only full keys carry it.
+    authority: Option<[u8; KEY_PART_LEN]>,
 }
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey(..)")
+        write!(f, "MasterKey(epoch {}, ..)", self.epoch)
     }
 }
 
@@ -38,20 +47,33 @@ pub fn random_bytes(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| Error::io("getrandom", std::io::Error::other(e.to_string())))
 }
 
+/// A fresh random 32-byte key.
+pub fn random_key() -> Result<[u8; KEY_PART_LEN]> {
+    let mut k = [0u8; KEY_PART_LEN];
+    random_bytes(&mut k)?;
+    Ok(k)
+}
+
 impl MasterKey {
-    /// Generates a fresh random master key.
+    /// Generates a fresh random master key (epoch 0, with a ring authority).
     pub fn generate() -> Result<Self> {
         let mut bytes = Zeroizing::new([0u8; 3 * KEY_PART_LEN]);
         random_bytes(&mut bytes[..])?;
-        Ok(Self::from_bytes(&bytes))
+        let mut k = Self::from_bytes(&bytes);
+        k.authority = Some(random_key()?);
+        Ok(k)
     }
 
-    /// Builds a master key from its 96-byte serialisation.
+    /// Builds a master key from the 96-byte serialisation of a version-1/2 key file (epoch 0).
+    /// A full legacy key derives its ring authority from the original keys (4.6).
     pub fn from_bytes(b: &[u8; 3 * KEY_PART_LEN]) -> Self {
         let mut k = MasterKey {
             encryption: [0; KEY_PART_LEN],
             id_key: [0; KEY_PART_LEN],
             chunker_seed: [0; KEY_PART_LEN],
+            epoch: 0,
+            retired: Vec::new(),
+            authority: None,
         };
         k.encryption.copy_from_slice(&b[..32]);
         k.id_key.copy_from_slice(&b[32..64]);
@@ -59,7 +81,48 @@ impl MasterKey {
         k
     }
 
-    /// The 96-byte serialisation `encryption || id_key || chunker_seed`.
+    /// Assembles a key from a decoded ring (`format::key::Ring`).
+    pub fn from_ring(ring: &crate::format::key::Ring) -> Self {
+        MasterKey {
+            encryption: ring.epochs[0].1,
+            id_key: ring.id_key,
+            chunker_seed: ring.chunker_seed,
+            epoch: ring.epochs[0].0,
+            retired: ring.epochs[1..].to_vec(),
+            authority: ring.authority,
+        }
+    }
+
+    /// The ring as stored in a key file; `with_authority` false for restricted keys.
+    pub fn to_ring(&self, with_authority: bool) -> crate::format::key::Ring {
+        let mut epochs = vec![(self.epoch, self.encryption)];
+        epochs.extend(self.retired.iter().copied());
+        crate::format::key::Ring {
+            id_key: self.id_key,
+            chunker_seed: self.chunker_seed,
+            authority: if with_authority { self.authority } else { None },
+            epochs,
+        }
+    }
+
+    /// The legacy ring authority of a repository created before key files version 3:
+    /// derived from the original encryption and id keys, so that every holder of an old key
+    /// can upgrade it on its own.
+    pub fn derive_legacy_authority(&mut self) {
+        let mut m = Zeroizing::new([0u8; 2 * KEY_PART_LEN]);
+        m[..32].copy_from_slice(&self.encryption);
+        m[32..].copy_from_slice(&self.id_key);
+        self.authority = Some(blake3::derive_key(LEGACY_AUTHORITY_CONTEXT, &m[..]));
+    }
+
+    /// Drops the ring authority (restricted keys never hold it).
+    pub fn without_authority(&self) -> Self {
+        let mut k = self.clone();
+        k.authority = None;
+        k
+    }
+
+    /// The 96-byte serialisation `encryption || id_key || chunker_seed` (version-1 key files).
     pub fn to_bytes(&self) -> Zeroizing<[u8; 3 * KEY_PART_LEN]> {
         let mut out = Zeroizing::new([0u8; 3 * KEY_PART_LEN]);
         out[..32].copy_from_slice(&self.encryption);
@@ -68,9 +131,60 @@ impl MasterKey {
         out
     }
 
-    /// The cipher that seals every repository object under this key.
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The retired epochs still in the ring, newest first.
+    pub fn retired_epochs(&self) -> Vec<u64> {
+        self.retired.iter().map(|(e, _)| *e).collect()
+    }
+
+    /// Whether this key can derive ring seal keys (add keys, rotate).
+    pub fn has_authority(&self) -> bool {
+        self.authority.is_some()
+    }
+
+    /// The seal key of the ring in a key file with `salt` (4.6), if this key has the authority.
+    pub fn ring_seal_key(&self, salt: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
+        let a = self.authority.as_ref()?;
+        let mut h = blake3::Hasher::new_derive_key(RING_SEAL_CONTEXT);
+        h.update(a);
+        h.update(salt);
+        Some(Zeroizing::new(*h.finalize().as_bytes()))
+    }
+
+    /// A new epoch: a fresh encryption key; the current one joins the retired keys.
+    pub fn rotated(&self, new_epoch: u64) -> Result<Self> {
+        let mut k = self.clone();
+        k.retired.insert(0, (self.epoch, self.encryption));
+        k.epoch = new_epoch;
+        k.encryption = random_key()?;
+        Ok(k)
+    }
+
+    /// The same key without retired epochs (after every object was re-sealed).
+    pub fn retire_old(&self) -> Self {
+        let mut k = self.clone();
+        k.retired.zeroize();
+        k.retired.clear();
+        k
+    }
+
+    /// The cipher that seals every new repository object under this key.
     pub fn cipher(&self) -> Cipher {
         Cipher::new(&self.encryption)
+    }
+
+    /// Ciphers for every epoch in the ring, current first.
+    pub fn cipher_ring(&self) -> CipherRing {
+        let mut ciphers = vec![(self.epoch, Cipher::new(&self.encryption))];
+        ciphers.extend(self.retired.iter().map(|(e, k)| (*e, Cipher::new(k))));
+        CipherRing {
+            ciphers,
+            retired_opens: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// The keyed hash that names blobs.
@@ -81,6 +195,85 @@ impl MasterKey {
     /// The chunker's gear table, derived from the secret seed.
     pub fn gear_table(&self) -> Box<[u64; 256]> {
         gear_table(&self.chunker_seed)
+    }
+}
+
+/// BLAKE3 context of ring seal keys (4.6).
+pub const RING_SEAL_CONTEXT: &str = "vault 2026-11-30 key ring seal key v1";
+/// BLAKE3 context of the legacy ring authority (4.6).
+pub const LEGACY_AUTHORITY_CONTEXT: &str = "vault 2026-11-30 legacy ring authority v1";
+
+/// The ciphers of every epoch in a key ring. Seals with the current epoch; opens by trying the
+/// current epoch first, then retired ones newest first (`format-spec` 4.6: the epoch of a
+/// message is not stored; a tag that verifies under no key is damage). A failed try costs one
+/// Poly1305 pass and leaves the buffer untouched.
+#[derive(Debug)]
+pub struct CipherRing {
+    ciphers: Vec<(u64, Cipher)>,
+    retired_opens: std::sync::atomic::AtomicU64,
+}
+
+impl CipherRing {
+    /// The cipher of the current epoch (every seal uses it).
+    pub fn current(&self) -> &Cipher {
+        &self.ciphers[0].1
+    }
+
+    /// Opens in place with whichever epoch's key verifies; returns the plaintext and the epoch.
+    pub fn open_slice<'a>(
+        &self,
+        aad: &[u8],
+        buf: &'a mut [u8],
+    ) -> Result<(&'a mut [u8], u64), OpenError> {
+        if buf.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        let epoch = self.open_any(aad, buf)?;
+        let end = buf.len() - TAG_LEN;
+        Ok((&mut buf[NONCE_LEN..end], epoch))
+    }
+
+    /// Opens a copy, like [`Cipher::open`].
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut buf = sealed.to_vec();
+        self.open_in_place(aad, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Opens in place, like [`Cipher::open_in_place`].
+    pub fn open_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), OpenError> {
+        if buf.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        self.open_any(aad, buf)?;
+        buf.truncate(buf.len() - TAG_LEN);
+        buf.drain(..NONCE_LEN);
+        Ok(())
+    }
+
+    /// Decrypts in place with the first key that verifies; returns its epoch.
+    fn open_any(&self, aad: &[u8], buf: &mut [u8]) -> Result<u64, OpenError> {
+        for (i, (epoch, c)) in self.ciphers.iter().enumerate() {
+            if c.try_open_in_place(aad, buf) {
+                if i > 0 {
+                    self.retired_opens
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Ok(*epoch);
+            }
+        }
+        Err(OpenError)
+    }
+
+    /// How many messages this session opened with a retired epoch's key.
+    pub fn retired_opens(&self) -> u64 {
+        self.retired_opens
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the ring holds retired epochs.
+    pub fn has_retired(&self) -> bool {
+        self.ciphers.len() > 1
     }
 }
 
@@ -232,6 +425,13 @@ impl Cipher {
             .decrypt_inout_detached(&nonce, aad, (&mut *body).into(), &tag)
             .map_err(|_| OpenError)?;
         Ok(body)
+    }
+
+    /// Decrypts `NONCE || CIPHERTEXT || TAG` in place if the tag verifies and says whether it
+    /// did. chacha20poly1305 checks the tag before it applies the key stream, so on failure
+    /// the buffer is unchanged and another key can be tried on the same bytes.
+    pub fn try_open_in_place(&self, aad: &[u8], buf: &mut [u8]) -> bool {
+        self.open_slice(aad, buf).is_ok()
     }
 
     /// Opens in place: on success `buf` holds the plaintext.

@@ -44,6 +44,25 @@ pub enum ObjectRef {
     Path(String),
 }
 
+impl ObjectRef {
+    /// The 32-byte name bound into a re-sealed object's seal (`format-spec` 4.3): the object's
+    /// id, or 32 zero bytes for the config (and for a bare path, which no re-sealed object is
+    /// opened as).
+    pub fn name_bytes(&self) -> [u8; 32] {
+        match self {
+            ObjectRef::Config | ObjectRef::Path(_) => [0; 32],
+            ObjectRef::Key(id) => id.0,
+            ObjectRef::Pack(id) => id.0,
+            ObjectRef::Blob { id, .. } => id.0,
+            ObjectRef::Index(id) => id.0,
+            ObjectRef::Snapshot(id) => id.0,
+            ObjectRef::Lock(id) => id.0,
+            ObjectRef::Hold(id) => id.0,
+            ObjectRef::Audit(id) => id.0,
+        }
+    }
+}
+
 impl fmt::Display for ObjectRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

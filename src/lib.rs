@@ -30,6 +30,7 @@ pub mod mount;
 pub mod progress;
 pub mod pruner;
 pub mod quote;
+pub mod rekey;
 pub mod repairer;
 pub mod repo;
 pub mod restorer;

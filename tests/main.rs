@@ -14,6 +14,7 @@ mod pg;
 mod pipeline;
 mod proptree;
 mod prune;
+mod rekey;
 mod roundtrip;
 mod security;
 mod servers;

@@ -10,7 +10,7 @@ use vault::crypto::{Cipher, IdHasher, MasterKey, blob_aad, derive_kek, gear_tabl
 use vault::format::config::{ChunkerParams, Compression, Config, decode_config, encode_config};
 use vault::format::envelope::encode_header;
 use vault::format::index::{Index, IndexPack, decode_index, encode_index};
-use vault::format::key::{KdfParams, KeyFile, decode_key_file, encode_key_file};
+use vault::format::key::{KdfParams, KeyBody, KeyFile, decode_key_file, encode_key_file};
 use vault::format::pack::{PackEntry, decode_pack_header, encode_pack_header, encode_trailer};
 use vault::format::snapshot::{Snapshot, Summary, decode_snapshot, encode_snapshot};
 use vault::format::time::Timestamp;
@@ -578,11 +578,14 @@ fn key_file_vector() {
         hostname: "host".into(),
         username: "user".into(),
         capabilities: 0,
-        sealed_master: Vec::new(),
+        body: KeyBody::Master(Vec::new()),
     };
     let kek = derive_kek(b"password", &kf.salt, &kdf).unwrap();
-    kf.sealed_master =
-        Cipher::new(&kek).seal_with_nonce(&nonce(0xd0), &kf.aad(), &master().to_bytes()[..]);
+    kf.body = KeyBody::Master(Cipher::new(&kek).seal_with_nonce(
+        &nonce(0xd0),
+        &kf.aad(),
+        &master().to_bytes()[..],
+    ));
     let bytes = encode_key_file(&kf);
     if std::env::var_os("VAULT_WRITE_VECTORS").is_none() {
         let file = unhex(&stored("key_file.json")["key_file"]);
@@ -607,8 +610,11 @@ fn key_file_vector() {
     // An append-only key: envelope version 2, capabilities after the username.
     let mut ao = kf.clone();
     ao.capabilities = vault::format::key::CAP_APPEND_ONLY;
-    ao.sealed_master =
-        Cipher::new(&kek).seal_with_nonce(&nonce(0xd1), &ao.aad(), &master().to_bytes()[..]);
+    ao.body = KeyBody::Master(Cipher::new(&kek).seal_with_nonce(
+        &nonce(0xd1),
+        &ao.aad(),
+        &master().to_bytes()[..],
+    ));
     let ao_bytes = encode_key_file(&ao);
     assert_eq!(ao_bytes[6], 2);
     if std::env::var_os("VAULT_WRITE_VECTORS").is_none() {
@@ -624,7 +630,10 @@ fn key_file_vector() {
         let mut forged = ao.clone();
         forged.capabilities = 0;
         let mut forged_bytes = forged.aad();
-        forged_bytes.extend_from_slice(&ao.sealed_master);
+        let KeyBody::Master(sealed) = &ao.body else {
+            unreachable!()
+        };
+        forged_bytes.extend_from_slice(sealed);
         assert!(
             vault::repo::keys::open_key_bytes(&forged_bytes, b"password", id)
                 .unwrap()
@@ -635,6 +644,116 @@ fn key_file_vector() {
         "key_file_append_only.json",
         json!({"password": "password", "master_key": hex::encode(&master().to_bytes()[..]),
                "nonce": hex::encode(nonce(0xd1)), "capabilities": 1, "key_file": hex::encode(&ao_bytes)}),
+    );
+}
+
+/// A version-3 key file: the password seals the ring seal key, which seals a ring of two
+/// epochs; the ring seal key is derived from the ring authority and the salt.
+#[test]
+fn key_file_ring_vector() {
+    use vault::format::key::{Ring, encode_ring};
+    let kdf = KdfParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let ring = Ring {
+        id_key: seq(32, 32).try_into().unwrap(),
+        chunker_seed: seq(64, 32).try_into().unwrap(),
+        authority: Some(seq(0xa0, 32).try_into().unwrap()),
+        epochs: vec![
+            (1, seq(0xc0, 32).try_into().unwrap()),
+            (0, seq(0, 32).try_into().unwrap()),
+        ],
+    };
+    let key = MasterKey::from_ring(&ring);
+    let mut kf = KeyFile {
+        kdf,
+        salt: seq(0x70, 16),
+        created: Timestamp::new(1_767_600_000, 0),
+        hostname: "host".into(),
+        username: "user".into(),
+        capabilities: 0,
+        body: KeyBody::Ring {
+            sealed_ring_key: Vec::new(),
+            epoch: 1,
+            sealed_ring: Vec::new(),
+        },
+    };
+    let ring_key = key.ring_seal_key(&kf.salt).unwrap();
+    // The derivation, spelled out: BLAKE3 derive_key(context, authority || salt).
+    let mut m = seq(0xa0, 32);
+    m.extend(seq(0x70, 16));
+    assert_eq!(
+        ring_key[..],
+        blake3::derive_key(vault::crypto::RING_SEAL_CONTEXT, &m)[..]
+    );
+    let kek = derive_kek(b"password", &kf.salt, &kdf).unwrap();
+    let sealed_ring_key = Cipher::new(&kek).seal_with_nonce(&nonce(0xd2), &kf.aad(), &ring_key[..]);
+    let plain = encode_ring(&ring);
+    let sealed_ring = Cipher::new(&ring_key).seal_with_nonce(&nonce(0xd3), &kf.ring_aad(1), &plain);
+    kf.body = KeyBody::Ring {
+        sealed_ring_key,
+        epoch: 1,
+        sealed_ring,
+    };
+    let bytes = encode_key_file(&kf);
+    assert_eq!(bytes[6], 3);
+    if std::env::var_os("VAULT_WRITE_VECTORS").is_none() {
+        let file = unhex(&stored("key_file_ring.json")["key_file"]);
+        assert_eq!(decode_key_file(&file).unwrap(), kf);
+        let id = vault::id::KeyId(storage_hash(&file));
+        let opened = vault::repo::keys::open_key_bytes(&file, b"password", id)
+            .unwrap()
+            .unwrap();
+        assert_eq!(opened.epoch(), 1);
+        assert_eq!(opened.retired_epochs(), vec![0]);
+        assert!(opened.has_authority());
+        assert!(
+            vault::repo::keys::open_key_bytes(&file, b"wrong", id)
+                .unwrap()
+                .is_none()
+        );
+        // The public epoch is authenticated: changing it breaks the ring's seal.
+        let mut forged = kf.clone();
+        if let KeyBody::Ring { epoch, .. } = &mut forged.body {
+            *epoch = 2;
+        }
+        let forged = encode_key_file(&forged);
+        assert!(vault::repo::keys::open_key_bytes(&forged, b"password", id).is_err());
+    }
+    check(
+        "key_file_ring.json",
+        json!({"password": "password", "ring_authority": hex::encode(seq(0xa0, 32)),
+               "ring_seal_key": hex::encode(&ring_key[..]), "ring": hex::encode(&plain[..]),
+               "nonce_ring_seal_key": hex::encode(nonce(0xd2)), "nonce_ring": hex::encode(nonce(0xd3)),
+               "key_file": hex::encode(&bytes)}),
+    );
+}
+
+/// A re-sealed snapshot: flag 0x01 in the header, the name bound into the seal.
+#[test]
+fn resealed_envelope_vector() {
+    use vault::format::envelope::{decode_header, header_is_resealed, resealed_header};
+    let name = seq(0x50, 32);
+    let plaintext = b"snapshot plaintext".to_vec();
+    let header = resealed_header(&encode_header(KIND_SNAPSHOT));
+    assert_eq!(&header, b"VAULTS\x01\x01");
+    let mut aad = header.to_vec();
+    aad.extend_from_slice(&name);
+    let key: [u8; 32] = seq(0xc0, 32).try_into().unwrap();
+    let mut object = header.to_vec();
+    object.extend(Cipher::new(&key).seal_with_nonce(&nonce(0xd4), &aad, &plaintext));
+    let (h, rest) = decode_header(&object, KIND_SNAPSHOT).unwrap();
+    assert!(header_is_resealed(h));
+    assert_eq!(Cipher::new(&key).open(&aad, rest).unwrap(), plaintext);
+    // Without the name (or under another name) the seal does not open.
+    assert!(Cipher::new(&key).open(h, rest).is_err());
+    check(
+        "resealed.json",
+        json!({"encryption_key": hex::encode(key), "name": hex::encode(&name),
+               "plaintext": hex::encode(&plaintext), "nonce": hex::encode(nonce(0xd4)),
+               "object": hex::encode(&object)}),
     );
 }
 

@@ -42,6 +42,14 @@ impl Backend for AppendOnlyBackend {
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.staging_dir()
     }
+    fn replace(&self, path: &str, _data: &[u8]) -> Result<()> {
+        Err(Error::PermissionDenied {
+            what: format!("replacement of {path}"),
+            reason: "the repository is opened append-only (--append-only): nothing is ever \
+                     replaced; re-encryption needs a client without --append-only"
+                .into(),
+        })
+    }
     fn delete(&self, path: &str) -> Result<()> {
         Err(Error::PermissionDenied {
             what: format!("delete of {path}"),

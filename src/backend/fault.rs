@@ -155,6 +155,12 @@ impl Backend for FaultBackend {
     fn append_only(&self) -> bool {
         self.inner.append_only()
     }
+    fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
+        self.maybe_fail("write", path, false)?;
+        self.inner.replace(path, data)?;
+        self.mutated();
+        Ok(())
+    }
     fn delete(&self, path: &str) -> Result<()> {
         self.maybe_fail("delete", path, false)?;
         self.inner.delete(path)?;

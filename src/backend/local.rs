@@ -111,6 +111,28 @@ pub fn write_new(root: &Path, path: &str, data: &[u8], staging_kind: &str) -> Re
     publish(root, path, &tmp, false)
 }
 
+/// Replaces object `path` atomically: stage, fsync, rename over the old file, fsync the
+/// directory.
+pub fn replace(root: &Path, path: &str, data: &[u8]) -> Result<()> {
+    let (mut f, tmp) = create_staging_file(&root.join("tmp"), "object")?;
+    let written = f.write_all(data).and_then(|_| f.sync_all());
+    drop(f);
+    let dst = root.join(path);
+    let result = written.map_err(|e| Error::io(&tmp, e)).and_then(|_| {
+        std::fs::rename(&tmp, &dst).map_err(|e| Error::io(&dst, e))?;
+        let parent = dst
+            .parent()
+            .expect("invariant: object paths have a directory");
+        File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(parent, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Moves a staged file into place as object `path`: fsync it (unless the caller just did),
 /// link it to its name (create-only), remove the staged name, fsync the directory.
 pub fn publish(root: &Path, path: &str, staged: &Path, sync_file: bool) -> Result<()> {

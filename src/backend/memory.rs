@@ -68,6 +68,13 @@ impl Backend for MemoryBackend {
         Ok(())
     }
 
+    fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
+        self.map()
+            .insert(path.to_string(), Arc::new(data.to_vec()))
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
     fn delete(&self, path: &str) -> Result<()> {
         self.map()
             .remove(path)

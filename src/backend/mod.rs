@@ -52,6 +52,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
     /// Writes a new object atomically; refuses to overwrite.
     fn write(&self, path: &str, data: &[u8]) -> Result<()>;
+    /// Replaces an existing object atomically: a reader sees the old bytes or the new ones,
+    /// never a mix or nothing. Only key re-encryption uses it (objects re-sealed under a new
+    /// key epoch keep their names; `format-spec` 4.3).
+    fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
+        let _ = data;
+        Err(crate::Error::Unsupported(format!(
+            "replacing {path} on {}",
+            self.location()
+        )))
+    }
     /// Deletes an object.
     fn delete(&self, path: &str) -> Result<()>;
     /// Lists every object below `dir`.

@@ -299,6 +299,20 @@ impl Backend for OpendalBackend {
         self.local_root.as_ref().map(|r| r.join("tmp"))
     }
 
+    fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
+        if let Some(root) = &self.local_root {
+            return super::local::replace(root, path, data);
+        }
+        // Object stores replace atomically on PUT; rename-mode services rename over the old
+        // object (OpenDAL's rename overwrites).
+        let target = self.write_target(path)?;
+        let meta = self
+            .rt
+            .block_on(self.op.write(&target, opendal::Buffer::from(data.to_vec())))
+            .map_err(|e| map_err("replace", path, e))?;
+        self.complete_write(path, &target, meta.content_length(), data.len() as u64)
+    }
+
     fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
         if let Some(root) = &self.local_root {
             if local.starts_with(root.join("tmp")) {

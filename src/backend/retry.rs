@@ -110,6 +110,10 @@ impl Backend for RetryBackend {
     fn append_only(&self) -> bool {
         self.inner.append_only()
     }
+    fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
+        // Idempotent: a retried replace writes the same bytes again.
+        self.run("replace", || self.inner.replace(path, data))
+    }
     fn delete(&self, path: &str) -> Result<()> {
         let mut retried = false;
         self.run("delete", || match self.inner.delete(path) {

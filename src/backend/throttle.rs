@@ -100,6 +100,12 @@ impl Backend for ThrottleBackend {
     fn append_only(&self) -> bool {
         self.inner.append_only()
     }
+    fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
+        if let Some(p) = &self.up {
+            p.take(data.len() as u64);
+        }
+        self.inner.replace(path, data)
+    }
     fn delete(&self, path: &str) -> Result<()> {
         self.inner.delete(path)
     }

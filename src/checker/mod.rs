@@ -259,6 +259,7 @@ pub fn check(
         structure::check_locks(&ctx)?;
         structure::check_audit(&ctx)?;
         structure::check_tmp(&ctx)?;
+        structure::check_epochs(&ctx);
         let bad = std::mem::take(&mut *ctx.bad_blobs.lock().unwrap_or_else(|e| e.into_inner()));
         if bad.is_empty() {
             return Ok(Vec::new());

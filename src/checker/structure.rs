@@ -63,7 +63,31 @@ fn count_blobs_per_pack(ctx: &Ctx<'_>, counts: &ScratchMap) -> Result<u64> {
     Ok(total)
 }
 
+/// Objects this run opened only with a retired epoch's key: re-encryption is not finished.
+pub(crate) fn check_epochs(ctx: &Ctx<'_>) {
+    let n = ctx.repo.retired_opens();
+    if n > 0 {
+        ctx.note(
+            &ObjectRef::Path("keys".into()),
+            format!(
+                "{n} object(s) or blob(s) read by this check are still sealed under a retired key \
+                 epoch ({}); run `vault key reencrypt` to re-seal them under epoch {} and retire \
+                 the old keys",
+                ctx.repo
+                    .master_key()
+                    .retired_epochs()
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                ctx.repo.master_key().epoch()
+            ),
+        );
+    }
+}
+
 pub(crate) fn check_keys(ctx: &Ctx<'_>) -> Result<()> {
+    let mut epochs = std::collections::BTreeMap::<u64, Vec<String>>::new();
     for f in ctx.repo.backend().list(Dir::Keys.name())? {
         let Some(raw) = Dir::Keys.name_of(&f.path) else {
             ctx.note(
@@ -87,8 +111,40 @@ pub(crate) fn check_keys(ctx: &Ctx<'_>) -> Result<()> {
             );
             continue;
         }
-        if let Err(e) = decode_key_file(&bytes) {
-            ctx.error(&object, format!("does not decode: {e:?}"));
+        match decode_key_file(&bytes) {
+            Err(e) => ctx.error(&object, format!("does not decode: {e:?}")),
+            Ok(kf) => match kf.body {
+                crate::format::key::KeyBody::Ring { epoch, .. } => {
+                    epochs.entry(epoch).or_default().push(id.short());
+                }
+                crate::format::key::KeyBody::Master(_) => ctx.note(
+                    &object,
+                    format!(
+                        "a version-{} key file (no key ring): it cannot take part in key \
+                         rotation; its owner runs `vault key upgrade`",
+                        kf.version()
+                    ),
+                ),
+            },
+        }
+    }
+    if epochs.len() > 1 {
+        let (newest, _) = epochs.last_key_value().expect("invariant: two entries");
+        let newest = *newest;
+        for (epoch, ids) in &epochs {
+            if *epoch == newest {
+                continue;
+            }
+            for id in ids {
+                ctx.error(
+                    &ObjectRef::Path(format!("keys/{id}")),
+                    format!(
+                        "key at epoch {epoch} while others are at epoch {newest}: a key rotation \
+                         was interrupted and this password cannot read what is written under \
+                         the newer epoch; run `vault key rotate` to finish it"
+                    ),
+                );
+            }
         }
     }
     Ok(())

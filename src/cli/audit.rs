@@ -125,7 +125,8 @@ pub fn record(command: &str, profile: &str, code: i32, error: Option<&str>, g: &
         ..base_draft(command, g)
     };
     let mut seen = Vec::new();
-    for repo in repos {
+    // The newest session of a repository writes (after a key rotation it holds the new key).
+    for repo in repos.into_iter().rev() {
         let id = repo.config().repo_id;
         if seen.contains(&id) {
             continue;

@@ -216,6 +216,12 @@ impl GlobalArgs {
     /// Opens and unlocks the repository. A location without a repository is reported before
     /// any password is asked for.
     pub fn open(&self) -> Result<Repository> {
+        self.open_keeping_password().map(|(repo, _)| repo)
+    }
+
+    /// Like [`GlobalArgs::open`], also returning the password that unlocked it (for rewriting
+    /// the key in use, as `vault key upgrade` does, without asking again).
+    pub fn open_keeping_password(&self) -> Result<(Repository, Zeroizing<String>)> {
         let location = self.location()?;
         let context = |e: vault::Error| -> anyhow::Error {
             match e.kind() {
@@ -245,7 +251,7 @@ impl GlobalArgs {
             .into());
         }
         self.facts.opened(&repo);
-        Ok(repo)
+        Ok((repo, password))
     }
 
     /// Takes a lock of `kind` for a command that writes (honouring `--wait-lock`).

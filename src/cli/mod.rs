@@ -153,7 +153,11 @@ impl Command {
             Command::Rewrite(a) => a.forget,
             Command::Key(k) => matches!(
                 k,
-                key::KeyCommand::Remove { .. } | key::KeyCommand::Passwd(_)
+                key::KeyCommand::Remove { .. }
+                    | key::KeyCommand::Passwd(_)
+                    | key::KeyCommand::Upgrade
+                    | key::KeyCommand::Rotate(_)
+                    | key::KeyCommand::Reencrypt
             ),
             _ => false,
         }

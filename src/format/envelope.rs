@@ -1,6 +1,6 @@
 //! The 8-byte header that opens every stored object except packs (`format-spec/04-keys-and-encryption.md`).
 //!
-//! `"VAULT" || KIND(1) || VERSION(1) || RESERVED(1) = 0`. The header is authenticated as the
+//! `"VAULT" || KIND(1) || VERSION(1) || FLAGS(1)` (flags: bit 0 re-sealed, others 0). The header is authenticated as the
 //! additional data of the seal that follows it, so a kind or version byte cannot be altered, and
 //! a reader learns the version before it tries to decrypt: an unknown version is refused as
 //! unsupported rather than reported as damage.
@@ -14,7 +14,7 @@ pub fn current_version(kind: u8) -> u8 {
     if kind == KIND_LOCK {
         super::lock::LOCK_VERSION_WITH_OWNER
     } else if kind == super::KIND_KEY {
-        super::key::KEY_VERSION_WITH_CAPABILITIES
+        super::key::KEY_VERSION_RING
     } else {
         1
     }
@@ -54,7 +54,7 @@ impl std::fmt::Display for HeaderError {
                 f,
                 "format version {v} (this vault reads versions up to {FORMAT_VERSION}); upgrade vault"
             ),
-            HeaderError::Reserved(b) => write!(f, "reserved header byte is {b}, not 0"),
+            HeaderError::Reserved(b) => write!(f, "unknown header flags {b:#04x}"),
         }
     }
 }
@@ -91,10 +91,52 @@ pub fn decode_header(bytes: &[u8], kind: u8) -> Result<(&[u8], &[u8]), HeaderErr
     if h[6] == 0 || h[6] > current_version(kind) {
         return Err(HeaderError::UnknownVersion(h[6]));
     }
-    if h[7] != 0 {
+    // Key files are rewritten, never re-sealed in place: they carry no flags.
+    let allowed = if kind == super::KIND_KEY {
+        0
+    } else {
+        FLAG_RESEALED
+    };
+    if h[7] & !allowed != 0 {
         return Err(HeaderError::Reserved(h[7]));
     }
     Ok((h, rest))
+}
+
+/// Header flag (byte 7, bit 0): the object was re-sealed under a newer key epoch and kept its
+/// name, so its name is not the hash of its bytes; the seal's additional data is
+/// `HEADER || name(32)` instead of `HEADER`.
+pub const FLAG_RESEALED: u8 = 0x01;
+
+/// Whether an envelope header carries [`FLAG_RESEALED`].
+pub fn header_is_resealed(header: &[u8]) -> bool {
+    header.len() >= ENVELOPE_HEADER_LEN && header[7] & FLAG_RESEALED != 0
+}
+
+/// Whether stored bytes are a re-sealed envelope, or a pack whose header object is one.
+pub fn is_resealed(bytes: &[u8]) -> bool {
+    if bytes.starts_with(ENVELOPE_MAGIC) {
+        return header_is_resealed(bytes);
+    }
+    // A pack: the header object sits before the 4-byte trailer.
+    let n = bytes.len();
+    if n < 4 + ENVELOPE_HEADER_LEN {
+        return false;
+    }
+    let len = u32::from_le_bytes([bytes[n - 4], bytes[n - 3], bytes[n - 2], bytes[n - 1]]) as usize;
+    if len < ENVELOPE_HEADER_LEN || len > n - 4 {
+        return false;
+    }
+    let h = &bytes[n - 4 - len..];
+    h.starts_with(ENVELOPE_MAGIC) && header_is_resealed(h)
+}
+
+/// The header with [`FLAG_RESEALED`] set.
+pub fn resealed_header(header: &[u8]) -> [u8; ENVELOPE_HEADER_LEN] {
+    let mut h = [0u8; ENVELOPE_HEADER_LEN];
+    h.copy_from_slice(&header[..ENVELOPE_HEADER_LEN]);
+    h[7] |= FLAG_RESEALED;
+    h
 }
 
 #[cfg(test)]

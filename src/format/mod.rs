@@ -25,7 +25,7 @@ pub mod wire;
 /// The newest repository format version this build reads and writes
 /// (`format-spec/CHANGES.md`). Objects carry their own version in the envelope header; every
 /// kind is at version 1 except lock objects, which are at version 2.
-pub const FORMAT_VERSION: u8 = 2;
+pub const FORMAT_VERSION: u8 = 3;
 
 /// First five bytes of every envelope (`format-spec/04-keys-and-encryption.md`).
 pub const ENVELOPE_MAGIC: &[u8; 5] = b"VAULT";

@@ -86,7 +86,7 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, verify_data: bool) -> Re
         }
         Err(e) => return Err(e),
     };
-    let name_ok = storage_hash(&bytes) == id.0;
+    let name_ok = storage_hash(&bytes) == id.0 || crate::format::envelope::is_resealed(&bytes);
     let entries = match repo.parse_pack(id, &bytes) {
         Ok(e) => e,
         Err(e) => {

@@ -21,6 +21,9 @@ use crate::{Error, ObjectRef, Result};
 
 use super::Repository;
 
+/// The sealed record being published (write-ahead, 14.2).
+const PENDING_FILE: &str = "audit-pending";
+
 /// Name of the writer state file in the repository's cache directory.
 const WRITER_FILE: &str = "audit-writer";
 
@@ -50,9 +53,31 @@ fn state_err(path: &Path, e: std::io::Error) -> Error {
 
 impl Repository {
     /// This machine's chain head, if it has written a record (read without locking).
+    /// A record of a run killed between naming it in the head and publishing it is not yet
+    /// the chain's newest: its predecessor is (the next append publishes it).
     pub fn audit_head(&self) -> Option<WriterHead> {
-        let path = self.cache_dir()?.join(WRITER_FILE);
-        parse_head(&std::fs::read_to_string(path).ok()?)
+        let dir = self.cache_dir()?;
+        let head = parse_head(&std::fs::read_to_string(dir.join(WRITER_FILE)).ok()?)?;
+        let Ok(bytes) = std::fs::read(dir.join(PENDING_FILE)) else {
+            return Some(head);
+        };
+        if crate::crypto::storage_hash(&bytes) != head.last.0
+            || self
+                .backend()
+                .exists(&Dir::Audit.path(&head.last.to_hex()))
+                .unwrap_or(true)
+        {
+            return Some(head);
+        }
+        let plain = self
+            .open_object(KIND_AUDIT, &bytes, ObjectRef::Audit(head.last))
+            .ok()?;
+        let record = decode_audit(&plain).ok()?;
+        Some(WriterHead {
+            writer: head.writer,
+            seq: head.seq.checked_sub(1)?,
+            last: AuditId(record.prev?),
+        })
     }
 
     /// Appends `record` to this machine's chain; returns its id. The caller fills in what the
@@ -88,11 +113,40 @@ impl Repository {
         let mut text = String::new();
         file.read_to_string(&mut text)
             .map_err(|e| state_err(&path, e))?;
-        (record.writer, record.seq, record.prev) = match parse_head(&text) {
+        let head = parse_head(&text);
+        // A record sealed and named in the head but never published (killed in between) is
+        // published now, before the chain is extended past it; a pending record the head does
+        // not name was never part of the chain.
+        let pending = dir.join(PENDING_FILE);
+        if let Ok(bytes) = std::fs::read(&pending) {
+            if head
+                .as_ref()
+                .is_some_and(|h| h.last.0 == crate::crypto::storage_hash(&bytes))
+            {
+                let name = crate::crypto::storage_hash(&bytes);
+                match self
+                    .backend()
+                    .write(&Dir::Audit.path(&hex::encode(name)), &bytes)
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == crate::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            std::fs::remove_file(&pending).map_err(|e| state_err(&pending, e))?;
+        }
+        (record.writer, record.seq, record.prev) = match head {
             Some(h) => (h.writer, h.seq + 1, Some(h.last.0)),
             None => (new_writer()?, 0, None),
         };
-        let id = AuditId(self.write_object(Dir::Audit, KIND_AUDIT, &encode_audit(&record))?);
+        // Write-ahead: the sealed record goes to a local file and the head names it before it
+        // is published, so a process killed at any point neither forks the chain (two records
+        // at one seq) nor loses the record.
+        let sealed = self.seal_object(KIND_AUDIT, &encode_audit(&record))?;
+        let id = AuditId(crate::crypto::storage_hash(&sealed));
+        std::fs::write(&pending, &sealed)
+            .and_then(|_| std::fs::File::open(&pending)?.sync_all())
+            .map_err(|e| state_err(&pending, e))?;
         let line = format!(
             "{} {} {}\n",
             hex::encode(record.writer),
@@ -106,6 +160,9 @@ impl Repository {
             file.sync_all()
         })()
         .map_err(|e| state_err(&path, e))?;
+        self.backend()
+            .write(&Dir::Audit.path(&id.to_hex()), &sealed)?;
+        std::fs::remove_file(&pending).map_err(|e| state_err(&pending, e))?;
         Ok(id)
     }
 

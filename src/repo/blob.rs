@@ -87,7 +87,7 @@ impl Repository {
             id,
             pack,
         };
-        self.cipher()
+        self.ring()
             .open_in_place(&blob_aad(blob_type, &id), &mut sealed)
             .map_err(|_| Error::corrupt(object.clone(), "authentication failed"))?;
         let plain =
@@ -117,8 +117,8 @@ impl Repository {
             id,
             pack,
         };
-        let plain = self
-            .cipher()
+        let (plain, _) = self
+            .ring()
             .open_slice(&blob_aad(blob_type, &id), sealed)
             .map_err(|_| Error::corrupt(object.clone(), "authentication failed"))?;
         let data = crate::compress::decode_payload_ref(plain, raw_len, scratch)

@@ -16,6 +16,7 @@ pub mod lock;
 pub mod memo;
 pub mod packer;
 pub mod process;
+pub mod reseal;
 pub mod snapshots;
 pub mod staging;
 mod treecache;
@@ -25,7 +26,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use crate::backend::DynBackend;
-use crate::crypto::{Cipher, IdHasher, MasterKey, storage_hash};
+use crate::crypto::{Cipher, CipherRing, IdHasher, MasterKey, storage_hash};
 use crate::format::config::{ChunkerParams, Compression, Config, decode_config, encode_config};
 use crate::format::envelope::{HeaderError, decode_header, encode_header};
 use crate::format::key::KdfParams;
@@ -99,7 +100,12 @@ pub struct Located {
 impl Located {
     /// Unlocks the repository with `password`.
     pub fn unlock(self, password: &[u8], options: OpenOptions) -> Result<Repository> {
-        let (key_id, key, caps) = keys::unlock_with_capabilities(&self.backend, password)?;
+        let keys::Unlocked {
+            id: key_id,
+            key,
+            capabilities: caps,
+            version,
+        } = keys::unlock_key(&self.backend, password)?;
         // An append-only key gets a client that can never delete, whatever the caller asked.
         let backend: DynBackend = if caps & crate::format::key::CAP_APPEND_ONLY != 0 {
             Arc::new(crate::backend::appendonly::AppendOnlyBackend::new(
@@ -108,7 +114,12 @@ impl Located {
         } else {
             self.backend
         };
-        Repository::open_with_key(backend, key_id, key, caps, &self.config_bytes, options)
+        let repo =
+            Repository::open_with_key(backend, key_id, key, caps, &self.config_bytes, options)?;
+        repo.inner
+            .key_version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+        Ok(repo)
     }
 }
 
@@ -121,7 +132,10 @@ pub struct Repository {
 pub(crate) struct Inner {
     backend: DynBackend,
     key: MasterKey,
-    cipher: Cipher,
+    /// The current epoch's cipher seals; every epoch in the ring opens.
+    ring: CipherRing,
+    /// The envelope version of the key file that unlocked this session.
+    key_version: std::sync::atomic::AtomicU8,
     hasher: IdHasher,
     config: Config,
     key_id: KeyId,
@@ -226,8 +240,8 @@ impl Repository {
         config_bytes: &[u8],
         options: OpenOptions,
     ) -> Result<Self> {
-        let cipher = key.cipher();
-        let plain = open_envelope(&cipher, KIND_CONFIG, config_bytes, ObjectRef::Config)?;
+        let ring = key.cipher_ring();
+        let plain = open_envelope(&ring, KIND_CONFIG, config_bytes, ObjectRef::Config)?;
         let config = decode_config(&plain).map_err(|e| Error::corrupt(ObjectRef::Config, e.0))?;
         Ok(Self::assemble(
             backend,
@@ -249,7 +263,8 @@ impl Repository {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                cipher: key.cipher(),
+                ring: key.cipher_ring(),
+                key_version: std::sync::atomic::AtomicU8::new(crate::format::key::KEY_VERSION_RING),
                 hasher: key.hasher(),
                 backend,
                 key,
@@ -260,6 +275,31 @@ impl Repository {
                 tree_fetch: std::sync::Mutex::new(()),
                 capabilities,
             }),
+        }
+    }
+
+    /// The same repository with another key ring (after a rotation or retirement of epochs):
+    /// a new session sharing the backend, config and options, with its own index handle.
+    pub fn with_key(&self, key: MasterKey) -> Repository {
+        let version = self.key_version();
+        let r = Self::assemble(
+            self.inner.backend.clone(),
+            key,
+            self.inner.key_id,
+            self.inner.capabilities,
+            self.inner.config.clone(),
+            self.inner.options.clone(),
+        );
+        r.inner
+            .key_version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
+        r
+    }
+
+    /// Drops every local copy of a tree pack (their bytes were re-sealed in the repository).
+    pub fn clear_tree_cache(&self) {
+        if let Some(t) = self.tree_cache() {
+            t.retain(&std::collections::HashSet::new());
         }
     }
 
@@ -297,7 +337,24 @@ impl Repository {
     }
 
     pub(crate) fn cipher(&self) -> &Cipher {
-        &self.inner.cipher
+        self.inner.ring.current()
+    }
+
+    /// Every epoch's cipher (opening tries them in turn).
+    pub(crate) fn ring(&self) -> &CipherRing {
+        &self.inner.ring
+    }
+
+    /// The envelope version of the key file in use (1 or 2: a legacy key without a ring).
+    pub fn key_version(&self) -> u8 {
+        self.inner
+            .key_version
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many objects and blobs this session opened with a retired epoch's key.
+    pub fn retired_opens(&self) -> u64 {
+        self.inner.ring.retired_opens()
     }
 
     /// The blob-id hasher.
@@ -372,14 +429,14 @@ impl Repository {
         let header = encode_header(kind);
         let mut buf = Vec::with_capacity(header.len() + plaintext.len() + 40);
         buf.extend_from_slice(&header);
-        let sealed = self.inner.cipher.seal(&header, plaintext)?;
+        let sealed = self.cipher().seal(&header, plaintext)?;
         buf.extend_from_slice(&sealed);
         Ok(buf)
     }
 
     /// Opens an envelope of `kind`, naming `object` in any error.
     pub fn open_object(&self, kind: u8, bytes: &[u8], object: ObjectRef) -> Result<Vec<u8>> {
-        open_envelope(&self.inner.cipher, kind, bytes, object)
+        open_envelope(&self.inner.ring, kind, bytes, object)
     }
 
     /// The names (ids) of the well-formed objects in `dir` (not `data/`, which fans out).
@@ -451,16 +508,13 @@ impl Repository {
             return Err(Error::corrupt(object, "shorter than its header"));
         }
         let (header, rest) = bytes.split_at_mut(crate::format::ENVELOPE_HEADER_LEN);
-        decode_header(header, kind).map_err(|e| match e {
-            HeaderError::UnknownVersion(_) => Error::Unsupported(format!("{object}: {e}")),
-            other => Error::corrupt(object.clone(), other.to_string()),
-        })?;
-        self.inner.cipher.open_slice(header, rest).map_err(|_| {
-            Error::corrupt(
-                object.clone(),
-                "authentication failed (damaged or tampered with)",
-            )
-        })
+        decode_header(header, kind).map_err(|e| header_error(e, &object))?;
+        let aad = envelope_aad(header, &object);
+        self.inner
+            .ring
+            .open_slice(&aad, rest)
+            .map(|(plain, _)| plain)
+            .map_err(|_| auth_failed(object.clone()))
     }
 
     /// Reads the stored bytes of object `id` in `dir` and checks them against the name.
@@ -478,7 +532,8 @@ impl Repository {
                 "larger than any object vault writes",
             ));
         }
-        if &storage_hash(&bytes) != id {
+        // A re-sealed object (key rotation) keeps its name; its seal binds the name instead.
+        if &storage_hash(&bytes) != id && !crate::format::envelope::is_resealed(&bytes) {
             return Err(Error::corrupt(
                 object,
                 "content does not match its name (damaged, truncated or renamed)",
@@ -488,18 +543,39 @@ impl Repository {
     }
 }
 
-/// Opens an envelope with `cipher`, mapping failures to typed errors about `object`.
+/// Opens an envelope with the ring, mapping failures to typed errors about `object`.
 pub(crate) fn open_envelope(
-    cipher: &Cipher,
+    ring: &CipherRing,
     kind: u8,
     bytes: &[u8],
     object: ObjectRef,
 ) -> Result<Vec<u8>> {
-    let (header, rest) = decode_header(bytes, kind).map_err(|e| match e {
+    let (header, rest) = decode_header(bytes, kind).map_err(|e| header_error(e, &object))?;
+    ring.open(&envelope_aad(header, &object), rest)
+        .map_err(|_| auth_failed(object))
+}
+
+fn header_error(e: HeaderError, object: &ObjectRef) -> Error {
+    match e {
         HeaderError::UnknownVersion(_) => Error::Unsupported(format!("{object}: {e}")),
         other => Error::corrupt(object.clone(), other.to_string()),
-    })?;
-    cipher
-        .open(header, rest)
-        .map_err(|_| Error::corrupt(object, "authentication failed (damaged or tampered with)"))
+    }
+}
+
+pub(crate) fn auth_failed(object: ObjectRef) -> Error {
+    Error::corrupt(
+        object,
+        "authentication failed (damaged, tampered with, or sealed under a key epoch this key \
+         does not hold)",
+    )
+}
+
+/// The additional data of an envelope's seal: its header, and for a re-sealed object also
+/// the name it is stored under (`format-spec` 4.3).
+pub(crate) fn envelope_aad(header: &[u8], object: &ObjectRef) -> Vec<u8> {
+    let mut aad = header.to_vec();
+    if crate::format::envelope::header_is_resealed(header) {
+        aad.extend_from_slice(&object.name_bytes());
+    }
+    aad
 }

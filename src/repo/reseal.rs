@@ -1,0 +1,103 @@
+//! Re-sealing stored objects under the current key epoch (`format-spec` 4.7).
+//!
+//! Re-encryption after a key rotation must not rename anything: snapshot ids are what users
+//! type, holds and audit records name snapshots, audit records chain by name, and the index
+//! names packs. A re-sealed object therefore keeps its name and carries the re-sealed flag in
+//! its envelope header; its seal binds the name instead of the name being its hash. Blobs
+//! keep their exact lengths, so a re-sealed pack has the same layout and the index stays
+//! valid. Pure transformation of bytes: the caller reads and replaces.
+
+use crate::crypto::blob_aad;
+use crate::format::envelope::{decode_header, resealed_header};
+use crate::format::pack::decode_trailer;
+use crate::format::{ENVELOPE_HEADER_LEN, KIND_PACK_HEADER, PACK_TRAILER_LEN, SEAL_OVERHEAD};
+use crate::{Error, ObjectRef, Result};
+
+use super::Repository;
+
+/// What re-sealing one object found.
+#[derive(Debug)]
+pub enum Resealed {
+    /// Already sealed under the current epoch: nothing to write.
+    Current,
+    /// New bytes for the same name; `from` is the epoch it was sealed under.
+    Bytes {
+        /// The re-sealed object.
+        bytes: Vec<u8>,
+        /// The retired epoch it was sealed under.
+        from: u64,
+    },
+}
+
+impl Repository {
+    /// Re-seals an envelope of `kind` stored as `object` under the current epoch.
+    pub fn reseal_envelope(&self, kind: u8, bytes: &[u8], object: &ObjectRef) -> Result<Resealed> {
+        let (header, rest) = decode_header(bytes, kind)
+            .map_err(|e| Error::corrupt(object.clone(), e.to_string()))?;
+        let aad = super::envelope_aad(header, object);
+        let mut body = rest.to_vec();
+        let (plain, epoch) = self
+            .ring()
+            .open_slice(&aad, &mut body)
+            .map_err(|_| super::auth_failed(object.clone()))?;
+        if epoch == self.master_key().epoch() {
+            return Ok(Resealed::Current);
+        }
+        let new_header = resealed_header(header);
+        let mut new_aad = new_header.to_vec();
+        new_aad.extend_from_slice(&object.name_bytes());
+        let sealed = self.cipher().seal(&new_aad, plain)?;
+        let mut out = Vec::with_capacity(ENVELOPE_HEADER_LEN + sealed.len());
+        out.extend_from_slice(&new_header);
+        out.extend_from_slice(&sealed);
+        zeroize::Zeroize::zeroize(&mut body);
+        Ok(Resealed::Bytes {
+            bytes: out,
+            from: epoch,
+        })
+    }
+
+    /// Re-seals a whole pack: every blob and the header, same offsets and lengths.
+    pub fn reseal_pack(&self, pack: &crate::id::PackId, bytes: &[u8]) -> Result<Resealed> {
+        let object = ObjectRef::Pack(*pack);
+        let entries = self.parse_pack(pack, bytes)?;
+        let size = bytes.len() as u64;
+        let (hdr_off, hdr_len) = decode_trailer(&bytes[bytes.len() - PACK_TRAILER_LEN..], size)
+            .map_err(|e| Error::corrupt(object.clone(), e.0))?;
+        let header_obj = &bytes[hdr_off as usize..(hdr_off + hdr_len) as usize];
+        let header = match self.reseal_envelope(KIND_PACK_HEADER, header_obj, &object)? {
+            Resealed::Current => return Ok(Resealed::Current),
+            Resealed::Bytes { bytes, from } => (bytes, from),
+        };
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut buf = Vec::new();
+        for e in &entries {
+            let sealed = &bytes[e.offset as usize..e.end() as usize];
+            let aad = blob_aad(e.blob_type, &e.id);
+            buf.clear();
+            buf.extend_from_slice(sealed);
+            let blob = ObjectRef::Blob {
+                blob_type: e.blob_type,
+                id: e.id,
+                pack: Some(*pack),
+            };
+            let (plain, _) = self
+                .ring()
+                .open_slice(&aad, &mut buf)
+                .map_err(|_| Error::corrupt(blob, "authentication failed"))?;
+            let mut sealed_new = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
+            sealed_new.resize(crate::format::NONCE_LEN, 0);
+            sealed_new.extend_from_slice(plain);
+            self.cipher().seal_in_place(&aad, &mut sealed_new)?;
+            debug_assert_eq!(sealed_new.len(), sealed.len());
+            out.extend_from_slice(&sealed_new);
+        }
+        debug_assert_eq!(out.len() as u64, hdr_off);
+        out.extend_from_slice(&header.0);
+        out.extend_from_slice(&(header.0.len() as u32).to_le_bytes());
+        Ok(Resealed::Bytes {
+            bytes: out,
+            from: header.1,
+        })
+    }
+}
