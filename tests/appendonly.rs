@@ -212,3 +212,84 @@ fn an_append_only_key_restricts_every_client_that_uses_it() {
     r.ok(&["forget", &latest]);
     r.ok(&["prune"]);
 }
+
+/// An account SAS for Azurite signed with its published development key: read, add, create,
+/// write and list, but no delete (`sp=racwl`). Computed with Python's standard library (the
+/// account-SAS string to sign of service version 2019-12-12).
+fn azurite_sas_without_delete() -> String {
+    let script = r#"
+import base64, hashlib, hmac, sys, urllib.parse
+account, key = sys.argv[1], sys.argv[2]
+f = dict(sp="racwl", ss="b", srt="sco", st="2020-01-01T00:00:00Z", se="2099-01-01T00:00:00Z",
+         sip="", spr="https,http", sv="2019-12-12")
+s = "\n".join([account, f["sp"], f["ss"], f["srt"], f["st"], f["se"], f["sip"], f["spr"], f["sv"]]) + "\n"
+sig = base64.b64encode(hmac.new(base64.b64decode(key), s.encode(), hashlib.sha256).digest()).decode()
+q = {k: v for k, v in f.items() if v}
+q["sig"] = sig
+print(urllib.parse.urlencode(q))
+"#;
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            crate::servers::AZURITE_ACCOUNT,
+            crate::servers::AZURITE_KEY,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Storage that refuses deletes (an Azurite SAS without the delete permission): an
+/// append-only client does everything it is for without a single refused request, and an
+/// ordinary client's delete is refused by the storage itself, which proves the credentials
+/// really cannot delete.
+#[test]
+fn an_append_only_client_works_with_credentials_that_cannot_delete() {
+    let az = crate::servers::Server::azurite();
+    let mut remote = az.remote("no-delete");
+    remote
+        .env
+        .retain(|(k, _)| k != "AZURE_STORAGE_KEY" && k != "AZURE_STORAGE_ACCOUNT_KEY");
+    remote
+        .env
+        .push(("AZURE_STORAGE_SAS_TOKEN".into(), azurite_sas_without_delete()));
+    let r = TestRepo::remote(remote);
+    let src = r.scratch("src");
+    std::fs::write(src.join("a"), pseudo_random(400_000, 5)).unwrap();
+    let target = r.scratch("t");
+    for args in [
+        vec!["--append-only", "snapshot", src.to_str().unwrap()],
+        vec!["--append-only", "snapshot", src.to_str().unwrap()],
+        vec!["--append-only", "check", "--verify-data"],
+        vec!["--append-only", "restore", "latest", "--target", target.to_str().unwrap()],
+        vec!["--append-only", "hold", "latest", "--reason", "kept"],
+        vec!["--append-only", "log"],
+    ] {
+        let out = r.run(&args);
+        assert_success(&out, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("denied") && !err.contains("403") && !err.contains("warning"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(
+        std::fs::read(target.join(src.strip_prefix("/").unwrap()).join("a")).unwrap(),
+        pseudo_random(400_000, 5)
+    );
+    // The storage itself refuses deletes: an ordinary forget fails there.
+    let first = r.json(&["snapshots"]).as_array().unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = r.run(&["--json", "forget", &first]);
+    assert!(!out.status.success(), "a delete went through the SAS");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.to_lowercase().contains("permission") || text.contains("403"),
+        "{text}"
+    );
+    assert_eq!(r.json(&["--append-only", "snapshots"]).as_array().unwrap().len(), 2);
+}
