@@ -22,7 +22,9 @@ use crate::{Error, Result};
 /// The secret that unlocks a repository: the current encryption key, the keys of retired
 /// epochs that still open older objects (the key ring), the id key, the chunker seed and, for
 /// full keys, the ring authority that derives every key file's ring seal key
-/// (`format-spec/04-keys-and-encryption.md` 4.6).
+/// (`format-spec` 4.1, 4.6). Each epoch's encryption key also derives that epoch's shared key
+/// (config, index, locks) and reader key pair (4.8). A write-only key holds no encryption key:
+/// only the current epoch's shared key and reader public key.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct MasterKey {
     encryption: [u8; KEY_PART_LEN],
@@ -34,6 +36,10 @@ pub struct MasterKey {
     retired: Vec<(u64, [u8; KEY_PART_LEN])>,
     /// Derives ring seal keys; only full keys carry it.
     authority: Option<[u8; KEY_PART_LEN]>,
+    /// Write-only keys: the current epoch's shared key.
+    wo_shared: Option<[u8; KEY_PART_LEN]>,
+    /// Write-only keys: the current epoch's reader public key.
+    wo_reader_public: Option<[u8; KEY_PART_LEN]>,
 }
 
 impl std::fmt::Debug for MasterKey {
@@ -53,6 +59,46 @@ pub fn random_key() -> Result<[u8; KEY_PART_LEN]> {
     random_bytes(&mut k)?;
     Ok(k)
 }
+
+/// The X25519 public key of a secret.
+pub fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
+    x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
+}
+
+/// An epoch's shared key (seals config, index and lock objects; 4.8).
+pub fn shared_key_of(encryption: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(SHARED_KEY_CONTEXT, encryption)
+}
+
+/// An epoch's reader X25519 secret (4.8).
+pub fn reader_secret_of(encryption: &[u8; 32]) -> [u8; 32] {
+    blake3::derive_key(READER_SECRET_CONTEXT, encryption)
+}
+
+/// The key of a message sealed to the reader (4.8): BLAKE3 derive_key over the X25519 shared
+/// secret, the ephemeral public key and the reader's public key. `None` for an all-zero shared
+/// secret (a low-order point: refused).
+pub fn sealed_to_reader_key(
+    dh: &[u8; 32],
+    ephemeral_public: &[u8; 32],
+    reader_public: &[u8; 32],
+) -> Option<Zeroizing<[u8; 32]>> {
+    if dh.iter().all(|b| *b == 0) {
+        return None;
+    }
+    let mut h = blake3::Hasher::new_derive_key(SEALED_TO_READER_CONTEXT);
+    h.update(dh);
+    h.update(ephemeral_public);
+    h.update(reader_public);
+    Some(Zeroizing::new(*h.finalize().as_bytes()))
+}
+
+/// BLAKE3 context of keys sealed to the reader (4.8).
+pub const SEALED_TO_READER_CONTEXT: &str = "vault 2026-11-30 sealed to reader v1";
+/// BLAKE3 context of an epoch's shared key (4.8).
+pub const SHARED_KEY_CONTEXT: &str = "vault 2026-11-30 shared key v1";
+/// BLAKE3 context of an epoch's reader secret (4.8).
+pub const READER_SECRET_CONTEXT: &str = "vault 2026-11-30 reader secret v1";
 
 impl MasterKey {
     /// Generates a fresh random master key (epoch 0, with a ring authority).
@@ -74,6 +120,8 @@ impl MasterKey {
             epoch: 0,
             retired: Vec::new(),
             authority: None,
+            wo_shared: None,
+            wo_reader_public: None,
         };
         k.encryption.copy_from_slice(&b[..32]);
         k.id_key.copy_from_slice(&b[32..64]);
@@ -81,27 +129,42 @@ impl MasterKey {
         k
     }
 
-    /// Assembles a key from a decoded ring (`format::key::Ring`).
-    pub fn from_ring(ring: &crate::format::key::Ring) -> Self {
+    /// Assembles a key from a decoded ring (`format::key::Ring`); `file_epoch` is the key
+    /// file's public epoch (a write-only ring holds no epoch of its own).
+    pub fn from_ring(ring: &crate::format::key::Ring, file_epoch: u64) -> Self {
         MasterKey {
-            encryption: ring.epochs[0].1,
+            encryption: ring.epochs.first().map_or([0; KEY_PART_LEN], |e| e.1),
             id_key: ring.id_key,
             chunker_seed: ring.chunker_seed,
-            epoch: ring.epochs[0].0,
-            retired: ring.epochs[1..].to_vec(),
+            epoch: ring.epochs.first().map_or(file_epoch, |e| e.0),
+            retired: ring.epochs.iter().skip(1).copied().collect(),
             authority: ring.authority,
+            wo_shared: ring.write_only.map(|w| w.0),
+            wo_reader_public: ring.write_only.map(|w| w.1),
         }
     }
 
-    /// The ring as stored in a key file; `with_authority` false for restricted keys.
-    pub fn to_ring(&self, with_authority: bool) -> crate::format::key::Ring {
-        let mut epochs = vec![(self.epoch, self.encryption)];
-        epochs.extend(self.retired.iter().copied());
-        crate::format::key::Ring {
+    /// The ring as stored in a key file with `capabilities`: full keys get everything;
+    /// restricted ones no authority; write-only ones no encryption key, only the current
+    /// epoch's shared key and reader public key.
+    pub fn to_ring(&self, capabilities: u64) -> crate::format::key::Ring {
+        use crate::format::key::{CAP_WRITE_ONLY, Ring};
+        let write_only = capabilities & CAP_WRITE_ONLY != 0;
+        let mut epochs = Vec::new();
+        if !write_only {
+            epochs.push((self.epoch, self.encryption));
+            epochs.extend(self.retired.iter().copied());
+        }
+        Ring {
             id_key: self.id_key,
             chunker_seed: self.chunker_seed,
-            authority: if with_authority { self.authority } else { None },
+            authority: if capabilities == 0 {
+                self.authority
+            } else {
+                None
+            },
             epochs,
+            write_only: write_only.then(|| (self.shared_key(), self.reader_public())),
         }
     }
 
@@ -113,13 +176,6 @@ impl MasterKey {
         m[..32].copy_from_slice(&self.encryption);
         m[32..].copy_from_slice(&self.id_key);
         self.authority = Some(blake3::derive_key(LEGACY_AUTHORITY_CONTEXT, &m[..]));
-    }
-
-    /// Drops the ring authority (restricted keys never hold it).
-    pub fn without_authority(&self) -> Self {
-        let mut k = self.clone();
-        k.authority = None;
-        k
     }
 
     /// The 96-byte serialisation `encryption || id_key || chunker_seed` (version-1 key files).
@@ -144,6 +200,23 @@ impl MasterKey {
     /// Whether this key can derive ring seal keys (add keys, rotate).
     pub fn has_authority(&self) -> bool {
         self.authority.is_some()
+    }
+
+    /// Whether this is a write-only key (it holds no key that decrypts stored content).
+    pub fn is_write_only(&self) -> bool {
+        self.wo_shared.is_some()
+    }
+
+    /// The current epoch's shared key.
+    pub fn shared_key(&self) -> [u8; 32] {
+        self.wo_shared
+            .unwrap_or_else(|| shared_key_of(&self.encryption))
+    }
+
+    /// The current epoch's reader public key.
+    pub fn reader_public(&self) -> [u8; 32] {
+        self.wo_reader_public
+            .unwrap_or_else(|| x25519_public(&reader_secret_of(&self.encryption)))
     }
 
     /// The seal key of the ring in a key file with `salt` (4.6), if this key has the authority.
@@ -172,19 +245,48 @@ impl MasterKey {
         k
     }
 
-    /// The cipher that seals every new repository object under this key.
+    /// The cipher of the current epoch's encryption key.
     pub fn cipher(&self) -> Cipher {
         Cipher::new(&self.encryption)
     }
 
-    /// Ciphers for every epoch in the ring, current first.
-    pub fn cipher_ring(&self) -> CipherRing {
-        let mut ciphers = vec![(self.epoch, Cipher::new(&self.encryption))];
-        ciphers.extend(self.retired.iter().map(|(e, k)| (*e, Cipher::new(k))));
-        CipherRing {
-            ciphers,
+    /// Ciphers for every epoch in the ring (current first), with each epoch's shared key and
+    /// reader secret. A write-only key gets the current shared key and a fresh session sealed
+    /// to the reader.
+    pub fn cipher_ring(&self) -> Result<CipherRing> {
+        let all: Vec<(u64, [u8; 32])> = if self.is_write_only() {
+            Vec::new()
+        } else {
+            std::iter::once((self.epoch, self.encryption))
+                .chain(self.retired.iter().copied())
+                .collect()
+        };
+        let session = match self.wo_reader_public {
+            Some(public) => Some(Session::new(&public)?),
+            None => None,
+        };
+        let shared = match self.wo_shared {
+            Some(k) => vec![(self.epoch, Cipher::new(&k))],
+            None => all
+                .iter()
+                .map(|(e, k)| (*e, Cipher::new(&shared_key_of(k))))
+                .collect(),
+        };
+        let readers = all
+            .iter()
+            .map(|(e, k)| {
+                let s = reader_secret_of(k);
+                (*e, x25519_dalek::StaticSecret::from(s), x25519_public(&s))
+            })
+            .collect();
+        Ok(CipherRing {
+            ciphers: all.iter().map(|(e, k)| (*e, Cipher::new(k))).collect(),
+            shared,
+            readers,
+            session,
+            sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
             retired_opens: std::sync::atomic::AtomicU64::new(0),
-        }
+        })
     }
 
     /// The keyed hash that names blobs.
@@ -203,63 +305,204 @@ pub const RING_SEAL_CONTEXT: &str = "vault 2026-11-30 key ring seal key v1";
 /// BLAKE3 context of the legacy ring authority (4.6).
 pub const LEGACY_AUTHORITY_CONTEXT: &str = "vault 2026-11-30 legacy ring authority v1";
 
-/// The ciphers of every epoch in a key ring. Seals with the current epoch; opens by trying the
-/// current epoch first, then retired ones newest first (`format-spec` 4.6: the epoch of a
-/// message is not stored; a tag that verifies under no key is damage). A failed try costs one
-/// Poly1305 pass and leaves the buffer untouched.
-#[derive(Debug)]
+/// Which kind of key opened a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// An epoch's encryption key.
+    Epoch,
+    /// An epoch's shared key.
+    Shared,
+    /// An epoch's reader secret (a message sealed to the reader).
+    Reader,
+}
+
+/// What opened a message: the epoch and the kind of key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    /// The epoch of the key.
+    pub epoch: u64,
+    /// Which of the epoch's keys.
+    pub via: Via,
+}
+
+/// A write-only session: one ephemeral X25519 key pair per process; everything it seals uses
+/// the key derived from it and the reader's public key (4.8).
+pub struct Session {
+    /// The ephemeral public key, written in front of every envelope and pack header.
+    pub ephemeral_public: [u8; 32],
+    cipher: Cipher,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session(..)")
+    }
+}
+
+impl Session {
+    fn new(reader_public: &[u8; 32]) -> Result<Self> {
+        Self::with_secret(random_key()?, reader_public)
+    }
+
+    /// A session with a given ephemeral secret (test vectors only: it must be fresh).
+    pub fn with_secret(secret: [u8; 32], reader_public: &[u8; 32]) -> Result<Self> {
+        let secret = x25519_dalek::StaticSecret::from(secret);
+        let ephemeral_public = x25519_dalek::PublicKey::from(&secret).to_bytes();
+        let dh = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*reader_public));
+        let key = sealed_to_reader_key(dh.as_bytes(), &ephemeral_public, reader_public)
+            .ok_or_else(|| {
+                Error::InvalidInput("the reader's public key is a low-order point".into())
+            })?;
+        Ok(Session {
+            ephemeral_public,
+            cipher: Cipher::new(&key),
+        })
+    }
+
+    /// The session's cipher.
+    pub fn cipher(&self) -> &Cipher {
+        &self.cipher
+    }
+}
+
+/// Ciphers with the epoch each belongs to.
+type EpochCiphers = Vec<(u64, Cipher)>;
+
+/// The keys of a ring, ready to use. Seals with the current epoch (or a write-only session);
+/// opens by trying the current epoch first, then retired ones newest first (`format-spec` 4.2:
+/// the epoch of a message is not stored; a tag that verifies under no key is damage). A
+/// failed try costs one Poly1305 pass and leaves the buffer untouched.
 pub struct CipherRing {
     ciphers: Vec<(u64, Cipher)>,
+    shared: Vec<(u64, Cipher)>,
+    readers: Vec<(u64, x25519_dalek::StaticSecret, [u8; 32])>,
+    session: Option<Session>,
+    /// Keys derived for ephemeral public keys already seen (bounded).
+    sessions: std::sync::Mutex<std::collections::HashMap<[u8; 32], EpochCiphers>>,
     retired_opens: std::sync::atomic::AtomicU64,
 }
 
+impl std::fmt::Debug for CipherRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CipherRing({} epochs)", self.ciphers.len())
+    }
+}
+
 impl CipherRing {
-    /// The cipher of the current epoch (every seal uses it).
+    /// The cipher every new blob is sealed with: the current epoch's, or a write-only
+    /// session's.
     pub fn current(&self) -> &Cipher {
-        &self.ciphers[0].1
+        match &self.session {
+            Some(s) => &s.cipher,
+            None => &self.ciphers[0].1,
+        }
     }
 
-    /// Opens in place with whichever epoch's key verifies; returns the plaintext and the epoch.
-    pub fn open_slice<'a>(
+    /// The current epoch's shared key.
+    pub fn shared(&self) -> &Cipher {
+        &self.shared[0].1
+    }
+
+    /// The write-only session, if this ring belongs to a write-only key.
+    pub fn session(&self) -> Option<&Session> {
+        self.session.as_ref()
+    }
+
+    /// Whether the ring can open stored content (every key but a write-only one).
+    pub fn can_read(&self) -> bool {
+        self.session.is_none()
+    }
+
+    /// Opens a message sealed to the reader with `ephemeral_public` in place, trying each
+    /// epoch's reader secret; returns the plaintext and what opened it.
+    pub fn open_from_writer<'a>(
         &self,
+        ephemeral_public: &[u8; 32],
         aad: &[u8],
         buf: &'a mut [u8],
-    ) -> Result<(&'a mut [u8], u64), OpenError> {
+    ) -> Result<(&'a mut [u8], Opened), OpenError> {
         if buf.len() < SEAL_OVERHEAD {
             return Err(OpenError);
         }
-        let epoch = self.open_any(aad, buf)?;
-        let end = buf.len() - TAG_LEN;
-        Ok((&mut buf[NONCE_LEN..end], epoch))
-    }
-
-    /// Opens a copy, like [`Cipher::open`].
-    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
-        let mut buf = sealed.to_vec();
-        self.open_in_place(aad, &mut buf)?;
-        Ok(buf)
-    }
-
-    /// Opens in place, like [`Cipher::open_in_place`].
-    pub fn open_in_place(&self, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), OpenError> {
-        if buf.len() < SEAL_OVERHEAD {
-            return Err(OpenError);
-        }
-        self.open_any(aad, buf)?;
-        buf.truncate(buf.len() - TAG_LEN);
-        buf.drain(..NONCE_LEN);
-        Ok(())
-    }
-
-    /// Decrypts in place with the first key that verifies; returns its epoch.
-    fn open_any(&self, aad: &[u8], buf: &mut [u8]) -> Result<u64, OpenError> {
-        for (i, (epoch, c)) in self.ciphers.iter().enumerate() {
+        let candidates = {
+            let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cache.get(ephemeral_public) {
+                c.clone()
+            } else {
+                let peer = x25519_dalek::PublicKey::from(*ephemeral_public);
+                let c: Vec<(u64, Cipher)> = self
+                    .readers
+                    .iter()
+                    .filter_map(|(e, secret, public)| {
+                        let dh = secret.diffie_hellman(&peer);
+                        sealed_to_reader_key(dh.as_bytes(), ephemeral_public, public)
+                            .map(|k| (*e, Cipher::new(&k)))
+                    })
+                    .collect();
+                if cache.len() >= 4096 {
+                    cache.clear();
+                }
+                cache.insert(*ephemeral_public, c.clone());
+                c
+            }
+        };
+        for (i, (epoch, c)) in candidates.iter().enumerate() {
             if c.try_open_in_place(aad, buf) {
                 if i > 0 {
                     self.retired_opens
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
-                return Ok(*epoch);
+                let end = buf.len() - TAG_LEN;
+                return Ok((
+                    &mut buf[NONCE_LEN..end],
+                    Opened {
+                        epoch: *epoch,
+                        via: Via::Reader,
+                    },
+                ));
+            }
+        }
+        Err(OpenError)
+    }
+
+    /// Opens in place with whichever key of the ring verifies (epoch keys, then shared
+    /// keys); returns the plaintext and what opened it.
+    pub fn open_slice<'a>(
+        &self,
+        aad: &[u8],
+        buf: &'a mut [u8],
+    ) -> Result<(&'a mut [u8], Opened), OpenError> {
+        if buf.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        let opened = self.open_any(aad, buf)?;
+        let end = buf.len() - TAG_LEN;
+        Ok((&mut buf[NONCE_LEN..end], opened))
+    }
+
+    /// Opens a copy, like [`Cipher::open`].
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, OpenError> {
+        let mut buf = sealed.to_vec();
+        if buf.len() < SEAL_OVERHEAD {
+            return Err(OpenError);
+        }
+        self.open_any(aad, &mut buf)?;
+        buf.truncate(buf.len() - TAG_LEN);
+        buf.drain(..NONCE_LEN);
+        Ok(buf)
+    }
+
+    /// Decrypts in place with the first key that verifies.
+    fn open_any(&self, aad: &[u8], buf: &mut [u8]) -> Result<Opened, OpenError> {
+        for (list, via) in [(&self.ciphers, Via::Epoch), (&self.shared, Via::Shared)] {
+            for (i, (epoch, c)) in list.iter().enumerate() {
+                if c.try_open_in_place(aad, buf) {
+                    if i > 0 {
+                        self.retired_opens
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    return Ok(Opened { epoch: *epoch, via });
+                }
             }
         }
         Err(OpenError)

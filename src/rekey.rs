@@ -86,6 +86,9 @@ pub fn rotate(repo: &Repository) -> Result<(MasterKey, RotateReport)> {
     let (rewritten, current_key) = rewrite_all(repo, &views, &target, |k| {
         k.epoch() != target.epoch() || !resumed
     })?;
+    // Write-only keys now hold only the new epoch's shared key: the config they must read is
+    // re-sealed with it at once (everything else waits for `reencrypt`).
+    repo.with_key(target.clone())?.reseal_config_shared()?;
     Ok((
         target.clone(),
         RotateReport {
@@ -158,6 +161,8 @@ pub struct ReencryptReport {
     pub resealed: u64,
     /// Bytes of the re-sealed objects.
     pub bytes: u64,
+    /// Packs written by write-only keys, repacked under the current epoch.
+    pub writer_packs: u64,
     /// Objects that open under no key of the ring (damaged): retirement did not happen.
     pub damaged: Vec<String>,
     /// Epochs whose keys were removed from every key file.
@@ -170,7 +175,11 @@ pub struct ReencryptReport {
 
 /// Re-seals everything still sealed under a retired epoch and then retires those epochs in
 /// every key file. Safe to interrupt and to run again.
-pub fn reencrypt(repo: &Repository, progress: &dyn Progress) -> Result<ReencryptReport> {
+pub fn reencrypt(
+    repo: &Repository,
+    lock: &crate::repo::lock::LockGuard,
+    progress: &dyn Progress,
+) -> Result<ReencryptReport> {
     let key = repo.master_key();
     if !key.has_authority() {
         return Err(Error::InvalidInput(
@@ -200,12 +209,24 @@ pub fn reencrypt(repo: &Repository, progress: &dyn Progress) -> Result<Reencrypt
         .collect();
     retired.sort_unstable();
     retired.dedup();
-    if !retired.is_empty() || repo.ring().has_retired() {
-        reseal_all(repo, progress, &mut report)?;
-        repo.clear_tree_cache();
-    }
+    // Objects sealed to the reader (by write-only keys) are re-sealed too: the reader
+    // secret belongs to an epoch like every other key.
+    reseal_all(repo, progress, &mut report)?;
+    repo.clear_tree_cache();
     if !report.damaged.is_empty() {
         return Ok(report);
+    }
+    if report.writer_packs > 0 {
+        // Same names cannot work for them (the header shrinks): prune's repacking writes
+        // their blobs into ordinary packs, re-sealed, and drops the old ones, crash-safe.
+        let opts = crate::pruner::PruneOptions {
+            gc: true,
+            max_unused: crate::pruner::MaxUnused::WriterPacksOnly,
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ..Default::default()
+        };
+        crate::pruner::prune(repo, lock, &opts, progress)?;
+        repo.reload_index();
     }
     // Every object opens under the current epoch: the old keys can go.
     let fresh = key.retire_old();
@@ -230,7 +251,7 @@ fn reseal_all(repo: &Repository, progress: &dyn Progress, r: &mut ReencryptRepor
         r.objects += 1;
         progress.advance(1);
         match repo.reseal_envelope(kind, &bytes, &object) {
-            Ok(Resealed::Current) => {}
+            Ok(Resealed::Current) | Ok(Resealed::Repack) => {}
             Ok(Resealed::Bytes { bytes, .. }) => {
                 repo.backend().replace(&path, &bytes)?;
                 r.resealed += 1;
@@ -286,6 +307,7 @@ fn reseal_packs(repo: &Repository, progress: &dyn Progress, r: &mut ReencryptRep
                 progress.advance(bytes.len() as u64);
                 match repo.reseal_pack(id, &bytes) {
                     Ok(Resealed::Current) => Ok((1, None, None)),
+                    Ok(Resealed::Repack) => Ok((1, Some(u64::MAX), None)),
                     Ok(Resealed::Bytes { bytes, .. }) => {
                         repo.backend().replace(&path, &bytes)?;
                         Ok((1, Some(bytes.len() as u64), None))
@@ -298,9 +320,13 @@ fn reseal_packs(repo: &Repository, progress: &dyn Progress, r: &mut ReencryptRep
         for res in results {
             let (n, resealed, damaged) = res?;
             r.objects += n;
-            if let Some(b) = resealed {
-                r.resealed += 1;
-                r.bytes += b;
+            match resealed {
+                Some(u64::MAX) => r.writer_packs += 1,
+                Some(b) => {
+                    r.resealed += 1;
+                    r.bytes += b;
+                }
+                None => {}
             }
             r.damaged.extend(damaged);
         }

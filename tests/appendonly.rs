@@ -237,7 +237,11 @@ print(urllib.parse.urlencode(q))
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -252,9 +256,10 @@ fn an_append_only_client_works_with_credentials_that_cannot_delete() {
     remote
         .env
         .retain(|(k, _)| k != "AZURE_STORAGE_KEY" && k != "AZURE_STORAGE_ACCOUNT_KEY");
-    remote
-        .env
-        .push(("AZURE_STORAGE_SAS_TOKEN".into(), azurite_sas_without_delete()));
+    remote.env.push((
+        "AZURE_STORAGE_SAS_TOKEN".into(),
+        azurite_sas_without_delete(),
+    ));
     let r = TestRepo::remote(remote);
     let src = r.scratch("src");
     std::fs::write(src.join("a"), pseudo_random(400_000, 5)).unwrap();
@@ -263,7 +268,13 @@ fn an_append_only_client_works_with_credentials_that_cannot_delete() {
         vec!["--append-only", "snapshot", src.to_str().unwrap()],
         vec!["--append-only", "snapshot", src.to_str().unwrap()],
         vec!["--append-only", "check", "--verify-data"],
-        vec!["--append-only", "restore", "latest", "--target", target.to_str().unwrap()],
+        vec![
+            "--append-only",
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+        ],
         vec!["--append-only", "hold", "latest", "--reason", "kept"],
         vec!["--append-only", "log"],
     ] {
@@ -286,10 +297,17 @@ fn an_append_only_client_works_with_credentials_that_cannot_delete() {
         .to_string();
     let out = r.run(&["--json", "forget", &first]);
     assert!(!out.status.success(), "a delete went through the SAS");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         text.to_lowercase().contains("permission") || text.contains("403"),
         "{text}"
     );
-    assert_eq!(r.json(&["--append-only", "snapshots"]).as_array().unwrap().len(), 2);
+    assert_eq!(
+        r.json(&["--append-only", "snapshots"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }

@@ -21,3 +21,4 @@ mod servers;
 mod strict;
 mod torture;
 mod vectors;
+mod writeonly;

@@ -42,7 +42,7 @@ fn old_ring(files: &[(KeyId, Vec<u8>)], password: &str) -> CipherRing {
     for (id, bytes) in files {
         if let Some(k) = vault::repo::keys::open_key_bytes(bytes, password.as_bytes(), *id).unwrap()
         {
-            return k.cipher_ring();
+            return k.cipher_ring().unwrap();
         }
     }
     panic!("no old key file opens with {password:?}");

@@ -665,8 +665,9 @@ fn key_file_ring_vector() {
             (1, seq(0xc0, 32).try_into().unwrap()),
             (0, seq(0, 32).try_into().unwrap()),
         ],
+        write_only: None,
     };
-    let key = MasterKey::from_ring(&ring);
+    let key = MasterKey::from_ring(&ring, 1);
     let mut kf = KeyFile {
         kdf,
         salt: seq(0x70, 16),
@@ -919,4 +920,70 @@ fn seed(target: &str, bytes: &[u8]) {
             "seed {target} is stale"
         );
     }
+}
+
+/// Write-only keys (4.8): an epoch key derives the shared key and the reader key pair; a
+/// write-only session seals an envelope to the reader; a write-only key file's ring holds only
+/// the shared key and the reader's public key.
+#[test]
+fn sealed_to_reader_vectors() {
+    use vault::crypto::{
+        Session, reader_secret_of, sealed_to_reader_key, shared_key_of, x25519_public,
+    };
+    use vault::format::envelope::{FLAG_SEALED_TO_READER, decode_header};
+    let epoch_key: [u8; 32] = seq(0xc0, 32).try_into().unwrap();
+    let shared = shared_key_of(&epoch_key);
+    assert_eq!(
+        shared,
+        blake3::derive_key(vault::crypto::SHARED_KEY_CONTEXT, &epoch_key)
+    );
+    let reader_secret = reader_secret_of(&epoch_key);
+    let reader_public = x25519_public(&reader_secret);
+    let ephemeral_secret: [u8; 32] = seq(0x33, 32).try_into().unwrap();
+    let session = Session::with_secret(ephemeral_secret, &reader_public).unwrap();
+    // The reader derives the same key from its secret and the ephemeral public key.
+    let dh = x25519_dalek::StaticSecret::from(reader_secret)
+        .diffie_hellman(&x25519_dalek::PublicKey::from(session.ephemeral_public));
+    let key =
+        sealed_to_reader_key(dh.as_bytes(), &session.ephemeral_public, &reader_public).unwrap();
+    let plaintext = b"snapshot written by a write-only host".to_vec();
+    let mut header = encode_header(KIND_SNAPSHOT);
+    header[7] |= FLAG_SEALED_TO_READER;
+    let mut object = header.to_vec();
+    object.extend_from_slice(&session.ephemeral_public);
+    let aad = object.clone();
+    object.extend(
+        session
+            .cipher()
+            .seal_with_nonce(&nonce(0xd5), &aad, &plaintext),
+    );
+    let (h, rest) = decode_header(&object, KIND_SNAPSHOT).unwrap();
+    assert_eq!(h[7], 0x02);
+    assert_eq!(
+        Cipher::new(&key).open(&aad, &rest[32..]).unwrap(),
+        plaintext
+    );
+    // A write-only ring: no epochs, the shared key and the reader's public key.
+    let ring = vault::format::key::Ring {
+        id_key: seq(32, 32).try_into().unwrap(),
+        chunker_seed: seq(64, 32).try_into().unwrap(),
+        authority: None,
+        epochs: Vec::new(),
+        write_only: Some((shared, reader_public)),
+    };
+    let ring_bytes = vault::format::key::encode_ring(&ring);
+    assert_eq!(
+        vault::format::key::decode_ring(&ring_bytes, 3).unwrap(),
+        ring
+    );
+    check(
+        "sealed_to_reader.json",
+        json!({"epoch_key": hex::encode(epoch_key), "shared_key": hex::encode(shared),
+               "reader_secret": hex::encode(reader_secret), "reader_public": hex::encode(reader_public),
+               "ephemeral_secret": hex::encode(ephemeral_secret),
+               "ephemeral_public": hex::encode(session.ephemeral_public),
+               "x25519": hex::encode(dh.as_bytes()), "key": hex::encode(&key[..]),
+               "nonce": hex::encode(nonce(0xd5)), "plaintext": hex::encode(&plaintext),
+               "object": hex::encode(&object), "write_only_ring": hex::encode(&ring_bytes[..])}),
+    );
 }

@@ -251,6 +251,21 @@ pub fn parent_and_history(
     paths: &[Vec<u8>],
     history: usize,
 ) -> Result<(Option<Parent>, Vec<Summary>)> {
+    if repo.is_write_only() {
+        let mut want = paths.to_vec();
+        want.sort();
+        let (parent, summaries) = repo.own_history(host, &want, history);
+        return match choice {
+            ParentChoice::None => Ok((None, summaries)),
+            ParentChoice::Auto => Ok((parent, summaries)),
+            ParentChoice::Id(id) if parent.as_ref().is_some_and(|p| p.0 == *id) => {
+                Ok((parent, summaries))
+            }
+            ParentChoice::Id(id) => Err(crate::repo::write_only_refusal(
+                &crate::ObjectRef::Snapshot(*id),
+            )),
+        };
+    }
     if history == 0 {
         match choice {
             ParentChoice::None => return Ok((None, Vec::new())),
@@ -455,6 +470,9 @@ pub fn snapshot(
     }
     lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
+    if repo.is_write_only() {
+        repo.remember_own_snapshot(&id, &snapshot)?;
+    }
     if let Some(run) = run {
         run.finish();
     }

@@ -88,6 +88,12 @@ pub struct GlobalArgs {
     /// key then refuses it at once.
     #[arg(skip)]
     pub command_deletes: Option<&'static str>,
+    /// The running command's name (set by the dispatcher).
+    #[arg(skip)]
+    pub command_name: &'static str,
+    /// Whether a write-only key may run the command (set by the dispatcher).
+    #[arg(skip)]
+    pub command_writes_only: bool,
     /// What the command did, for hooks and metrics (filled in by the command).
     #[arg(skip)]
     pub facts: super::facts::Facts,
@@ -237,6 +243,16 @@ impl GlobalArgs {
             .map_err(context)?;
         // Refused before anything is read or written; the append-only backend layer would
         // refuse each delete anyway, but a command must not stop halfway.
+        if repo.is_write_only() && !self.command_writes_only {
+            return Err(vault::Error::PermissionDenied {
+                what: format!("vault {}", self.command_name),
+                reason: "this key is write-only: it can add snapshots (`vault snapshot`) and list \
+                         key files, but cannot read, list or change anything stored; use a key \
+                         that reads"
+                    .into(),
+            }
+            .into());
+        }
         if let Some(command) = self.command_deletes
             && repo.backend().append_only()
         {

@@ -68,8 +68,13 @@ pub struct AddKeyArgs {
     pub key: NewKeyArgs,
     /// Restrict the new key: `append-only` (it can add snapshots, read and verify, but never
     /// delete or replace anything; forget, prune, release and unlock need another key)
-    #[arg(long = "restrict", value_name = "CAPABILITY", value_parser = ["append-only"])]
+    #[arg(long = "restrict", value_name = "CAPABILITY", value_parser = ["append-only", "write-only"])]
     pub restrict: Vec<String>,
+    /// A write-only key: it can add snapshots (deduplicated against the repository) but
+    /// cannot decrypt, list or delete anything stored; what it writes is sealed to the
+    /// repository's reader key (same as `--restrict write-only`)
+    #[arg(long)]
+    pub write_only: bool,
 }
 
 impl NewKeyArgs {
@@ -101,6 +106,7 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
                             "kdf": {"memory_kib": k.kdf.m_cost_kib, "iterations": k.kdf.t_cost, "lanes": k.kdf.p_cost},
                             "damaged": k.damaged,
                             "append_only": k.capabilities & vault::format::key::CAP_APPEND_ONLY != 0,
+                            "write_only": k.capabilities & vault::format::key::CAP_WRITE_ONLY != 0,
                             "version": k.version,
                             "epoch": k.epoch,
                         })
@@ -123,7 +129,9 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
                                 Some(why) => format!("DAMAGED: {why}"),
                                 None => output::short_time(k.created, 0),
                             },
-                            if k.capabilities & vault::format::key::CAP_APPEND_ONLY != 0 {
+                            if k.capabilities & vault::format::key::CAP_WRITE_ONLY != 0 {
+                                "write-only".into()
+                            } else if k.capabilities & vault::format::key::CAP_APPEND_ONLY != 0 {
                                 "append-only".into()
                             } else {
                                 "full".into()
@@ -146,6 +154,19 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
             if a.restrict.iter().any(|r| r == "append-only") {
                 caps |= vault::format::key::CAP_APPEND_ONLY;
             }
+            if a.write_only || a.restrict.iter().any(|r| r == "write-only") {
+                // Write-only implies append-only: it never deletes either.
+                caps |= vault::format::key::CAP_APPEND_ONLY | vault::format::key::CAP_WRITE_ONLY;
+                // The write-only host must read the config: re-seal it with the shared key if
+                // it is not (a repository made before write-only keys, or rotated since).
+                if repo.reseal_config_shared()? && !g.quiet {
+                    eprintln!(
+                        "note: the config was re-sealed with the shared key; index objects \
+                         sealed before are not readable by write-only keys (they deduplicate \
+                         only against newer ones) until `vault key rotate --reencrypt`"
+                    );
+                }
+            }
             // Adding a key derives its ring seal key from the ring authority, which only full
             // keys hold: a compromised restricted host cannot mint keys.
             if repo.key_capabilities() != 0 {
@@ -163,11 +184,18 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
                 output::json(&serde_json::json!({
                     "added": id.to_hex(),
                     "append_only": caps & vault::format::key::CAP_APPEND_ONLY != 0,
+                    "write_only": caps & vault::format::key::CAP_WRITE_ONLY != 0,
                 }))?;
             } else if !g.quiet {
                 println!(
                     "added {}key {}",
-                    if caps != 0 { "append-only " } else { "" },
+                    if caps & vault::format::key::CAP_WRITE_ONLY != 0 {
+                        "write-only "
+                    } else if caps != 0 {
+                        "append-only "
+                    } else {
+                        ""
+                    },
                     id.short()
                 );
             }
@@ -237,7 +265,7 @@ pub fn run(g: &GlobalArgs, c: KeyCommand) -> Result<i32> {
             let repo = upgrade_in_use(g, repo, password.as_bytes())?;
             let (key, report) = vault::rekey::rotate(&repo)?;
             drop(lock);
-            let repo = repo.with_key(key);
+            let repo = repo.with_key(key)?;
             g.facts.opened(&repo);
             let verb = if report.resumed {
                 "finished the interrupted rotation to"
@@ -323,9 +351,9 @@ fn upgrade_in_use(g: &GlobalArgs, repo: Repository, password: &[u8]) -> Result<R
 
 /// Takes the exclusive lock and re-encrypts; prints the outcome.
 fn reencrypt(g: &GlobalArgs, repo: &Repository) -> Result<vault::rekey::ReencryptReport> {
-    let _lock = g.lock(repo, LockKind::Exclusive)?;
+    let lock = g.lock(repo, LockKind::Exclusive)?;
     let progress = g.progress();
-    let r = vault::rekey::reencrypt(repo, &progress)?;
+    let r = vault::rekey::reencrypt(repo, &lock, &progress)?;
     g.facts.update(|f| {
         f.bytes = Some(r.bytes);
         f.summary = Some(format!(
@@ -378,6 +406,7 @@ fn reencrypt_json(r: &vault::rekey::ReencryptReport) -> serde_json::Value {
         "resealed": r.resealed,
         "bytes": r.bytes,
         "damaged": r.damaged,
+        "writer_packs": r.writer_packs,
         "retired_epochs": r.retired,
         "current_key": r.current_key.to_hex(),
     })

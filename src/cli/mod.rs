@@ -163,6 +163,16 @@ impl Command {
         }
     }
 
+    /// Whether a write-only key may run the command: it adds snapshots, or only lists key
+    /// files (nothing stored is decrypted).
+    fn writes_only(&self) -> bool {
+        match self {
+            Command::Snapshot(_) => true,
+            Command::Key(k) => matches!(k, key::KeyCommand::List),
+            _ => false,
+        }
+    }
+
     /// Commands that run hooks and write metrics (those that work on a repository).
     fn supervised(&self) -> bool {
         !matches!(
@@ -355,6 +365,8 @@ fn supervise(cli: Cli, profile: Option<profile::Resolved>, json: bool) -> i32 {
 /// Runs the parsed command; returns the exit code.
 fn run(mut cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
     cli.global.command_deletes = cli.command.deletes().then_some(cli.command.name());
+    cli.global.command_name = cli.command.name();
+    cli.global.command_writes_only = cli.command.writes_only();
     let g = &cli.global;
     match cli.command {
         Command::Config(c) => config::run(g, c, profile),

@@ -95,7 +95,7 @@ pub fn decode_header(bytes: &[u8], kind: u8) -> Result<(&[u8], &[u8]), HeaderErr
     let allowed = if kind == super::KIND_KEY {
         0
     } else {
-        FLAG_RESEALED
+        FLAG_RESEALED | FLAG_SEALED_TO_READER
     };
     if h[7] & !allowed != 0 {
         return Err(HeaderError::Reserved(h[7]));
@@ -107,6 +107,10 @@ pub fn decode_header(bytes: &[u8], kind: u8) -> Result<(&[u8], &[u8]), HeaderErr
 /// name, so its name is not the hash of its bytes; the seal's additional data is
 /// `HEADER || name(32)` instead of `HEADER`.
 pub const FLAG_RESEALED: u8 = 0x01;
+
+/// Header flag (byte 7, bit 1): written by a write-only key, sealed to the repository's reader
+/// key; the body starts with the writer's ephemeral X25519 public key (4.8).
+pub const FLAG_SEALED_TO_READER: u8 = 0x02;
 
 /// Whether an envelope header carries [`FLAG_RESEALED`].
 pub fn header_is_resealed(header: &[u8]) -> bool {

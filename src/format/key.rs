@@ -8,7 +8,8 @@
 //!           p_cost(uvarint) || salt(bytes, 16..=64) || created(time) || hostname(str) || username(str)
 //!           [|| capabilities(uvarint), version 2 (non-zero) and 3]
 //! RING    = id_key(32) || chunker_seed(32) || authority(opt 32) ||
-//!           count(uvarint >= 1) || (epoch(uvarint) || encryption_key(32))*   newest first
+//!           count(uvarint) || (epoch(uvarint) || encryption_key(32))*   newest first ||
+//!           write_only(opt: shared_key(32) || reader_public(32))   (exactly when count = 0)
 //! ```
 //! Version 3 separates what the password protects (the ring seal key, which never changes)
 //! from what rotation rewrites (the ring): a holder of the ring authority derives any key
@@ -34,8 +35,12 @@ pub const MAX_RING_EPOCHS: usize = 1024;
 /// Capability bit: the key never deletes or replaces objects (append-only client).
 pub const CAP_APPEND_ONLY: u64 = 1;
 
+/// Capability bit: the key holds no key that decrypts stored content; what it writes is sealed
+/// to the repository's reader key (4.8). Always set together with [`CAP_APPEND_ONLY`].
+pub const CAP_WRITE_ONLY: u64 = 2;
+
 /// Every capability bit this build knows.
-pub const KNOWN_CAPABILITIES: u64 = CAP_APPEND_ONLY;
+pub const KNOWN_CAPABILITIES: u64 = CAP_APPEND_ONLY | CAP_WRITE_ONLY;
 
 /// Length of the sealed master key inside a key file.
 pub const SEALED_MASTER_LEN: usize = 3 * KEY_PART_LEN + SEAL_OVERHEAD;
@@ -125,8 +130,11 @@ pub struct Ring {
     pub chunker_seed: [u8; KEY_PART_LEN],
     /// Derives ring seal keys; present only in full keys.
     pub authority: Option<[u8; KEY_PART_LEN]>,
-    /// `(epoch, encryption key)`, current first, epochs strictly decreasing.
+    /// `(epoch, encryption key)`, current first, epochs strictly decreasing; empty exactly
+    /// in a write-only key.
     pub epochs: Vec<(u64, [u8; KEY_PART_LEN])>,
+    /// A write-only key's (shared key, reader public key) of the current epoch.
+    pub write_only: Option<([u8; KEY_PART_LEN], [u8; KEY_PART_LEN])>,
 }
 
 impl std::fmt::Debug for Ring {
@@ -152,6 +160,14 @@ pub fn encode_ring(r: &Ring) -> zeroize::Zeroizing<Vec<u8>> {
         w.uvarint(*e);
         w.raw(k);
     }
+    match &r.write_only {
+        Some((shared, reader_public)) => {
+            w.u8(1);
+            w.raw(shared);
+            w.raw(reader_public);
+        }
+        None => w.u8(0),
+    }
     zeroize::Zeroizing::new(w.into_bytes())
 }
 
@@ -172,7 +188,7 @@ pub fn decode_ring(b: &[u8], epoch: u64) -> DecodeResult<Ring> {
         t => return err(format!("authority tag {t}")),
     };
     let count = r.uvarint()?;
-    if count == 0 || count > MAX_RING_EPOCHS as u64 {
+    if count > MAX_RING_EPOCHS as u64 {
         return err(format!("a ring of {count} epochs"));
     }
     let mut epochs: Vec<(u64, [u8; KEY_PART_LEN])> = Vec::with_capacity(count as usize);
@@ -183,20 +199,30 @@ pub fn decode_ring(b: &[u8], epoch: u64) -> DecodeResult<Ring> {
         }
         epochs.push((e, key(&mut r)?));
     }
+    let write_only = match r.u8()? {
+        0 => None,
+        1 => Some((key(&mut r)?, key(&mut r)?)),
+        t => return err(format!("write-only tag {t}")),
+    };
     if r.remaining() != 0 {
         return err("trailing bytes after the ring");
     }
-    if epochs[0].0 != epoch {
-        return err(format!(
-            "ring starts at epoch {} but the key file says {epoch}",
-            epochs[0].0
-        ));
+    match (epochs.first(), &write_only) {
+        (None, Some(_)) if authority.is_none() => {}
+        (Some((first, _)), None) if *first == epoch => {}
+        (Some((first, _)), None) => {
+            return err(format!(
+                "ring starts at epoch {first} but the key file says {epoch}"
+            ));
+        }
+        _ => return err("a ring must hold epochs or be a write-only ring, not both"),
     }
     Ok(Ring {
         id_key,
         chunker_seed,
         authority,
         epochs,
+        write_only,
     })
 }
 

@@ -55,6 +55,10 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
         progress.advance(bytes.len() as u64);
         // Damage stops the prune (the caller says what to do); nothing is deleted.
         let entries = repo.parse_pack(pack, &bytes)?;
+        // Blobs of a pack written by a write-only key are sealed with its session's key, which
+        // only that pack's header names: copied raw into another pack they would not open.
+        // They are re-sealed under the current epoch instead.
+        let session = repo.pack_session(pack)?.is_some();
         entries
             .par_chunks(1024)
             .try_for_each(|chunk| -> Result<()> {
@@ -69,7 +73,7 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
                     let sealed = &bytes[e.offset as usize..e.end() as usize];
                     // Verify before copying: prune must never turn damage into silent loss.
                     let mut probe = sealed.to_vec();
-                    repo.open_blob_ref(
+                    let plain = repo.open_blob_ref(
                         e.blob_type,
                         e.id,
                         &mut probe,
@@ -77,12 +81,16 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
                         Some(*pack),
                         &mut scratch,
                     )?;
-                    saver.add(&PreparedBlob {
-                        blob_type: e.blob_type,
-                        id: e.id,
-                        sealed: sealed.to_vec(),
-                        raw_len: e.raw_length,
-                    })?;
+                    if session {
+                        saver.add(&repo.prepare_blob_with_id(e.blob_type, e.id, plain)?)?;
+                    } else {
+                        saver.add(&PreparedBlob {
+                            blob_type: e.blob_type,
+                            id: e.id,
+                            sealed: sealed.to_vec(),
+                            raw_len: e.raw_length,
+                        })?;
+                    }
                 }
                 Ok(())
             })?;

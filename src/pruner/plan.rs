@@ -24,6 +24,9 @@ pub enum MaxUnused {
     Bytes(u64),
     /// Never repack partly used packs (only delete wholly unused ones).
     Unlimited,
+    /// Delete nothing; repack exactly the packs written by write-only keys (re-encryption,
+    /// never typed by a user).
+    WriterPacksOnly,
 }
 
 impl Default for MaxUnused {
@@ -269,7 +272,7 @@ pub(crate) fn plan(
     let limit = match max_unused {
         MaxUnused::Fraction(f) => (used_bytes as f64 * f) as u64,
         MaxUnused::Bytes(b) => b,
-        MaxUnused::Unlimited => u64::MAX,
+        MaxUnused::Unlimited | MaxUnused::WriterPacksOnly => u64::MAX,
     };
     // Most wasteful packs first (by unused share, then by unused bytes).
     partial.sort_by(|a, b| {
@@ -280,6 +283,28 @@ pub(crate) fn plan(
             .then(unused_of(&b.1).cmp(&unused_of(&a.1)))
     });
     let mut repack: HashSet<PackId> = HashSet::new();
+    if max_unused == MaxUnused::WriterPacksOnly {
+        // Re-encryption: only the packs of write-only keys (sealed to the reader, whose
+        // layout changes when re-sealed) are rewritten; nothing else is touched.
+        plan.packs_to_delete.clear();
+        plan.bytes_deleted = 0;
+        for (id, _) in &partial {
+            if repo.pack_session(id)?.is_some() {
+                repack.insert(*id);
+            }
+        }
+        for id in &repack {
+            let st = &stats[id];
+            plan.bytes_repacked += st.size;
+            plan.bytes_copied += st.used_bytes;
+        }
+        plan.packs_to_repack = repack.into_iter().collect();
+        plan.packs_to_repack.sort();
+        plan.unused_after = unused_total;
+        plan.stats = stats;
+        plan.marks = Some(std::sync::Arc::new(marks));
+        return Ok(plan);
+    }
     for (id, st) in &partial {
         if unused_total <= limit {
             break;

@@ -45,7 +45,9 @@ impl Repository {
             Some(p) => p.exists(),
             None => true,
         };
-        let adopted = if interrupted {
+        // A write-only key cannot read pack headers (its own included): a full key's next
+        // prune or snapshot adopts what it left.
+        let adopted = if interrupted && !self.is_write_only() {
             self.adopt_unindexed_packs()?
         } else {
             0

@@ -87,9 +87,16 @@ impl Repository {
             id,
             pack,
         };
-        self.ring()
-            .open_in_place(&blob_aad(blob_type, &id), &mut sealed)
-            .map_err(|_| Error::corrupt(object.clone(), "authentication failed"))?;
+        let len = self
+            .open_blob_slice(
+                &blob_aad(blob_type, &id),
+                &mut sealed,
+                pack.as_ref(),
+                &object,
+            )?
+            .len();
+        sealed.truncate(crate::format::NONCE_LEN + len);
+        sealed.drain(..crate::format::NONCE_LEN);
         let plain =
             decode_payload(sealed, raw_len).map_err(|e| Error::corrupt(object.clone(), e.0))?;
         if self.hasher().blob_id(&plain) != id {
@@ -117,10 +124,8 @@ impl Repository {
             id,
             pack,
         };
-        let (plain, _) = self
-            .ring()
-            .open_slice(&blob_aad(blob_type, &id), sealed)
-            .map_err(|_| Error::corrupt(object.clone(), "authentication failed"))?;
+        let plain =
+            self.open_blob_slice(&blob_aad(blob_type, &id), sealed, pack.as_ref(), &object)?;
         let data = crate::compress::decode_payload_ref(plain, raw_len, scratch)
             .map_err(|e| Error::corrupt(object.clone(), e.0))?;
         if self.hasher().blob_id(data) != id {
@@ -135,6 +140,20 @@ impl Repository {
     /// Loads and verifies one blob through the index. Tree blobs are served from local copies of
     /// their packs (fetched whole on first use), see `treecache`.
     pub fn load_blob(&self, blob_type: BlobType, id: &BlobId) -> Result<Vec<u8>> {
+        if self.is_write_only() {
+            // Only its own trees, kept locally (`own`); nothing is read from the repository.
+            let object = ObjectRef::Blob {
+                blob_type,
+                id: *id,
+                pack: None,
+            };
+            return match blob_type {
+                BlobType::Tree => self
+                    .own_tree(id)
+                    .ok_or_else(|| super::write_only_refusal(&object)),
+                BlobType::Data => Err(super::write_only_refusal(&object)),
+            };
+        }
         let loc = self.index()?.get(blob_type, id)?.ok_or(Error::NotFound {
             object: ObjectRef::Blob {
                 blob_type,

@@ -206,7 +206,11 @@ pub(crate) fn load_indexes(
                         |plain| sink(id, Ok(plain)),
                     );
                     let r = match r {
-                        Err(e) if e.is_damage() || e.kind() == crate::ErrorKind::Unsupported => {
+                        Err(e)
+                            if e.is_damage()
+                                || e.kind() == crate::ErrorKind::Unsupported
+                                || e.kind() == crate::ErrorKind::PermissionDenied =>
+                        {
                             sink(id, Err(e))
                         }
                         other => other,
@@ -317,6 +321,13 @@ impl BlobIndex {
         load_indexes(repo, ids, &|id, loaded| {
             match loaded {
                 Ok(plain) => self.insert_plain(store, id, plain, bulk)?,
+                // A write-only key reads only index objects sealed with the shared key; older
+                // ones (before the repository was re-encrypted) just do not deduplicate.
+                Err(e)
+                    if e.kind() == crate::ErrorKind::PermissionDenied && repo.is_write_only() =>
+                {
+                    tracing::debug!(index = %id, "index object not readable by a write-only key");
+                }
                 Err(e) if e.is_damage() => {
                     tracing::warn!(index = %id, error = %e, "skipping damaged index object");
                     self.damaged

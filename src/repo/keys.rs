@@ -112,7 +112,7 @@ fn seal_ring(
     ring_key: &[u8; 32],
     new_sealed_ring_key: Option<Vec<u8>>,
 ) -> Result<()> {
-    let ring = key.to_ring(kf.capabilities == 0);
+    let ring = key.to_ring(kf.capabilities);
     let epoch = key.epoch();
     let plain = encode_ring(&ring);
     let sealed_ring = Cipher::new(ring_key).seal(&kf.ring_aad(epoch), &plain)?;
@@ -244,7 +244,13 @@ fn open_ring(kf: &KeyFile, ring_key: &[u8; 32], id: KeyId) -> Result<MasterKey> 
             "a restricted key that carries the ring authority",
         ));
     }
-    Ok(MasterKey::from_ring(&ring))
+    if (kf.capabilities & crate::format::key::CAP_WRITE_ONLY != 0) != ring.epochs.is_empty() {
+        return Err(Error::corrupt(
+            ObjectRef::Key(id),
+            "its capabilities and its ring disagree about write-only access",
+        ));
+    }
+    Ok(MasterKey::from_ring(&ring, *epoch))
 }
 
 /// A key file as seen by a holder of the ring authority (rotation).

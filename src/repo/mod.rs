@@ -14,6 +14,7 @@ pub mod index;
 pub mod keys;
 pub mod lock;
 pub mod memo;
+pub mod own;
 pub mod packer;
 pub mod process;
 pub mod reseal;
@@ -145,6 +146,8 @@ pub(crate) struct Inner {
     tree_fetch: std::sync::Mutex<()>,
     /// The capability bits of the key in use (`format::key::CAP_*`).
     capabilities: u64,
+    /// The ephemeral public key of packs sealed to the reader (`None`: an ordinary pack).
+    pack_sessions: std::sync::Mutex<std::collections::HashMap<crate::id::PackId, Option<[u8; 32]>>>,
 }
 
 /// A handle that does not keep the repository alive (held by its own index).
@@ -205,7 +208,7 @@ impl Repository {
         backend.create()?;
         let key = MasterKey::generate()?;
         let key_id = keys::write_key(&backend, &key, password, &init.kdf)?;
-        let repo = Self::assemble(backend, key, key_id, 0, config, options);
+        let repo = Self::assemble(backend, key, key_id, 0, config, options)?;
         let sealed = repo.seal_object(KIND_CONFIG, &encode_config(repo.config()))?;
         // The config goes last: a location with a config is a complete repository.
         repo.backend().write(CONFIG_PATH, &sealed)?;
@@ -240,17 +243,10 @@ impl Repository {
         config_bytes: &[u8],
         options: OpenOptions,
     ) -> Result<Self> {
-        let ring = key.cipher_ring();
+        let ring = key.cipher_ring()?;
         let plain = open_envelope(&ring, KIND_CONFIG, config_bytes, ObjectRef::Config)?;
         let config = decode_config(&plain).map_err(|e| Error::corrupt(ObjectRef::Config, e.0))?;
-        Ok(Self::assemble(
-            backend,
-            key,
-            key_id,
-            capabilities,
-            config,
-            options,
-        ))
+        Self::assemble(backend, key, key_id, capabilities, config, options)
     }
 
     fn assemble(
@@ -260,10 +256,10 @@ impl Repository {
         capabilities: u64,
         config: Config,
         options: OpenOptions,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Ok(Self {
             inner: Arc::new(Inner {
-                ring: key.cipher_ring(),
+                ring: key.cipher_ring()?,
                 key_version: std::sync::atomic::AtomicU8::new(crate::format::key::KEY_VERSION_RING),
                 hasher: key.hasher(),
                 backend,
@@ -274,13 +270,14 @@ impl Repository {
                 index: RwLock::new(None),
                 tree_fetch: std::sync::Mutex::new(()),
                 capabilities,
+                pack_sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),
-        }
+        })
     }
 
     /// The same repository with another key ring (after a rotation or retirement of epochs):
     /// a new session sharing the backend, config and options, with its own index handle.
-    pub fn with_key(&self, key: MasterKey) -> Repository {
+    pub fn with_key(&self, key: MasterKey) -> Result<Repository> {
         let version = self.key_version();
         let r = Self::assemble(
             self.inner.backend.clone(),
@@ -289,11 +286,16 @@ impl Repository {
             self.inner.capabilities,
             self.inner.config.clone(),
             self.inner.options.clone(),
-        );
+        )?;
         r.inner
             .key_version
             .store(version, std::sync::atomic::Ordering::Relaxed);
-        r
+        Ok(r)
+    }
+
+    /// Whether the key in use is write-only: it can add snapshots but read nothing stored.
+    pub fn is_write_only(&self) -> bool {
+        self.inner.key.is_write_only()
     }
 
     /// Drops every local copy of a tree pack (their bytes were re-sealed in the repository).
@@ -425,13 +427,110 @@ impl Repository {
     }
 
     /// Seals a plaintext as an envelope of `kind`: `HEADER || NONCE || CIPHERTEXT || TAG`.
+    ///
+    /// Config, index and lock objects are sealed with the shared key where the repository has
+    /// one (write-only keys read them); a write-only session seals everything else to the
+    /// reader: `HEADER(flag 0x02) || EPHEMERAL(32) || SEAL(session key, HEADER || EPHEMERAL)`.
     pub fn seal_object(&self, kind: u8, plaintext: &[u8]) -> Result<Vec<u8>> {
-        let header = encode_header(kind);
+        let mut header = encode_header(kind);
+        let ring = &self.inner.ring;
+        if is_shared_kind(kind) {
+            let mut buf = header.to_vec();
+            buf.extend_from_slice(&ring.shared().seal(&header, plaintext)?);
+            return Ok(buf);
+        }
+        if let Some(session) = ring.session() {
+            header[7] |= crate::format::envelope::FLAG_SEALED_TO_READER;
+            let mut buf = header.to_vec();
+            buf.extend_from_slice(&session.ephemeral_public);
+            let aad = buf.clone();
+            buf.extend_from_slice(&session.cipher().seal(&aad, plaintext)?);
+            return Ok(buf);
+        }
         let mut buf = Vec::with_capacity(header.len() + plaintext.len() + 40);
         buf.extend_from_slice(&header);
         let sealed = self.cipher().seal(&header, plaintext)?;
         buf.extend_from_slice(&sealed);
         Ok(buf)
+    }
+
+    /// Opens a sealed blob in place: with the ring, else (a pack written by a write-only key)
+    /// with the key of the pack's session, derived through the reader key.
+    pub(crate) fn open_blob_slice<'a>(
+        &self,
+        aad: &[u8],
+        buf: &'a mut [u8],
+        pack: Option<&crate::id::PackId>,
+        object: &ObjectRef,
+    ) -> Result<&'a mut [u8]> {
+        if buf.len() < crate::format::SEAL_OVERHEAD {
+            return Err(Error::corrupt(object.clone(), "shorter than a seal"));
+        }
+        if self.inner.ring.can_read() && self.inner.ring.open_slice(aad, buf).is_ok() {
+            let end = buf.len() - crate::format::TAG_LEN;
+            return Ok(&mut buf[crate::format::NONCE_LEN..end]);
+        }
+        if !self.inner.ring.can_read() {
+            return Err(write_only_refusal(object));
+        }
+        if let Some(pack) = pack
+            && let Some(eph) = self.pack_session(pack)?
+        {
+            return self
+                .inner
+                .ring
+                .open_from_writer(&eph, aad, buf)
+                .map(|(p, _)| p)
+                .map_err(|_| Error::corrupt(object.clone(), "authentication failed"));
+        }
+        Err(Error::corrupt(object.clone(), "authentication failed"))
+    }
+
+    /// The ephemeral public key of a pack written by a write-only key, read from its header
+    /// object (remembered per pack; bounded).
+    pub(crate) fn pack_session(&self, pack: &crate::id::PackId) -> Result<Option<[u8; 32]>> {
+        if let Some(e) = self
+            .inner
+            .pack_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(pack)
+        {
+            return Ok(*e);
+        }
+        let path = crate::format::layout::pack_path(pack);
+        let size = self.backend().stat(&path)?.size;
+        let tail_len = size.min(4 + 8 + 32);
+        if tail_len < 4 {
+            return Ok(None);
+        }
+        let tail = self.backend().read_range(&path, size - 4, 4)?;
+        let hdr_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+        if hdr_len < 8 + 32 || hdr_len + 4 > size {
+            return Ok(None);
+        }
+        let head = self
+            .backend()
+            .read_range(&path, size - 4 - hdr_len, 8 + 32)?;
+        let eph = if head[..5] == *crate::format::ENVELOPE_MAGIC
+            && head[7] & crate::format::envelope::FLAG_SEALED_TO_READER != 0
+        {
+            let mut e = [0u8; 32];
+            e.copy_from_slice(&head[8..40]);
+            Some(e)
+        } else {
+            None
+        };
+        let mut m = self
+            .inner
+            .pack_sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(*pack, eph);
+        Ok(eph)
     }
 
     /// Opens an envelope of `kind`, naming `object` in any error.
@@ -509,12 +608,7 @@ impl Repository {
         }
         let (header, rest) = bytes.split_at_mut(crate::format::ENVELOPE_HEADER_LEN);
         decode_header(header, kind).map_err(|e| header_error(e, &object))?;
-        let aad = envelope_aad(header, &object);
-        self.inner
-            .ring
-            .open_slice(&aad, rest)
-            .map(|(plain, _)| plain)
-            .map_err(|_| auth_failed(object.clone()))
+        open_sealed_in_place(&self.inner.ring, header, rest, &object).map(|(p, _)| p)
     }
 
     /// Reads the stored bytes of object `id` in `dir` and checks them against the name.
@@ -551,8 +645,64 @@ pub(crate) fn open_envelope(
     object: ObjectRef,
 ) -> Result<Vec<u8>> {
     let (header, rest) = decode_header(bytes, kind).map_err(|e| header_error(e, &object))?;
-    ring.open(&envelope_aad(header, &object), rest)
-        .map_err(|_| auth_failed(object))
+    let mut body = rest.to_vec();
+    let (plain, _) = open_sealed_in_place(ring, header, &mut body, &object)?;
+    Ok(plain.to_vec())
+}
+
+/// Whether an envelope header says "sealed to the reader".
+fn is_sealed_to_reader(header: &[u8]) -> bool {
+    header[7] & crate::format::envelope::FLAG_SEALED_TO_READER != 0
+}
+
+/// Opens an envelope's body (after the header) in place; returns the plaintext and the epoch
+/// (or pseudo-epoch) that opened it.
+pub(crate) fn open_sealed_in_place<'a>(
+    ring: &CipherRing,
+    header: &[u8],
+    rest: &'a mut [u8],
+    object: &ObjectRef,
+) -> Result<(&'a mut [u8], crate::crypto::Opened)> {
+    let aad = envelope_aad(header, &rest[..rest.len().min(32)], object);
+    if is_sealed_to_reader(header) {
+        if rest.len() < 32 + crate::format::SEAL_OVERHEAD {
+            return Err(auth_failed(object.clone()));
+        }
+        if !ring.can_read() {
+            return Err(write_only_refusal(object));
+        }
+        let mut eph = [0u8; 32];
+        eph.copy_from_slice(&rest[..32]);
+        return ring
+            .open_from_writer(&eph, &aad, &mut rest[32..])
+            .map_err(|_| auth_failed(object.clone()));
+    }
+    ring.open_slice(&aad, rest).map_err(|_| {
+        if ring.can_read() || is_shared_kind(header[5]) {
+            auth_failed(object.clone())
+        } else {
+            write_only_refusal(object)
+        }
+    })
+}
+
+/// Kinds sealed with the shared key, which write-only keys hold (they need the config, the
+/// index for deduplication and the locks).
+pub(crate) fn is_shared_kind(kind: u8) -> bool {
+    matches!(
+        kind,
+        crate::format::KIND_CONFIG | crate::format::KIND_INDEX | crate::format::KIND_LOCK
+    )
+}
+
+/// The error for a write-only key that tries to read stored content.
+pub(crate) fn write_only_refusal(object: &ObjectRef) -> Error {
+    Error::PermissionDenied {
+        what: format!("reading {object}"),
+        reason: "this key is write-only: it can add snapshots but cannot read anything stored \
+                 in the repository"
+            .into(),
+    }
 }
 
 fn header_error(e: HeaderError, object: &ObjectRef) -> Error {
@@ -572,8 +722,11 @@ pub(crate) fn auth_failed(object: ObjectRef) -> Error {
 
 /// The additional data of an envelope's seal: its header, and for a re-sealed object also
 /// the name it is stored under (`format-spec` 4.3).
-pub(crate) fn envelope_aad(header: &[u8], object: &ObjectRef) -> Vec<u8> {
+pub(crate) fn envelope_aad(header: &[u8], body_start: &[u8], object: &ObjectRef) -> Vec<u8> {
     let mut aad = header.to_vec();
+    if is_sealed_to_reader(header) {
+        aad.extend_from_slice(body_start);
+    }
     if crate::format::envelope::header_is_resealed(header) {
         aad.extend_from_slice(&object.name_bytes());
     }

@@ -330,6 +330,10 @@ impl BlobSaver {
         let bytes = crate::format::tree::encode_tree(tree);
         let repo = &self.shared.repo;
         let id = repo.blob_id(&bytes);
+        if repo.is_write_only() && !self.shared.options.dry_run {
+            // It cannot read the tree back from the repository next time.
+            repo.remember_own_tree(&id, &bytes)?;
+        }
         if !self.contains(BlobType::Tree, &id)? {
             self.add(&repo.prepare_blob_with_id(BlobType::Tree, id, &bytes)?)?;
         }

@@ -20,6 +20,9 @@ use super::Repository;
 pub enum Resealed {
     /// Already sealed under the current epoch: nothing to write.
     Current,
+    /// A pack written by a write-only key: its header carries the writer's ephemeral key, so
+    /// re-sealed it would be shorter than the index says; it is repacked instead.
+    Repack,
     /// New bytes for the same name; `from` is the epoch it was sealed under.
     Bytes {
         /// The re-sealed object.
@@ -34,16 +37,28 @@ impl Repository {
     pub fn reseal_envelope(&self, kind: u8, bytes: &[u8], object: &ObjectRef) -> Result<Resealed> {
         let (header, rest) = decode_header(bytes, kind)
             .map_err(|e| Error::corrupt(object.clone(), e.to_string()))?;
-        let aad = super::envelope_aad(header, object);
         let mut body = rest.to_vec();
-        let (plain, epoch) = self
-            .ring()
-            .open_slice(&aad, &mut body)
-            .map_err(|_| super::auth_failed(object.clone()))?;
-        if epoch == self.master_key().epoch() {
+        let (plain, epoch) = super::open_sealed_in_place(self.ring(), header, &mut body, object)?;
+        let want = if super::is_shared_kind(kind) {
+            crate::crypto::Via::Shared
+        } else {
+            crate::crypto::Via::Epoch
+        };
+        if epoch.via == want && epoch.epoch == self.master_key().epoch() {
             return Ok(Resealed::Current);
         }
-        let new_header = resealed_header(header);
+        let from = epoch.epoch;
+        let mut new_header = resealed_header(header);
+        new_header[7] &= !crate::format::envelope::FLAG_SEALED_TO_READER;
+        if super::is_shared_kind(kind) {
+            let shared = self.ring().shared();
+            let mut new_aad = new_header.to_vec();
+            new_aad.extend_from_slice(&object.name_bytes());
+            let mut out = new_header.to_vec();
+            out.extend_from_slice(&shared.seal(&new_aad, plain)?);
+            zeroize::Zeroize::zeroize(&mut body);
+            return Ok(Resealed::Bytes { bytes: out, from });
+        }
         let mut new_aad = new_header.to_vec();
         new_aad.extend_from_slice(&object.name_bytes());
         let sealed = self.cipher().seal(&new_aad, plain)?;
@@ -51,10 +66,21 @@ impl Repository {
         out.extend_from_slice(&new_header);
         out.extend_from_slice(&sealed);
         zeroize::Zeroize::zeroize(&mut body);
-        Ok(Resealed::Bytes {
-            bytes: out,
-            from: epoch,
-        })
+        Ok(Resealed::Bytes { bytes: out, from })
+    }
+
+    /// Re-seals the config with the shared key if it is not sealed with it yet (so that
+    /// write-only keys can read it); returns whether it did.
+    pub fn reseal_config_shared(&self) -> Result<bool> {
+        let bytes = self.backend().read(crate::format::layout::CONFIG_PATH)?;
+        match self.reseal_envelope(crate::format::KIND_CONFIG, &bytes, &ObjectRef::Config)? {
+            Resealed::Current | Resealed::Repack => Ok(false),
+            Resealed::Bytes { bytes, .. } => {
+                self.backend()
+                    .replace(crate::format::layout::CONFIG_PATH, &bytes)?;
+                Ok(true)
+            }
+        }
     }
 
     /// Re-seals a whole pack: every blob and the header, same offsets and lengths.
@@ -65,8 +91,14 @@ impl Repository {
         let (hdr_off, hdr_len) = decode_trailer(&bytes[bytes.len() - PACK_TRAILER_LEN..], size)
             .map_err(|e| Error::corrupt(object.clone(), e.0))?;
         let header_obj = &bytes[hdr_off as usize..(hdr_off + hdr_len) as usize];
+        if header_obj.len() > 7
+            && header_obj[7] & crate::format::envelope::FLAG_SEALED_TO_READER != 0
+        {
+            return Ok(Resealed::Repack);
+        }
         let header = match self.reseal_envelope(KIND_PACK_HEADER, header_obj, &object)? {
             Resealed::Current => return Ok(Resealed::Current),
+            Resealed::Repack => return Ok(Resealed::Repack),
             Resealed::Bytes { bytes, from } => (bytes, from),
         };
         let mut out = Vec::with_capacity(bytes.len());
@@ -81,10 +113,7 @@ impl Repository {
                 id: e.id,
                 pack: Some(*pack),
             };
-            let (plain, _) = self
-                .ring()
-                .open_slice(&aad, &mut buf)
-                .map_err(|_| Error::corrupt(blob, "authentication failed"))?;
+            let plain = self.open_blob_slice(&aad, &mut buf, Some(pack), &blob)?;
             let mut sealed_new = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
             sealed_new.resize(crate::format::NONCE_LEN, 0);
             sealed_new.extend_from_slice(plain);
