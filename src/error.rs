@@ -40,6 +40,8 @@ pub enum ObjectRef {
     Hold(HoldId),
     /// An audit record.
     Audit(AuditId),
+    /// An archived PostgreSQL WAL file, by its file name.
+    Wal(String),
     /// Any object addressed by its backend path (used before the kind is known).
     Path(String),
 }
@@ -59,6 +61,7 @@ impl ObjectRef {
             ObjectRef::Lock(id) => id.0,
             ObjectRef::Hold(id) => id.0,
             ObjectRef::Audit(id) => id.0,
+            ObjectRef::Wal(name) => *blake3::hash(name.as_bytes()).as_bytes(),
         }
     }
 }
@@ -84,6 +87,7 @@ impl fmt::Display for ObjectRef {
             ObjectRef::Lock(id) => write!(f, "lock {id}"),
             ObjectRef::Hold(id) => write!(f, "hold {id}"),
             ObjectRef::Audit(id) => write!(f, "audit record {id}"),
+            ObjectRef::Wal(name) => write!(f, "WAL file {name}"),
             ObjectRef::Path(p) => write!(f, "object {p}"),
         }
     }

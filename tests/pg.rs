@@ -14,7 +14,7 @@ pub struct Pg {
     pub port: u16,
 }
 
-fn pg_bin() -> PathBuf {
+pub fn pg_bin() -> PathBuf {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .expect("PostgreSQL is installed (./test.sh installs it)")
         .map(|e| e.unwrap().path().join("bin"))
@@ -27,7 +27,7 @@ fn pg_bin() -> PathBuf {
 }
 
 /// Runs a server-side program, as the `postgres` user when we are root.
-fn as_server_user(program: &std::path::Path) -> Command {
+pub fn as_server_user(program: &std::path::Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(program);
@@ -37,7 +37,7 @@ fn as_server_user(program: &std::path::Path) -> Command {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -153,7 +153,7 @@ impl Drop for Pg {
     }
 }
 
-fn uid_of(user: &str) -> u32 {
+pub fn uid_of(user: &str) -> u32 {
     nix::unistd::User::from_name(user)
         .unwrap()
         .expect("user exists")

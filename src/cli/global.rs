@@ -162,7 +162,7 @@ fn default_cache_root() -> Option<PathBuf> {
 static READ_ONLY_WARNED: AtomicBool = AtomicBool::new(false);
 
 impl GlobalArgs {
-    fn location(&self) -> Result<&str> {
+    pub fn location(&self) -> Result<&str> {
         self.repo
             .as_deref()
             .ok_or_else(|| anyhow!("no repository given: use --repo or set VAULT_REPOSITORY"))

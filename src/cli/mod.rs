@@ -19,6 +19,7 @@ mod key;
 mod metrics;
 mod mount;
 mod output;
+mod pg;
 mod profile;
 mod progress;
 mod prune;
@@ -30,6 +31,7 @@ mod snapshots;
 mod stats;
 mod tag;
 mod unlock;
+mod wal;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -98,6 +100,12 @@ pub enum Command {
     Log(audit::LogArgs),
     /// Repository size, unique data, compression and deduplication (per group, or per snapshot)
     Stats(stats::StatsArgs),
+    /// PostgreSQL base backups and point-in-time restores
+    #[command(subcommand)]
+    Pg(pg::PgCommand),
+    /// PostgreSQL WAL archiving: archive_command and restore_command
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
     /// Show the effective settings of a profile of the configuration file
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -134,6 +142,8 @@ impl Command {
             Command::Find(_) => "find",
             Command::Rewrite(_) => "rewrite",
             Command::Mount(_) => "mount",
+            Command::Wal(_) => "wal",
+            Command::Pg(_) => "pg",
             Command::Config(_) => "config",
             Command::Completion(_) => "completion",
             Command::Man(_) => "man",
@@ -386,6 +396,8 @@ fn run(mut cli: Cli, profile: Option<&profile::Resolved>) -> Result<i32> {
         Command::Release(a) => hold::release(g, a),
         Command::Repair(c) => repair::run(g, c),
         Command::Key(c) => key::run(g, c),
+        Command::Wal(c) => wal::run(g, c),
+        Command::Pg(c) => pg::run(g, c),
         Command::Unlock(a) => unlock::run(g, a),
         Command::Stats(a) => stats::run(g, a),
         Command::Log(a) => audit::log(g, a),

@@ -20,6 +20,7 @@ pub mod pack;
 pub mod snapshot;
 pub mod time;
 pub mod tree;
+pub mod wal;
 pub mod wire;
 
 /// The newest repository format version this build reads and writes
@@ -46,6 +47,8 @@ pub const KIND_LOCK: u8 = b'L';
 pub const KIND_HOLD: u8 = b'H';
 /// Envelope kind byte of an audit record.
 pub const KIND_AUDIT: u8 = b'A';
+/// Envelope kind byte of an archived PostgreSQL WAL file (`format-spec/15-postgresql.md`).
+pub const KIND_WAL: u8 = b'W';
 /// Envelope kind byte of a pack header (at the end of a pack file).
 pub const KIND_PACK_HEADER: u8 = b'P';
 

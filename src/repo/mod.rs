@@ -21,6 +21,7 @@ pub mod reseal;
 pub mod snapshots;
 pub mod staging;
 mod treecache;
+pub mod wal;
 pub mod walker;
 
 use std::path::PathBuf;
