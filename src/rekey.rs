@@ -279,6 +279,14 @@ fn reseal_all(repo: &Repository, progress: &dyn Progress, r: &mut ReencryptRepor
             one(dir.path(&hex::encode(name)), kind, object(name))?;
         }
     }
+    // The WAL archive: named by PostgreSQL's file names.
+    for (name, _) in repo.wal_list()? {
+        one(
+            crate::repo::wal::wal_path(&name),
+            crate::format::KIND_WAL,
+            ObjectRef::Wal(name),
+        )?;
+    }
     progress.finish_phase();
     reseal_packs(repo, progress, r)
 }

@@ -333,6 +333,41 @@ fn point_in_time_recovery_to_between_two_markers() {
         std::fs::read_to_string(dir.with_extension("log")).unwrap_or_default()
     );
     c.pg_ctl(&dir, "stop");
+    // Retention: a second base backup, then keep only it; the WAL before its start goes, the
+    // rest stays whole, and an old target is now refused.
+    let v: serde_json::Value =
+        serde_json::from_str(&c.vault_ok(&["--json", "pg", "backup"])).unwrap();
+    let start2 = v["start_wal"].as_str().unwrap().to_string();
+    c.vault_ok(&["prune", "--keep-last", "1"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&c.vault_ok(&["--json", "wal", "check"])).unwrap();
+    let names: Vec<&str> = listed["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .filter(|n| !n.ends_with(".history"))
+            .all(|n| n[8..24] >= start2[8..24]),
+        "{names:?} (start {start2})"
+    );
+    assert!(names.iter().any(|n| n.starts_with(&start2)), "{names:?}");
+    let err = failed(
+        &c.vault(&[
+            "pg",
+            "restore",
+            "--target",
+            c.root().join("too-old").to_str().unwrap(),
+            "--as-of",
+            &target,
+        ])
+        .output()
+        .unwrap(),
+    );
+    assert!(err.contains("before the oldest base backup"), "{err}");
     // Times outside the archive are refused with the range.
     for t in ["2001-01-01T00:00:00Z", "2999-01-01T00:00:00Z"] {
         let target = c.root().join("refused");

@@ -987,3 +987,35 @@ fn sealed_to_reader_vectors() {
                "object": hex::encode(&object), "write_only_ring": hex::encode(&ring_bytes[..])}),
     );
 }
+
+/// An archived WAL file (chapter 15): envelope kind `W`, name-bound (flag 0x01), the name's
+/// BLAKE3 in the additional data, a stored (uncompressed) payload.
+#[test]
+fn wal_object_vector() {
+    use vault::format::envelope::{FLAG_RESEALED, decode_header};
+    use vault::format::wal::{WalObject, decode_wal, encode_wal};
+    let name = "000000010000000000000003";
+    let plain = encode_wal(&WalObject {
+        name: name.into(),
+        pushed: Timestamp::new(1_767_600_000, 0),
+        raw_length: 8,
+        payload: [&[0u8][..], b"WAL data"].concat(),
+    });
+    let mut header = encode_header(vault::format::KIND_WAL);
+    header[7] |= FLAG_RESEALED;
+    let mut aad = header.to_vec();
+    aad.extend_from_slice(blake3::hash(name.as_bytes()).as_bytes());
+    let key: [u8; 32] = seq(0, 32).try_into().unwrap();
+    let mut object = header.to_vec();
+    object.extend(Cipher::new(&key).seal_with_nonce(&nonce(0xd6), &aad, &plain));
+    let (h, rest) = decode_header(&object, vault::format::KIND_WAL).unwrap();
+    assert_eq!(h, b"VAULTW\x01\x01");
+    let opened = Cipher::new(&key).open(&aad, rest).unwrap();
+    assert_eq!(decode_wal(&opened).unwrap().name, name);
+    check(
+        "wal.json",
+        json!({"encryption_key": hex::encode(key), "name": name,
+               "plaintext": hex::encode(&plain), "nonce": hex::encode(nonce(0xd6)),
+               "object": hex::encode(&object)}),
+    );
+}

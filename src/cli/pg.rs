@@ -570,10 +570,7 @@ fn default_restore_command(g: &GlobalArgs) -> Result<String> {
     if let Some(p) = &g.profile {
         cmd.push(format!("--profile {}", shell_quote(p)));
     }
-    cmd.push(format!(
-        "--repo {}",
-        shell_quote(g.location()?)
-    ));
+    cmd.push(format!("--repo {}", shell_quote(g.location()?)));
     if let Some(f) = &g.password_file {
         cmd.push(format!(
             "--password-file {}",

@@ -168,7 +168,27 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
         "Audit records removed by retention in the last run.",
         expired as f64,
     );
+    let wal = expire_wal(&repo, &report, a.policy.dry_run)?;
+    g.facts.gauge(
+        "vault_prune_wal_files_removed",
+        "Archived WAL files removed by retention in the last run.",
+        wal.as_ref().map_or(0, |(n, _)| *n) as f64,
+    );
     let code = print_report(g, &repo, &report, a.policy.dry_run, Some(expired))?;
+    if let Some((n, before)) = wal
+        && n > 0
+        && !g.quiet
+        && !g.json
+    {
+        println!(
+            "{} {n} archived WAL files older than {before} (the oldest kept base backup's start)",
+            if a.policy.dry_run {
+                "would remove"
+            } else {
+                "removed"
+            }
+        );
+    }
     if expired > 0 && !g.quiet && !g.json {
         println!(
             "{} {expired} audit records older than {}",
@@ -181,6 +201,41 @@ pub fn run(g: &GlobalArgs, a: PruneArgs) -> Result<i32> {
         );
     }
     Ok(code)
+}
+
+/// WAL retention (format-spec 15.5): files older than the start segment of the oldest base
+/// backup that is kept. Returns how many (and that segment), or `None` without base backups.
+fn expire_wal(repo: &Repository, r: &PruneReport, dry_run: bool) -> Result<Option<(u64, String)>> {
+    let removed: std::collections::HashSet<_> = r.removed.iter().map(|(id, _)| *id).collect();
+    let oldest = repo
+        .list_snapshots()?
+        .0
+        .into_iter()
+        .filter(|(id, s)| !removed.contains(id) && s.tags.iter().any(|t| t == super::pg::BASE_TAG))
+        .filter_map(|(_, s)| {
+            let label = s
+                .tags
+                .iter()
+                .find_map(|t| t.strip_prefix(super::pg::LABEL_TAG))?;
+            Some((s.time, label.get(..24)?.to_string()))
+        })
+        .min();
+    let Some((_, start)) = oldest else {
+        return Ok(None);
+    };
+    let mut n = 0;
+    for (name, _) in repo.wal_list()? {
+        let old = !name.ends_with(".history")
+            && name.len() >= 24
+            && name.as_bytes()[8..24] < start.as_bytes()[8..24];
+        if old {
+            if !dry_run {
+                repo.wal_delete(&name)?;
+            }
+            n += 1;
+        }
+    }
+    Ok(Some((n, start)))
 }
 
 fn print_report(
