@@ -7,7 +7,7 @@
 //! name cannot both win. WAL objects are not referenced by any index or snapshot; they need no
 //! lock (prune removes only files older than the oldest kept base backup).
 
-use crate::compress::{decode_payload, encode_payload_into};
+use crate::compress::{decode_payload, encode_payload_parallel};
 use crate::format::KIND_WAL;
 use crate::format::envelope::{FLAG_RESEALED, encode_header};
 use crate::format::time::Timestamp;
@@ -61,10 +61,10 @@ impl Repository {
                 )))
             };
         }
-        let mut payload = Vec::with_capacity(data.len() / 2 + 64);
-        encode_payload_into(data, self.config().compression, &mut payload);
-        // The encoder leaves room for a blob seal's nonce in front; a WAL object has none.
-        payload.drain(..crate::format::NONCE_LEN);
+        let mut payload = Vec::new();
+        // One segment per call and nothing else to do: compress it on every core.
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
+        encode_payload_parallel(data, self.config().compression, workers, &mut payload);
         let plain = encode_wal(&WalObject {
             name: name.to_string(),
             pushed: Timestamp::now(),
