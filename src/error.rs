@@ -129,6 +129,8 @@ pub enum ErrorKind {
     Io,
     /// The operation was interrupted or a child command failed.
     Aborted,
+    /// The object is under a storage retention (object lock) that has not expired.
+    Retained,
 }
 
 /// Every failure the library reports.
@@ -174,6 +176,21 @@ pub enum Error {
     WrongPasswordOrDamagedKey {
         /// Short ids of the damaged key files.
         damaged: String,
+    },
+    /// The object is under object lock (storage retention) until `until`: it cannot be
+    /// deleted before then.
+    #[error(
+        "{path} is under object lock until {until} (written {written}, retention {days} days); it can be removed after that"
+    )]
+    Retained {
+        /// The backend path.
+        path: String,
+        /// When it was written (RFC 3339).
+        written: String,
+        /// When its retention ends (RFC 3339).
+        until: String,
+        /// The configured retention.
+        days: u32,
     },
     /// A conflicting lock is held.
     #[error("repository is locked: {holder}")]
@@ -243,6 +260,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::PermissionDenied { .. } => ErrorKind::PermissionDenied,
             Error::Aborted(_) => ErrorKind::Aborted,
+            Error::Retained { .. } => ErrorKind::Retained,
         }
     }
 
@@ -331,6 +349,7 @@ impl ErrorKind {
             ErrorKind::AlreadyExists => "already_exists",
             ErrorKind::Io => "io",
             ErrorKind::Aborted => "aborted",
+            ErrorKind::Retained => "retained",
         }
     }
 }

@@ -68,6 +68,9 @@ impl Backend for AppendOnlyBackend {
     fn stat(&self, path: &str) -> Result<ObjectInfo> {
         self.inner.stat(path)
     }
+    fn object_lock_days(&self) -> Option<u32> {
+        self.inner.object_lock_days()
+    }
     fn append_only(&self) -> bool {
         true
     }

@@ -247,6 +247,9 @@ fn parse_webdav(rest: &str) -> Result<Location> {
 ///   the service's default (hot) class.
 /// * `timeout` — per-request timeout for metadata requests (default 60s).
 /// * `io_timeout` — timeout for each read or write of a transfer (default 120s).
+/// * `object_lock` — the storage retains every object this many days (S3 object lock default
+///   retention, Azure immutability): young data objects are never deleted, prune schedules
+///   them (`backend::objectlock`).
 ///
 /// Every other key is handed to the OpenDAL service's configuration unchanged.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -380,13 +383,38 @@ pub fn open_with(
     options: &BackendOptions,
     settings: &OpenSettings,
 ) -> Result<DynBackend> {
+    let mut options = options.clone();
+    let lock_days = match options.take("object_lock") {
+        None => None,
+        Some(v) => Some(
+            v.trim()
+                .trim_end_matches('d')
+                .parse::<u32>()
+                .ok()
+                .filter(|d| *d > 0 && *d <= 36_500)
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "backend option object_lock={v:?}: the retention in days (1..=36500)"
+                    ))
+                })?,
+        ),
+    };
+    if lock_days.is_some()
+        && matches!(loc, Location::S3 { .. })
+        && !options.map.contains_key("checksum_algorithm")
+    {
+        // S3 refuses uploads into buckets with object lock unless they carry Content-MD5 (or
+        // an SDK checksum header, which OpenDAL does not send).
+        options.set("checksum_algorithm", "md5");
+    }
     #[allow(unused_mut)]
-    let mut b = open_raw(loc, options.clone(), settings)?;
+    let mut b = open_raw(loc, options, settings)?;
     #[cfg(feature = "fault-injection")]
     if let Some(f) = &settings.faults {
         b = Arc::new(super::fault::FaultBackend::new(b, f.clone()));
     }
     let mut b: DynBackend = Arc::new(super::retry::RetryBackend::new(b, settings.retry));
+    b = super::objectlock::wrap(b, lock_days);
     if settings.append_only {
         b = Arc::new(super::appendonly::AppendOnlyBackend::new(b));
     }

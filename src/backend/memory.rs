@@ -89,6 +89,7 @@ impl Backend for MemoryBackend {
             .range(prefix.clone()..)
             .take_while(|(k, _)| k.starts_with(&prefix))
             .map(|(k, v)| ObjectInfo {
+                modified: None,
                 path: k.clone(),
                 size: v.len() as u64,
             })
@@ -99,6 +100,7 @@ impl Backend for MemoryBackend {
         self.map()
             .get(path)
             .map(|v| ObjectInfo {
+                modified: None,
                 path: path.to_string(),
                 size: v.len() as u64,
             })

@@ -12,6 +12,7 @@ pub mod fault;
 pub(crate) mod local;
 pub mod location;
 pub mod memory;
+pub mod objectlock;
 pub mod opendal;
 pub mod retry;
 pub mod service_keys;
@@ -28,6 +29,9 @@ pub struct ObjectInfo {
     pub path: String,
     /// Size in bytes.
     pub size: u64,
+    /// When it was last written, where the service says (`stat` always tries; listings may
+    /// not carry it).
+    pub modified: Option<crate::format::time::Timestamp>,
 }
 
 /// The storage operations vault needs.
@@ -94,6 +98,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// leave things for staleness to expire instead of deleting them.
     fn append_only(&self) -> bool {
         false
+    }
+    /// The storage's retention in days (`-o object_lock=DAYS`), if any: young data objects
+    /// are then never deleted (prune schedules them).
+    fn object_lock_days(&self) -> Option<u32> {
+        None
     }
     /// Whether an object exists.
     fn exists(&self, path: &str) -> Result<bool> {

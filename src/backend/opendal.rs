@@ -286,6 +286,15 @@ impl Backend for OpendalBackend {
             }
             return Ok(());
         }
+        // Object stores need no directory markers (names are prefixes), and buckets with object
+        // lock refuse the empty uploads that would make them (no checksum on an empty body).
+        let scheme = self.op.info().scheme().to_string();
+        if matches!(
+            scheme.as_str(),
+            "s3" | "gcs" | "azblob" | "oss" | "cos" | "obs" | "b2" | "tos"
+        ) {
+            return Ok(());
+        }
         for dir in crate::format::layout::DIRS {
             let p = format!("{dir}/");
             self.rt
@@ -435,6 +444,7 @@ impl Backend for OpendalBackend {
             .map(|e| ObjectInfo {
                 path: e.path().trim_start_matches('/').to_string(),
                 size: e.metadata().content_length(),
+                modified: modified(e.metadata()),
             })
             .collect())
     }
@@ -459,6 +469,7 @@ impl Backend for OpendalBackend {
                     f(ObjectInfo {
                         path: e.path().trim_start_matches('/').to_string(),
                         size: e.metadata().content_length(),
+                        modified: modified(e.metadata()),
                     })?;
                 }
             }
@@ -473,6 +484,16 @@ impl Backend for OpendalBackend {
         Ok(ObjectInfo {
             path: path.to_string(),
             size: m.content_length(),
+            modified: modified(&m),
         })
     }
+}
+
+/// The service's last-modified time of an object, if it reports one.
+fn modified(m: &opendal::Metadata) -> Option<crate::format::time::Timestamp> {
+    let t = m.last_modified()?.into_inner();
+    Some(crate::format::time::Timestamp::new(
+        t.as_second(),
+        t.subsec_nanosecond().max(0) as u32,
+    ))
 }

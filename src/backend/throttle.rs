@@ -97,6 +97,9 @@ impl Backend for ThrottleBackend {
     fn staging_dir(&self) -> Option<std::path::PathBuf> {
         self.inner.staging_dir()
     }
+    fn object_lock_days(&self) -> Option<u32> {
+        self.inner.object_lock_days()
+    }
     fn append_only(&self) -> bool {
         self.inner.append_only()
     }

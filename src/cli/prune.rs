@@ -230,7 +230,12 @@ fn expire_wal(repo: &Repository, r: &PruneReport, dry_run: bool) -> Result<Optio
             && name.as_bytes()[8..24] < start.as_bytes()[8..24];
         if old {
             if !dry_run {
-                repo.wal_delete(&name)?;
+                match repo.wal_delete(&name) {
+                    Ok(()) => {}
+                    // Retained by the storage (object lock): a later prune removes it.
+                    Err(e) if e.kind() == vault::ErrorKind::Retained => continue,
+                    Err(e) => return Err(e.into()),
+                }
             }
             n += 1;
         }
@@ -340,6 +345,13 @@ fn print_report(
     }
     let verb = if dry_run { "would remove" } else { "removed" };
     println!("{verb} {} snapshots", r.removed.len());
+    for (id, until) in &r.retained {
+        println!(
+            "kept snapshot {}: the storage retains it until {until} (object lock); a later \
+             forget or prune removes it",
+            id.short()
+        );
+    }
     for id in &r.damaged_removed {
         println!("{verb} unreadable snapshot object {}", id.short());
     }
@@ -370,6 +382,15 @@ fn print_report(
                 output::bytes(p.bytes_freed),
                 r.duration_ms as f64 / 1000.0
             );
+            if p.deferred > 0 {
+                println!(
+                    "scheduled {} packs and index objects for deletion: the storage retains them \
+                     until {} at the latest (object lock); nothing references them any more and a \
+                     later prune deletes them",
+                    p.deferred,
+                    p.deferred_until.as_deref().unwrap_or("?")
+                );
+            }
         }
     }
     Ok(super::exit::OK)

@@ -26,8 +26,17 @@ use crate::repo::packer::{BlobSaver, SaverOptions};
 
 use super::plan::GcPlan;
 
-fn delete_ignoring_missing(repo: &Repository, path: &str) -> Result<()> {
+/// Deletes, tolerating an object already gone; an object the storage still retains (object
+/// lock) is left for a later prune and counted in the plan.
+fn delete_ignoring_missing(repo: &Repository, path: &str, plan: &mut GcPlan) -> Result<()> {
     match repo.backend().delete(path) {
+        Err(crate::Error::Retained { until, .. }) => {
+            plan.deferred += 1;
+            if plan.deferred_until.as_ref().is_none_or(|u| *u < until) {
+                plan.deferred_until = Some(until);
+            }
+            Ok(())
+        }
         Err(e) if e.kind() != crate::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -180,14 +189,21 @@ pub(crate) fn execute(
     // Nothing is deleted unless our exclusive lock is still ours.
     lock.check()?;
     progress.phase("delete", Some((old.len() + gone.len()) as u64), Unit::Items);
-    for id in &plan.old_indexes {
-        delete_ignoring_missing(repo, &index_path(id))?;
+    for id in plan.old_indexes.clone() {
+        delete_ignoring_missing(repo, &index_path(&id), plan)?;
         progress.advance(1);
     }
+    // A superseded index object the storage still retains may name any of these packs, and
+    // readers may ignore `supersedes` (chapter 7): then no pack goes in this run.
+    let index_retained = plan.deferred > 0;
     let mut gone_sorted: Vec<PackId> = gone.iter().copied().collect();
     gone_sorted.sort();
     for p in &gone_sorted {
-        delete_ignoring_missing(repo, &pack_path(p))?;
+        if index_retained {
+            plan.deferred += 1;
+        } else {
+            delete_ignoring_missing(repo, &pack_path(p), plan)?;
+        }
         progress.advance(1);
     }
     progress.finish_phase();

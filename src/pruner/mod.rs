@@ -63,6 +63,8 @@ pub struct PruneReport {
     pub removed: Vec<(SnapshotId, Snapshot)>,
     /// Unreadable snapshot objects removed (or to be removed) because they were named.
     pub damaged_removed: Vec<SnapshotId>,
+    /// Snapshots that stay because the storage retains them (object lock): (id, until).
+    pub retained: Vec<(SnapshotId, String)>,
     /// The garbage-collection plan and what it did.
     pub gc: Option<GcPlan>,
     /// Wall-clock duration in milliseconds.
@@ -179,8 +181,20 @@ pub fn prune(
             match repo.delete_snapshot(id) {
                 Ok(()) => {}
                 Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                Err(Error::Retained { until, .. }) => report.retained.push((*id, until)),
                 Err(e) => return Err(e),
             }
+        }
+        // A snapshot the storage still retains stays whole: its data is kept like any other
+        // remaining snapshot's, and a later prune removes it.
+        if !report.retained.is_empty() {
+            let kept: std::collections::HashSet<SnapshotId> =
+                report.retained.iter().map(|(id, _)| *id).collect();
+            let (stay, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut report.removed)
+                .into_iter()
+                .partition(|(id, _)| kept.contains(id));
+            report.removed = gone;
+            remaining.extend(stay);
         }
     }
     if opts.gc {

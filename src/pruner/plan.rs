@@ -108,6 +108,11 @@ pub struct GcPlan {
     pub indexes_written: u64,
     /// Bytes freed (after execution: deleted + repacked − written).
     pub bytes_freed: u64,
+    /// Packs and index objects not deleted because the storage still retains them (object
+    /// lock); unreferenced now, a later prune deletes them.
+    pub deferred: u64,
+    /// When the last of them may go.
+    pub deferred_until: Option<String>,
     /// Stale temporary files removed (after execution).
     pub tmp_files_removed: u64,
     #[serde(skip)]

@@ -228,7 +228,11 @@ impl Repository {
         for id in &remove {
             match self.backend().delete(&audit_path(id)) {
                 Ok(()) => {}
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => {}
+                // Already gone, or retained by the storage (object lock): covered by the
+                // truncation record, removed by a later run.
+                Err(e)
+                    if e.kind() == crate::ErrorKind::NotFound
+                        || e.kind() == crate::ErrorKind::Retained => {}
                 Err(e) => return Err(e),
             }
         }
