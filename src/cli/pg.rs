@@ -187,23 +187,26 @@ fn decode_label(bytes: &[u8]) -> Result<Label> {
     })
 }
 
-/// What PostgreSQL must not get back from a base backup (its own documentation's list):
-/// WAL, temporary and runtime state. The directories themselves stay.
+/// Directories whose contents a base backup leaves out (WAL, temporary and runtime state, per
+/// PostgreSQL's documentation); a restore creates them empty.
+const RUNTIME_DIRS: [&str; 8] = [
+    "pg_wal",
+    "pg_replslot",
+    "pg_stat_tmp",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_subtrans",
+];
+
+/// What PostgreSQL must not get back from a base backup. The directories themselves stay.
 fn excludes(pgdata: &Path) -> Vec<String> {
     let d = pgdata.display();
-    let mut v: Vec<String> = [
-        "pg_wal",
-        "pg_replslot",
-        "pg_stat_tmp",
-        "pg_dynshmem",
-        "pg_notify",
-        "pg_serial",
-        "pg_snapshots",
-        "pg_subtrans",
-    ]
-    .iter()
-    .map(|dir| format!("{d}/{dir}/*"))
-    .collect();
+    let mut v: Vec<String> = RUNTIME_DIRS
+        .iter()
+        .map(|dir| format!("{d}/{dir}/*"))
+        .collect();
     for f in [
         "postmaster.pid",
         "postmaster.opts",
@@ -493,16 +496,7 @@ fn restore(g: &GlobalArgs, a: RestoreArgs) -> Result<i32> {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
         Ok(())
     };
-    for dir in [
-        "pg_wal",
-        "pg_replslot",
-        "pg_stat_tmp",
-        "pg_dynshmem",
-        "pg_notify",
-        "pg_serial",
-        "pg_snapshots",
-        "pg_subtrans",
-    ] {
+    for dir in RUNTIME_DIRS {
         let p = target.join(dir);
         if !p.exists() {
             std::fs::create_dir(&p)?;
