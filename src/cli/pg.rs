@@ -277,7 +277,10 @@ fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
         .copied()
         .map(SnapshotId)
         .context("the base backup's snapshot was not saved")?;
-    if code != super::exit::OK {
+    // An anomaly flag (exit 4) is a warning about the data, not a broken backup: the snapshot
+    // is whole and the backup goes on (its exit code is passed on). Unreadable files (3) make
+    // the backup unusable.
+    if code != super::exit::OK && code != super::exit::ANOMALY {
         bail!(
             "the snapshot of {} had errors (exit {code}); the base backup is not usable",
             pgdata.display()
@@ -325,7 +328,7 @@ fn backup(g: &GlobalArgs, a: BackupArgs) -> Result<i32> {
             output::time(label.stop_time, 0)
         );
     }
-    Ok(super::exit::OK)
+    Ok(code)
 }
 
 /// A time as PostgreSQL reads it, to the microsecond, in UTC.
