@@ -456,4 +456,15 @@ fn archive_command_contract() {
     assert_exit(&out, 1);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["gaps"][0]["first_missing"], segs[1].as_str(), "{v}");
+    // A damaged archived file is named by `vault check --verify-data` too.
+    c.vault_ok(&["check", "--verify-data"]);
+    let victim = c.root().join("repo/wal").join(&segs[2]);
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&victim, bytes).unwrap();
+    let out = c.vault(&["check", "--verify-data"]).output().unwrap();
+    assert_exit(&out, 1);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains(&format!("WAL file {}", segs[2])), "{text}");
 }

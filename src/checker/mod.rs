@@ -140,6 +140,10 @@ pub struct CheckStats {
     pub bytes_read: u64,
     /// Blobs opened and re-hashed by --verify-data.
     pub blobs_verified: u64,
+    /// Archived PostgreSQL WAL files (chapter 15).
+    pub wal_files: u64,
+    /// Of them, opened and decoded by --verify-data.
+    pub wal_verified: u64,
 }
 
 /// The outcome of a check.
@@ -259,6 +263,7 @@ pub fn check(
         structure::check_locks(&ctx)?;
         structure::check_audit(&ctx)?;
         structure::check_tmp(&ctx)?;
+        structure::check_wal(&ctx, opts.verify_data.is_some())?;
         structure::check_epochs(&ctx);
         let bad = std::mem::take(&mut *ctx.bad_blobs.lock().unwrap_or_else(|e| e.into_inner()));
         if bad.is_empty() {

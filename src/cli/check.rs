@@ -129,6 +129,17 @@ pub fn run(g: &GlobalArgs, a: CheckArgs) -> Result<i32> {
                     s.blobs_verified
                 );
             }
+            if s.wal_files > 0 {
+                println!(
+                    "{} archived WAL files{}",
+                    s.wal_files,
+                    if subset.is_some() {
+                        format!(", {} verified", s.wal_verified)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             for n in &report.notes {
                 println!("note: {}: {}", n.object, n.message);
             }
