@@ -63,9 +63,30 @@ pub fn run(g: &GlobalArgs, a: MountArgs) -> Result<i32> {
     let mut session = fuser::Session::new(fs, &a.mountpoint, &cfg)
         .with_context(|| format!("mounting at {}", a.mountpoint.display()))?;
     let mut unmounter = session.unmount_callable();
+    let mountpoint = a.mountpoint.clone();
     std::thread::spawn(move || {
-        if set.wait().is_ok() {
-            let _ = unmounter.unmount();
+        if set.wait().is_ok()
+            && let Err(e) = unmounter.unmount()
+        {
+            // Busy at that instant (the unmounter cannot be retried: it gives its mount up).
+            // A lazy unmount detaches it now and the session ends when the last user lets go;
+            // without it the process would wait forever (seen once in the test suite).
+            eprintln!("unmount failed ({e}); detaching the mount instead");
+            for (program, args) in [
+                ("fusermount3", &["-u", "-z"][..]),
+                ("fusermount", &["-u", "-z"][..]),
+                ("umount", &["-l"][..]),
+            ] {
+                let ok = std::process::Command::new(program)
+                    .args(args)
+                    .arg(&mountpoint)
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    break;
+                }
+            }
         }
     });
     if !g.quiet {

@@ -512,7 +512,12 @@ impl BlobIndex {
         })?;
         let o = self.overlay.read().unwrap_or_else(|p| p.into_inner());
         for ((t, id), loc) in o.iter() {
-            f(*t, *id, *loc)?;
+            // As in `for_each_marked`: an entry the store also has is the store's (a read-only
+            // view can see entries another process wrote after this one loaded its overlay);
+            // yielding both counted a blob twice (check beside a running snapshot).
+            if self.with_store(|s| s.get(*t, id))?.is_none() {
+                f(*t, *id, *loc)?;
+            }
         }
         Ok(())
     }
