@@ -250,8 +250,88 @@ class Borg(Tool):
         return ["borg", "check", "--verify-data", self.repo]
 
 
+class Bupstash(Tool):
+    """bupstash (cargo install bupstash): no verify-data command; restores by id."""
+    name = "bupstash"
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.key = os.path.join(base, "key")
+        self.env.update(BUPSTASH_REPOSITORY=self.repo, BUPSTASH_KEY=self.key,
+                        BUPSTASH_QUERY_CACHE=os.path.join(base, "query-cache"),
+                        BUPSTASH_SEND_LOG=os.path.join(base, "send-log"))
+
+    def init(self):
+        subprocess.run(["bupstash", "new-key", "-o", self.key], env=self.env, check=True,
+                       stdout=subprocess.DEVNULL)
+        return ["bupstash", "init"]
+
+    def backup(self, path):
+        return ["bupstash", "put", "-q", "--no-progress", path]
+
+    def backup_stdin(self, name):
+        return ["bupstash", "put", "-q", "--no-progress", f"name={name}", "-"]
+
+    def latest_tree_id(self):
+        out = subprocess.run(["bupstash", "list", "--format=jsonl1", "name=tree"], env=self.env,
+                             check=True, stdout=subprocess.PIPE).stdout.decode().splitlines()
+        items = [json.loads(l) for l in out if l.strip()]
+        items.sort(key=lambda i: i.get("unix_timestamp_millis", 0))
+        return items[-1]["id"]
+
+    def restore(self, target, include):
+        dest = target + include
+        os.makedirs(dest, exist_ok=True)
+        return ["bupstash", "restore", "--into", dest, f"id={self.latest_tree_id()}"]
+
+    def check(self):
+        return None
+
+
+class Rustic(Tool):
+    """rustic (cargo install rustic-rs): restic's format, its own engine."""
+    name = "rustic"
+
+    def __init__(self, base):
+        super().__init__(base)
+        self.env.update(RUSTIC_REPOSITORY=self.repo, RUSTIC_PASSWORD=PASSWORD,
+                        RUSTIC_CACHE_DIR=os.path.join(base, "cache"))
+
+    def init(self):
+        return ["rustic", "init"]
+
+    def backup(self, path):
+        return ["rustic", "backup", "--no-progress", path]
+
+    def backup_stdin(self, name):
+        return ["rustic", "backup", "--no-progress", "--stdin-filename", name, "-"]
+
+    def restore(self, target, include):
+        dest = target + include
+        os.makedirs(dest, exist_ok=True)
+        return ["rustic", "restore", "--no-progress", f"latest:{include}", dest]
+
+    def check(self):
+        return ["rustic", "check", "--read-data", "--no-progress"]
+
+
+def drop_caches():
+    """Empties the page cache (root only), as a nightly job meets the data."""
+    subprocess.run(["sync"])
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        pass
+
+
+COLD = False
+
+
 def timed(tool, argv, stdin=None, cwd=None):
     """Runs argv under /usr/bin/time; returns (wall, cpu, peak_rss_kib)."""
+    if COLD:
+        drop_caches()
     fmt = "%e %U %S %M"
     with open(os.path.join(tool.base, "time.out"), "w+") as tf:
         t0 = time.monotonic()
@@ -298,14 +378,19 @@ def main():
     ap.add_argument("--tree-bytes", type=int, default=2 << 30)
     ap.add_argument("--big-bytes", type=int, default=2 << 30)
     ap.add_argument("--tools", default="vault,restic,borg")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache before every timed step (root)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benches", "RESULTS.md"))
     a = ap.parse_args()
+    global COLD
+    COLD = a.cold
     os.makedirs(a.work, exist_ok=True)
     print("building data sets in", a.work, flush=True)
     build_tree(os.path.join(a.work, "tree-src"), a.files, a.tree_bytes)
     build_big(os.path.join(a.work, "big.bin"), a.big_bytes)
     build_dumps(a.work)
-    tools = [{"vault": Vault, "restic": Restic, "borg": Borg}[t] for t in a.tools.split(",")]
+    tools = [{"vault": Vault, "restic": Restic, "borg": Borg, "bupstash": Bupstash,
+              "rustic": Rustic}[t] for t in a.tools.split(",")]
     has_check = subprocess.run([VAULT, "help", "check"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
     results = {cls.name: {s: [] for s in STEPS} for cls in tools}
     for run in range(a.runs):
@@ -344,7 +429,7 @@ def main():
                 subprocess.run(["umount", target], check=True)
             if not ok:
                 raise RuntimeError(f"{cls.name} restore differs from the source:\n{diff}")
-            if cls is not Vault or has_check:
+            if (cls is not Vault or has_check) and tool.check() is not None:
                 res["check --verify-data"] = timed(tool, tool.check()) + (0,)
             for s, v in res.items():
                 results[cls.name][s].append(v)
@@ -369,21 +454,24 @@ def report(a, results):
     lines = []
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     mem = next((l.split(":", 1)[1].strip() for l in open("/proc/meminfo") if l.startswith("MemTotal")), "?")
-    vers = {
-        "vault": subprocess.run([VAULT, "--version"], stdout=subprocess.PIPE).stdout.decode().strip(),
-        "restic": subprocess.run(["restic", "version"], stdout=subprocess.PIPE).stdout.decode().strip(),
-        "borg": subprocess.run(["borg", "--version"], stdout=subprocess.PIPE).stdout.decode().strip(),
-    }
+    version_cmd = {"vault": [VAULT, "--version"], "restic": ["restic", "version"],
+                   "borg": ["borg", "--version"], "bupstash": ["bupstash", "version"],
+                   "rustic": ["rustic", "--version"]}
+    vers = {n: subprocess.run(version_cmd[n], stdout=subprocess.PIPE).stdout.decode().strip()
+            for n in results}
     lines.append(f"Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  ")
     lines.append(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} RAM, {platform.system()} {platform.release()}, "
                  f"data and repositories on {subprocess.run(['df', '-T', a.work], stdout=subprocess.PIPE).stdout.decode().splitlines()[-1].split()[1]}  ")
-    lines.append(f"Tools: {vers['vault']}; {vers['restic']}; {vers['borg']}  ")
-    lines.append(f"Command: `benches/compare.sh --runs {a.runs}`  ")
+    lines.append("Tools: " + "; ".join(vers.values()) + "  ")
+    lines.append(f"Command: `benches/compare.sh --runs {a.runs} --tools {a.tools}"
+                 f"{' --cold' if a.cold else ''}`  ")
     lines.append(f"Data: tree of {tree_info[0]} files / {int(tree_info[1]) / 2**30:.2f} GiB copied from /usr; "
                  f"{os.path.getsize(os.path.join(a.work, 'big.bin')) / 2**30:.2f} GiB mixed file; "
                  f"pg_dumps of {os.path.getsize(os.path.join(a.work, 'dump1.sql')) / 2**20:.0f} MiB.  ")
     lines.append("Settings: vault defaults (zstd 2, 512 KiB chunks); restic repo v2 `--compression auto`; "
-                 "borg `repokey-blake2`, `--compression zstd,3`. Warm page cache. Restores go to a fresh tmpfs "
+                 "borg `repokey-blake2`, `--compression zstd,3`; bupstash and rustic defaults. "
+                 + ("Page cache dropped before every step. " if a.cold else "Warm page cache. ") +
+                 "Restores go to a fresh tmpfs "
                  "(ext4's inode allocator, slowed by the benchmark's own deletions, otherwise dominates every tool). "
                  "Medians of the runs.")
     lines.append("")
