@@ -273,7 +273,7 @@ class Bupstash(Tool):
         return ["bupstash", "put", "-q", "--no-progress", f"name={name}", "-"]
 
     def latest_tree_id(self):
-        out = subprocess.run(["bupstash", "list", "--format=jsonl1", "name=tree"], env=self.env,
+        out = subprocess.run(["bupstash", "list", "--format=jsonl1", "name=tree.tar"], env=self.env,
                              check=True, stdout=subprocess.PIPE).stdout.decode().splitlines()
         items = [json.loads(l) for l in out if l.strip()]
         items.sort(key=lambda i: i.get("unix_timestamp_millis", 0))
@@ -309,7 +309,8 @@ class Rustic(Tool):
     def restore(self, target, include):
         dest = target + include
         os.makedirs(dest, exist_ok=True)
-        return ["rustic", "restore", "--no-progress", f"latest:{include}", dest]
+        return ["rustic", "restore", "--no-progress", "--filter-paths", include,
+                f"latest:{include}", dest]
 
     def check(self):
         return ["rustic", "check", "--read-data", "--no-progress"]
