@@ -678,13 +678,14 @@ pub(crate) fn open_sealed_in_place<'a>(
             .open_from_writer(&eph, &aad, &mut rest[32..])
             .map_err(|_| auth_failed(object.clone()));
     }
-    ring.open_slice(&aad, rest).map_err(|_| {
-        if ring.can_read() || is_shared_kind(header[5]) {
-            auth_failed(object.clone())
-        } else {
-            write_only_refusal(object)
-        }
-    })
+    ring.open_slice_ordered(&aad, rest, is_shared_kind(header[5]))
+        .map_err(|_| {
+            if ring.can_read() || is_shared_kind(header[5]) {
+                auth_failed(object.clone())
+            } else {
+                write_only_refusal(object)
+            }
+        })
 }
 
 /// Kinds sealed with the shared key, which write-only keys hold (they need the config, the
