@@ -534,11 +534,6 @@ impl CipherRing {
         self.retired_opens
             .load(std::sync::atomic::Ordering::Relaxed)
     }
-
-    /// Whether the ring holds retired epochs.
-    pub fn has_retired(&self) -> bool {
-        self.ciphers.len() > 1
-    }
 }
 
 /// Computes blob ids: BLAKE3 keyed with the repository's id key.

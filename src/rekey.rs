@@ -291,52 +291,62 @@ fn reseal_all(repo: &Repository, progress: &dyn Progress, r: &mut ReencryptRepor
     reseal_packs(repo, progress, r)
 }
 
-/// One pack: (examined, bytes re-sealed, damage).
-type PackOutcome = (u64, Option<u64>, Option<String>);
+/// What re-sealing one pack came to.
+enum PackOutcome {
+    /// Gone meanwhile.
+    Missing,
+    /// Already under the current epoch.
+    Current,
+    /// Replaced, with this many bytes.
+    Resealed(u64),
+    /// Written by a write-only key: left for repacking.
+    Repack,
+    /// Damaged: named, nothing written.
+    Damaged(String),
+}
 
 /// Packs in batches: each batch is re-sealed in parallel, then the next one is listed on.
 fn reseal_packs(repo: &Repository, progress: &dyn Progress, r: &mut ReencryptReport) -> Result<()> {
     progress.phase("re-seal packs", None, Unit::Bytes);
     const BATCH: usize = 64;
     let mut batch: Vec<PackId> = Vec::with_capacity(BATCH);
+    let one = |id: &PackId| -> Result<PackOutcome> {
+        let path = crate::format::layout::pack_path(id);
+        let damaged = |e: Error| PackOutcome::Damaged(format!("pack {id}: {e}"));
+        let bytes = match repo.backend().read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok(PackOutcome::Missing),
+            Err(e) if e.is_damage() => return Ok(damaged(e)),
+            Err(e) => return Err(e),
+        };
+        progress.advance(bytes.len() as u64);
+        match repo.reseal_pack(id, &bytes) {
+            Ok(Resealed::Current) => Ok(PackOutcome::Current),
+            Ok(Resealed::Repack) => Ok(PackOutcome::Repack),
+            Ok(Resealed::Bytes { bytes, .. }) => {
+                repo.backend().replace(&path, &bytes)?;
+                Ok(PackOutcome::Resealed(bytes.len() as u64))
+            }
+            Err(e) if e.is_damage() => Ok(damaged(e)),
+            Err(e) => Err(e),
+        }
+    };
     let run = |batch: &[PackId], r: &mut ReencryptReport| -> Result<()> {
-        let results: Vec<Result<PackOutcome>> = batch
-            .par_iter()
-            .map(|id| {
-                let path = crate::format::layout::pack_path(id);
-                let bytes = match repo.backend().read(&path) {
-                    Ok(b) => b,
-                    Err(e) if e.kind() == crate::ErrorKind::NotFound => return Ok((0, None, None)),
-                    Err(e) if e.is_damage() => {
-                        return Ok((1, None, Some(format!("pack {id}: {e}"))));
-                    }
-                    Err(e) => return Err(e),
-                };
-                progress.advance(bytes.len() as u64);
-                match repo.reseal_pack(id, &bytes) {
-                    Ok(Resealed::Current) => Ok((1, None, None)),
-                    Ok(Resealed::Repack) => Ok((1, Some(u64::MAX), None)),
-                    Ok(Resealed::Bytes { bytes, .. }) => {
-                        repo.backend().replace(&path, &bytes)?;
-                        Ok((1, Some(bytes.len() as u64), None))
-                    }
-                    Err(e) if e.is_damage() => Ok((1, None, Some(format!("pack {id}: {e}")))),
-                    Err(e) => Err(e),
-                }
-            })
-            .collect();
+        let results: Vec<Result<PackOutcome>> = batch.par_iter().map(one).collect();
         for res in results {
-            let (n, resealed, damaged) = res?;
-            r.objects += n;
-            match resealed {
-                Some(u64::MAX) => r.writer_packs += 1,
-                Some(b) => {
+            let outcome = res?;
+            if !matches!(outcome, PackOutcome::Missing) {
+                r.objects += 1;
+            }
+            match outcome {
+                PackOutcome::Missing | PackOutcome::Current => {}
+                PackOutcome::Resealed(b) => {
                     r.resealed += 1;
                     r.bytes += b;
                 }
-                None => {}
+                PackOutcome::Repack => r.writer_packs += 1,
+                PackOutcome::Damaged(why) => r.damaged.push(why),
             }
-            r.damaged.extend(damaged);
         }
         Ok(())
     };

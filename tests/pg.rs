@@ -104,28 +104,7 @@ impl Pg {
 
     /// Runs SQL in `db`, returning stdout (unaligned, tuples only).
     pub fn sql(&self, db: &str, sql: &str) -> String {
-        let out = self
-            .client("psql")
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                db,
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        psql(&self.bin, self.port, db, sql)
     }
 
     /// The pg_dump command line for `db`, for `--stdin-from-command`.
@@ -151,6 +130,35 @@ impl Drop for Pg {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Runs SQL in `db` of the server on 127.0.0.1:`port` as `postgres`, returning stdout
+/// (unaligned, tuples only); fails the test on an SQL error.
+pub fn psql(bin: &std::path::Path, port: u16, db: &str, sql: &str) -> String {
+    let out = Command::new(bin.join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", "postgres")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 pub fn uid_of(user: &str) -> u32 {

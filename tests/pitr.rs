@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::pg::{as_server_user, free_port, pg_bin, uid_of};
+use crate::pg::{as_server_user, free_port, pg_bin, psql, uid_of};
 use crate::support::*;
 
 /// A cluster archiving to a vault repository, everything owned by the server user.
@@ -136,30 +136,7 @@ impl Cluster {
     }
 
     fn sql_on(&self, port: u16, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                "postgres",
-                "-c",
-                sql,
-            ])
-            .env("PGHOST", "127.0.0.1")
-            .env("PGPORT", port.to_string())
-            .env("PGUSER", "postgres")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        psql(&self.bin, port, "postgres", sql)
     }
 
     fn sql(&self, sql: &str) -> String {

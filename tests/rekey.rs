@@ -105,18 +105,6 @@ fn try_everything(r: &TestRepo, ring: &CipherRing) -> (usize, usize) {
     (tried, opened)
 }
 
-fn snapshot_ids(r: &TestRepo) -> Vec<String> {
-    let mut ids: Vec<String> = r
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
 fn epochs(r: &TestRepo) -> Vec<u64> {
     r.json(&["key", "list"])
         .as_array()
@@ -173,7 +161,7 @@ fn rotation_keeps_every_password_and_reencryption_locks_out_old_keys() {
     let id1 = state1.0.clone();
     r.ok(&["hold", &id1, "--reason", "kept across rotation"]);
     let old_keys = key_files(&r.repo);
-    let ids_before = snapshot_ids(&r);
+    let ids_before = r.snapshot_ids();
 
     // Rotate: every key file moves to epoch 1, no other password needed.
     let v = r.json(&["key", "rotate"]);
@@ -207,7 +195,7 @@ fn rotation_keeps_every_password_and_reencryption_locks_out_old_keys() {
     assert_eq!(v["retired_epochs"], serde_json::json!([0]));
     assert!(v["resealed"].as_u64().unwrap() > 0);
     // Snapshot ids do not change: re-sealed objects keep their names.
-    let ids_after = snapshot_ids(&r);
+    let ids_after = r.snapshot_ids();
     assert_eq!(ids_after.len(), ids_before.len() + 1);
     assert!(ids_before.iter().all(|id| ids_after.contains(id)));
     let out = r.run(&["check", "--verify-data"]);

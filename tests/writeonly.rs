@@ -125,13 +125,7 @@ fn exercise(r: &TestRepo, src: &Path) {
     // It can list key files (nothing is decrypted there).
     assert_success(&host(r, &pw, &["key", "list"]), &["write-only key list"]);
     // A full key sees, checks and restores what the host wrote.
-    let ids: Vec<String> = r
-        .json(&["snapshots"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let ids = r.snapshot_ids();
     assert!(ids.contains(&host1) && ids.contains(&host2), "{ids:?}");
     r.ok(&["check", "--verify-data"]);
     let out = r.scratch("full-restore");

@@ -4,7 +4,7 @@
 //! release, unlock, key removal, repairs) fail with a clear error before changing anything;
 //! locks are left for staleness to expire instead of being deleted (`format-spec/09-locks.md`).
 
-use super::{Access, Backend, DynBackend, ObjectInfo};
+use super::{Backend, DynBackend};
 use crate::{Error, Result};
 
 /// A backend that refuses deletes.
@@ -21,27 +21,19 @@ impl AppendOnlyBackend {
 }
 
 impl Backend for AppendOnlyBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
-    fn read(&self, path: &str) -> Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.read_range(path, offset, len)
-    }
-    fn write(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.inner.write(path, data)
-    }
-    fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
-        self.inner.write_file(path, local, access)
-    }
-    fn staging_dir(&self) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir()
-    }
+    forward_to_inner!(
+        location,
+        create,
+        read,
+        read_range,
+        write,
+        write_file,
+        staging_dir,
+        list,
+        list_each,
+        stat,
+        object_lock_days,
+    );
     fn replace(&self, path: &str, _data: &[u8]) -> Result<()> {
         Err(Error::PermissionDenied {
             what: format!("replacement of {path}"),
@@ -58,18 +50,6 @@ impl Backend for AppendOnlyBackend {
                      forget, prune, release and unlock need a client without --append-only"
                     .into(),
         })
-    }
-    fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(dir)
-    }
-    fn list_each(&self, dir: &str, f: &mut dyn FnMut(ObjectInfo) -> Result<()>) -> Result<()> {
-        self.inner.list_each(dir, f)
-    }
-    fn stat(&self, path: &str) -> Result<ObjectInfo> {
-        self.inner.stat(path)
-    }
-    fn object_lock_days(&self) -> Option<u32> {
-        self.inner.object_lock_days()
     }
     fn append_only(&self) -> bool {
         true

@@ -123,12 +123,7 @@ impl FaultBackend {
 }
 
 impl Backend for FaultBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
+    forward_to_inner!(location, create, staging_dir, append_only);
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         self.maybe_fail("read", path, true)?;
         self.inner.read(path)
@@ -148,12 +143,6 @@ impl Backend for FaultBackend {
         self.inner.write_file(path, local, access)?;
         self.mutated();
         Ok(())
-    }
-    fn staging_dir(&self) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir()
-    }
-    fn append_only(&self) -> bool {
-        self.inner.append_only()
     }
     fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
         self.maybe_fail("write", path, false)?;

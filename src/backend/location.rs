@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use super::DynBackend;
 use super::opendal::{OpendalBackend, OpendalOptions};
+pub use super::options::BackendOptions;
 use crate::{Error, Result};
 
 /// A parsed repository location.
@@ -241,62 +242,6 @@ fn parse_webdav(rest: &str) -> Result<Location> {
     })
 }
 
-/// `-o key=value` options for a backend. Keys vault itself understands:
-///
-/// * `storage_class` — storage class for packs of data blobs (S3, GCS); everything else stays in
-///   the service's default (hot) class.
-/// * `timeout` — per-request timeout for metadata requests (default 60s).
-/// * `io_timeout` — timeout for each read or write of a transfer (default 120s).
-/// * `object_lock` — the storage retains every object this many days (S3 object lock default
-///   retention, Azure immutability): young data objects are never deleted, prune schedules
-///   them (`backend::objectlock`).
-///
-/// Every other key is handed to the OpenDAL service's configuration unchanged.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct BackendOptions {
-    map: BTreeMap<String, String>,
-}
-
-impl std::fmt::Debug for BackendOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Values may be secrets: never print them.
-        f.debug_list().entries(self.map.keys()).finish()
-    }
-}
-
-impl BackendOptions {
-    /// Parses `key=value` strings.
-    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self> {
-        let mut map = BTreeMap::new();
-        for item in items {
-            let item = item.as_ref();
-            let (k, v) = item.split_once('=').ok_or_else(|| {
-                Error::InvalidInput(format!(
-                    "backend option {:?} must be key=value",
-                    item.split('=').next().unwrap_or("")
-                ))
-            })?;
-            let k = k.trim();
-            if k.is_empty() {
-                return Err(Error::InvalidInput(
-                    "backend option with an empty key".into(),
-                ));
-            }
-            map.insert(k.to_string(), v.to_string());
-        }
-        Ok(Self { map })
-    }
-
-    /// Sets one option.
-    pub fn set(&mut self, key: &str, value: &str) {
-        self.map.insert(key.to_string(), value.to_string());
-    }
-
-    fn take(&mut self, key: &str) -> Option<String> {
-        self.map.remove(key)
-    }
-}
-
 /// Environment variables a location may read credentials and endpoints from. The library
 /// never reads the process environment itself: the caller (the CLI) captures these names and
 /// passes them in an [`Environment`].
@@ -384,29 +329,8 @@ pub fn open_with(
     settings: &OpenSettings,
 ) -> Result<DynBackend> {
     let mut options = options.clone();
-    let lock_days = match options.take("object_lock") {
-        None => None,
-        Some(v) => Some(
-            v.trim()
-                .trim_end_matches('d')
-                .parse::<u32>()
-                .ok()
-                .filter(|d| *d > 0 && *d <= 36_500)
-                .ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "backend option object_lock={v:?}: the retention in days (1..=36500)"
-                    ))
-                })?,
-        ),
-    };
-    if lock_days.is_some()
-        && matches!(loc, Location::S3 { .. })
-        && !options.map.contains_key("checksum_algorithm")
-    {
-        // S3 refuses uploads into buckets with object lock unless they carry Content-MD5 (or
-        // an SDK checksum header, which OpenDAL does not send).
-        options.set("checksum_algorithm", "md5");
-    }
+    let lock_days =
+        super::objectlock::take_option(&mut options, matches!(loc, Location::S3 { .. }))?;
     #[allow(unused_mut)]
     let mut b = open_raw(loc, options, settings)?;
     #[cfg(feature = "fault-injection")]

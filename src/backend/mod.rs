@@ -6,6 +6,63 @@
 //! wrappers add retries ([`retry`]), bandwidth limits ([`throttle`]), append-only access
 //! ([`appendonly`]) and, in test builds only (feature `fault-injection`), fault injection. Every implementation must pass the conformance suite in `tests/`.
 
+/// Implements the listed [`Backend`] methods by calling the same method of `self.inner`: the
+/// forwarding every wrapper layer needs, so that a layer spells out only what it changes.
+macro_rules! forward_to_inner {
+    ($($m:ident),+ $(,)?) => { $( forward_to_inner!(@ $m); )+ };
+    (@ location) => { fn location(&self) -> String { self.inner.location() } };
+    (@ create) => { fn create(&self) -> Result<()> { self.inner.create() } };
+    (@ read) => { fn read(&self, path: &str) -> Result<Vec<u8>> { self.inner.read(path) } };
+    (@ read_range) => {
+        fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.inner.read_range(path, offset, len)
+        }
+    };
+    (@ write) => {
+        fn write(&self, path: &str, data: &[u8]) -> Result<()> { self.inner.write(path, data) }
+    };
+    (@ write_file) => {
+        fn write_file(
+            &self,
+            path: &str,
+            local: &std::path::Path,
+            access: crate::backend::Access,
+        ) -> Result<()> {
+            self.inner.write_file(path, local, access)
+        }
+    };
+    (@ replace) => {
+        fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
+            self.inner.replace(path, data)
+        }
+    };
+    (@ delete) => { fn delete(&self, path: &str) -> Result<()> { self.inner.delete(path) } };
+    (@ list) => {
+        fn list(&self, dir: &str) -> Result<Vec<crate::backend::ObjectInfo>> {
+            self.inner.list(dir)
+        }
+    };
+    (@ list_each) => {
+        fn list_each(
+            &self,
+            dir: &str,
+            f: &mut dyn FnMut(crate::backend::ObjectInfo) -> Result<()>,
+        ) -> Result<()> {
+            self.inner.list_each(dir, f)
+        }
+    };
+    (@ stat) => {
+        fn stat(&self, path: &str) -> Result<crate::backend::ObjectInfo> { self.inner.stat(path) }
+    };
+    (@ staging_dir) => {
+        fn staging_dir(&self) -> Option<std::path::PathBuf> { self.inner.staging_dir() }
+    };
+    (@ append_only) => { fn append_only(&self) -> bool { self.inner.append_only() } };
+    (@ object_lock_days) => {
+        fn object_lock_days(&self) -> Option<u32> { self.inner.object_lock_days() }
+    };
+}
+
 pub mod appendonly;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -14,6 +71,7 @@ pub mod location;
 pub mod memory;
 pub mod objectlock;
 pub mod opendal;
+pub mod options;
 pub mod retry;
 pub mod service_keys;
 pub mod throttle;

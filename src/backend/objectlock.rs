@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{Access, Backend, DynBackend, ObjectInfo};
+use crate::backend::{Backend, DynBackend};
 use crate::{Error, Result};
 
 /// Deletes that wait for the retention to end.
@@ -34,33 +34,20 @@ fn retained_kind(path: &str) -> bool {
 }
 
 impl Backend for ObjectLockBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
-    fn read(&self, path: &str) -> Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        self.inner.read_range(path, offset, len)
-    }
-    fn write(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.inner.write(path, data)
-    }
-    fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
-        self.inner.write_file(path, local, access)
-    }
-    fn staging_dir(&self) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir()
-    }
-    fn append_only(&self) -> bool {
-        self.inner.append_only()
-    }
-    fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
-        self.inner.replace(path, data)
-    }
+    forward_to_inner!(
+        location,
+        create,
+        read,
+        read_range,
+        write,
+        write_file,
+        staging_dir,
+        append_only,
+        replace,
+        list,
+        list_each,
+        stat,
+    );
     fn delete(&self, path: &str) -> Result<()> {
         if retained_kind(path) {
             let info = self.inner.stat(path)?;
@@ -79,15 +66,6 @@ impl Backend for ObjectLockBackend {
         }
         self.inner.delete(path)
     }
-    fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(dir)
-    }
-    fn list_each(&self, dir: &str, f: &mut dyn FnMut(ObjectInfo) -> Result<()>) -> Result<()> {
-        self.inner.list_each(dir, f)
-    }
-    fn stat(&self, path: &str) -> Result<ObjectInfo> {
-        self.inner.stat(path)
-    }
     fn object_lock_days(&self) -> Option<u32> {
         Some(self.days)
     }
@@ -97,6 +75,33 @@ fn rfc3339(secs: i64) -> String {
     jiff::Timestamp::from_second(secs)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| format!("@{secs}"))
+}
+
+/// Takes `object_lock=DAYS` out of `-o` options (vault's own key, not the service's). On S3
+/// it also asks for Content-MD5 on uploads: buckets with object lock refuse uploads without
+/// it (or an SDK checksum header, which OpenDAL does not send).
+pub(crate) fn take_option(
+    options: &mut super::location::BackendOptions,
+    s3: bool,
+) -> Result<Option<u32>> {
+    let Some(v) = options.take("object_lock") else {
+        return Ok(None);
+    };
+    let days = v
+        .trim()
+        .trim_end_matches('d')
+        .parse::<u32>()
+        .ok()
+        .filter(|d| *d > 0 && *d <= 36_500)
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "backend option object_lock={v:?}: the retention in days (1..=36500)"
+            ))
+        })?;
+    if s3 && !options.contains("checksum_algorithm") {
+        options.set("checksum_algorithm", "md5");
+    }
+    Ok(Some(days))
 }
 
 /// Wraps a backend when a retention is configured.

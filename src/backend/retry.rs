@@ -86,9 +86,7 @@ impl RetryBackend {
 }
 
 impl Backend for RetryBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
+    forward_to_inner!(location, staging_dir, object_lock_days, append_only);
     fn create(&self) -> Result<()> {
         self.run("create", || self.inner.create())
     }
@@ -103,15 +101,6 @@ impl Backend for RetryBackend {
     }
     fn write_file(&self, path: &str, local: &std::path::Path, access: Access) -> Result<()> {
         self.run_write("write", || self.inner.write_file(path, local, access))
-    }
-    fn staging_dir(&self) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir()
-    }
-    fn object_lock_days(&self) -> Option<u32> {
-        self.inner.object_lock_days()
-    }
-    fn append_only(&self) -> bool {
-        self.inner.append_only()
     }
     fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
         // Idempotent: a retried replace writes the same bytes again.

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Access, Backend, DynBackend, ObjectInfo};
+use super::{Access, Backend, DynBackend};
 use crate::Result;
 
 /// Paces a byte stream to `rate` bytes per second on average.
@@ -69,12 +69,17 @@ impl ThrottleBackend {
 }
 
 impl Backend for ThrottleBackend {
-    fn location(&self) -> String {
-        self.inner.location()
-    }
-    fn create(&self) -> Result<()> {
-        self.inner.create()
-    }
+    forward_to_inner!(
+        location,
+        create,
+        staging_dir,
+        object_lock_days,
+        append_only,
+        delete,
+        list,
+        list_each,
+        stat,
+    );
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         self.got(self.inner.read(path))
     }
@@ -94,32 +99,11 @@ impl Backend for ThrottleBackend {
         }
         self.inner.write_file(path, local, access)
     }
-    fn staging_dir(&self) -> Option<std::path::PathBuf> {
-        self.inner.staging_dir()
-    }
-    fn object_lock_days(&self) -> Option<u32> {
-        self.inner.object_lock_days()
-    }
-    fn append_only(&self) -> bool {
-        self.inner.append_only()
-    }
     fn replace(&self, path: &str, data: &[u8]) -> Result<()> {
         if let Some(p) = &self.up {
             p.take(data.len() as u64);
         }
         self.inner.replace(path, data)
-    }
-    fn delete(&self, path: &str) -> Result<()> {
-        self.inner.delete(path)
-    }
-    fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
-        self.inner.list(dir)
-    }
-    fn list_each(&self, dir: &str, f: &mut dyn FnMut(ObjectInfo) -> Result<()>) -> Result<()> {
-        self.inner.list_each(dir, f)
-    }
-    fn stat(&self, path: &str) -> Result<ObjectInfo> {
-        self.inner.stat(path)
     }
 }
 

@@ -455,6 +455,30 @@ impl Repository {
         Ok(buf)
     }
 
+    /// Seals `plaintext` under `header` (its kind and version) bound to `object`'s name
+    /// (flag 0x01, `format-spec` 4.3): for objects not named by their hash — WAL files, and
+    /// objects re-sealed in place. Config, index and lock objects take the current shared key,
+    /// everything else the current epoch's.
+    pub(crate) fn seal_bound(
+        &self,
+        header: &[u8],
+        object: &ObjectRef,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>> {
+        let mut header = crate::format::envelope::resealed_header(header);
+        header[7] &= !crate::format::envelope::FLAG_SEALED_TO_READER;
+        let cipher = if is_shared_kind(header[5]) {
+            self.inner.ring.shared()
+        } else {
+            self.cipher()
+        };
+        let mut aad = header.to_vec();
+        aad.extend_from_slice(&object.name_bytes());
+        let mut out = header.to_vec();
+        out.extend_from_slice(&cipher.seal(&aad, plaintext)?);
+        Ok(out)
+    }
+
     /// Opens a sealed blob in place: with the ring, else (a pack written by a write-only key)
     /// with the key of the pack's session, derived through the reader key.
     pub(crate) fn open_blob_slice<'a>(
@@ -647,8 +671,13 @@ pub(crate) fn open_envelope(
 ) -> Result<Vec<u8>> {
     let (header, rest) = decode_header(bytes, kind).map_err(|e| header_error(e, &object))?;
     let mut body = rest.to_vec();
+    let base = body.as_ptr() as usize;
     let (plain, _) = open_sealed_in_place(ring, header, &mut body, &object)?;
-    Ok(plain.to_vec())
+    // The plaintext is a part of `body`: keep that part (one copy of the object, not two).
+    let (start, len) = (plain.as_ptr() as usize - base, plain.len());
+    body.truncate(start + len);
+    body.drain(..start);
+    Ok(body)
 }
 
 /// Whether an envelope header says "sealed to the reader".

@@ -8,9 +8,9 @@
 //! valid. Pure transformation of bytes: the caller reads and replaces.
 
 use crate::crypto::blob_aad;
-use crate::format::envelope::{decode_header, resealed_header};
+use crate::format::envelope::decode_header;
 use crate::format::pack::decode_trailer;
-use crate::format::{ENVELOPE_HEADER_LEN, KIND_PACK_HEADER, PACK_TRAILER_LEN, SEAL_OVERHEAD};
+use crate::format::{KIND_PACK_HEADER, PACK_TRAILER_LEN, SEAL_OVERHEAD};
 use crate::{Error, ObjectRef, Result};
 
 use super::Repository;
@@ -47,26 +47,13 @@ impl Repository {
         if epoch.via == want && epoch.epoch == self.master_key().epoch() {
             return Ok(Resealed::Current);
         }
-        let from = epoch.epoch;
-        let mut new_header = resealed_header(header);
-        new_header[7] &= !crate::format::envelope::FLAG_SEALED_TO_READER;
-        if super::is_shared_kind(kind) {
-            let shared = self.ring().shared();
-            let mut new_aad = new_header.to_vec();
-            new_aad.extend_from_slice(&object.name_bytes());
-            let mut out = new_header.to_vec();
-            out.extend_from_slice(&shared.seal(&new_aad, plain)?);
-            zeroize::Zeroize::zeroize(&mut body);
-            return Ok(Resealed::Bytes { bytes: out, from });
-        }
-        let mut new_aad = new_header.to_vec();
-        new_aad.extend_from_slice(&object.name_bytes());
-        let sealed = self.cipher().seal(&new_aad, plain)?;
-        let mut out = Vec::with_capacity(ENVELOPE_HEADER_LEN + sealed.len());
-        out.extend_from_slice(&new_header);
-        out.extend_from_slice(&sealed);
+        // Same header (kind and version: the plaintext is not re-encoded), name-bound.
+        let out = self.seal_bound(header, object, plain);
         zeroize::Zeroize::zeroize(&mut body);
-        Ok(Resealed::Bytes { bytes: out, from })
+        Ok(Resealed::Bytes {
+            bytes: out?,
+            from: epoch.epoch,
+        })
     }
 
     /// Re-seals the config with the shared key if it is not sealed with it yet (so that

@@ -9,7 +9,7 @@
 
 use crate::compress::{decode_payload, encode_payload_parallel};
 use crate::format::KIND_WAL;
-use crate::format::envelope::{FLAG_RESEALED, encode_header};
+use crate::format::envelope::encode_header;
 use crate::format::time::Timestamp;
 use crate::format::wal::{WAL_DIR, WalObject, decode_wal, encode_wal, valid_name};
 use crate::{Error, ObjectRef, Result};
@@ -71,7 +71,11 @@ impl Repository {
             raw_length: data.len() as u64,
             payload,
         });
-        let bytes = self.seal_named(KIND_WAL, &ObjectRef::Wal(name.into()), &plain)?;
+        let bytes = self.seal_bound(
+            &encode_header(KIND_WAL),
+            &ObjectRef::Wal(name.into()),
+            &plain,
+        )?;
         match self.backend().write(&path, &bytes) {
             Ok(()) => Ok(Pushed::Stored),
             // A concurrent push of the same name won the race: compare with what it stored.
@@ -129,22 +133,5 @@ impl Repository {
     pub fn wal_delete(&self, name: &str) -> Result<()> {
         check_name(name)?;
         self.backend().delete(&wal_path(name))
-    }
-
-    /// Seals `plaintext` as an envelope bound to `object`'s name (flag 0x01) under the current
-    /// epoch: for objects named by something other than their hash.
-    pub(crate) fn seal_named(
-        &self,
-        kind: u8,
-        object: &ObjectRef,
-        plaintext: &[u8],
-    ) -> Result<Vec<u8>> {
-        let mut header = encode_header(kind);
-        header[7] |= FLAG_RESEALED;
-        let mut aad = header.to_vec();
-        aad.extend_from_slice(&object.name_bytes());
-        let mut out = header.to_vec();
-        out.extend_from_slice(&self.cipher().seal(&aad, plaintext)?);
-        Ok(out)
     }
 }
