@@ -287,54 +287,47 @@ pub(crate) fn plan(
             .unwrap_or(std::cmp::Ordering::Equal)
             .then(unused_of(&b.1).cmp(&unused_of(&a.1)))
     });
-    let mut repack: HashSet<PackId> = HashSet::new();
-    if max_unused == MaxUnused::WriterPacksOnly {
+    let repack: HashSet<PackId> = if max_unused == MaxUnused::WriterPacksOnly {
         // Re-encryption: only the packs of write-only keys (sealed to the reader, whose
         // layout changes when re-sealed) are rewritten; nothing else is touched.
         plan.packs_to_delete.clear();
         plan.bytes_deleted = 0;
+        let mut writer = HashSet::new();
         for (id, _) in &partial {
             if repo.pack_session(id)?.is_some() {
+                writer.insert(*id);
+            }
+        }
+        writer
+    } else {
+        let mut repack: HashSet<PackId> = HashSet::new();
+        for (id, st) in &partial {
+            if unused_total <= limit {
+                break;
+            }
+            // Only packs with real garbage in them; the header overhead alone is not garbage.
+            if st.blob_bytes > st.used_bytes {
                 repack.insert(*id);
+                unused_total -= unused_of(st);
             }
         }
-        for id in &repack {
-            let st = &stats[id];
-            plan.bytes_repacked += st.size;
-            plan.bytes_copied += st.used_bytes;
-        }
-        plan.packs_to_repack = repack.into_iter().collect();
-        plan.packs_to_repack.sort();
-        plan.unused_after = unused_total;
-        plan.stats = stats;
-        plan.marks = Some(std::sync::Arc::new(marks));
-        return Ok(plan);
-    }
-    for (id, st) in &partial {
-        if unused_total <= limit {
-            break;
-        }
-        // Only packs with real garbage in them; the header overhead alone is not garbage.
-        if st.blob_bytes > st.used_bytes {
-            repack.insert(*id);
-            unused_total -= unused_of(st);
-        }
-    }
-    // Merge packs much smaller than the target size (left by small runs), per blob type.
-    let small = (repo.config().pack_size / 4) as u64;
-    for tree in [false, true] {
-        let smalls: Vec<PackId> = partial
-            .iter()
-            .filter(|(id, st)| st.tree == tree && st.size < small && !repack.contains(id))
-            .map(|(id, _)| *id)
-            .collect();
-        if smalls.len() >= 2 {
-            for id in smalls {
-                unused_total -= unused_of(&stats[&id]).min(unused_total);
-                repack.insert(id);
+        // Merge packs much smaller than the target size (left by small runs), per blob type.
+        let small = (repo.config().pack_size / 4) as u64;
+        for tree in [false, true] {
+            let smalls: Vec<PackId> = partial
+                .iter()
+                .filter(|(id, st)| st.tree == tree && st.size < small && !repack.contains(id))
+                .map(|(id, _)| *id)
+                .collect();
+            if smalls.len() >= 2 {
+                for id in smalls {
+                    unused_total -= unused_of(&stats[&id]).min(unused_total);
+                    repack.insert(id);
+                }
             }
         }
-    }
+        repack
+    };
     for id in &repack {
         let st = &stats[id];
         plan.bytes_repacked += st.size;

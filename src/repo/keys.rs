@@ -155,6 +155,23 @@ pub struct Unlocked {
     pub version: u8,
 }
 
+/// The key files in `keys/` (well-formed names only), each read when the caller gets to it
+/// (unlocking stops at the first that opens): its bytes, `None` where they do not hash to the
+/// name (damaged, truncated or renamed).
+fn key_files(
+    backend: &DynBackend,
+) -> Result<impl Iterator<Item = Result<(KeyId, Option<Vec<u8>>)>> + '_> {
+    let listed = backend.list(Dir::Keys.name())?;
+    Ok(listed.into_iter().filter_map(move |f| {
+        let raw = Dir::Keys.name_of(&f.path)?;
+        Some(
+            backend
+                .read(&f.path)
+                .map(|bytes| (KeyId(raw), (storage_hash(&bytes) == raw).then_some(bytes))),
+        )
+    }))
+}
+
 fn decode_checked(bytes: &[u8], id: KeyId) -> Result<KeyFile> {
     decode_key_file(bytes).map_err(|e| match e {
         KeyFileError::Header(HeaderError::UnknownVersion(v)) => {
@@ -268,15 +285,9 @@ pub struct RingView {
 /// damaged or a foreign key file): rotation never hands a ring to such a file.
 pub fn ring_views(backend: &DynBackend, authority: &MasterKey) -> Result<Vec<RingView>> {
     let mut out = Vec::new();
-    for f in backend.list(Dir::Keys.name())? {
-        let Some(raw) = Dir::Keys.name_of(&f.path) else {
-            continue;
-        };
-        let id = KeyId(raw);
-        let bytes = backend.read(&f.path)?;
-        if storage_hash(&bytes) != raw {
-            continue;
-        }
+    for file in key_files(backend)? {
+        let (id, bytes) = file?;
+        let Some(bytes) = bytes else { continue };
         let Ok(file) = decode_checked(&bytes, id) else {
             continue;
         };
@@ -345,23 +356,18 @@ pub fn unlock(backend: &DynBackend, password: &[u8]) -> Result<(KeyId, MasterKey
 
 /// Like [`unlock`], also returning the key's capability bits and version.
 pub fn unlock_key(backend: &DynBackend, password: &[u8]) -> Result<Unlocked> {
-    let files = backend.list(Dir::Keys.name())?;
     let mut damaged = Vec::new();
     let mut tried = 0;
-    for f in &files {
-        let Some(raw) = Dir::Keys.name_of(&f.path) else {
-            continue;
-        };
-        let id = KeyId(raw);
-        let bytes = backend.read(&f.path)?;
-        if storage_hash(&bytes) != raw {
+    for file in key_files(backend)? {
+        let (id, bytes) = file?;
+        let Some(bytes) = bytes else {
             tracing::warn!(key = %id, "key file does not match its name; skipping it");
             damaged.push(Error::corrupt(
                 ObjectRef::Key(id),
                 "content does not match its name",
             ));
             continue;
-        }
+        };
         tried += 1;
         match open_key(&bytes, password, id) {
             Ok(Some(u)) => return Ok(u),
@@ -397,16 +403,11 @@ pub fn unlock_key(backend: &DynBackend, password: &[u8]) -> Result<Unlocked> {
 /// Lists the key files (their public parameters only; nothing is decrypted).
 pub fn list_keys(backend: &DynBackend) -> Result<Vec<KeyInfo>> {
     let mut out = Vec::new();
-    for f in backend.list(Dir::Keys.name())? {
-        let Some(raw) = Dir::Keys.name_of(&f.path) else {
-            continue;
-        };
-        let id = KeyId(raw);
-        let bytes = backend.read(&f.path)?;
-        let decoded = if storage_hash(&bytes) != raw {
-            Err("content does not match its name".to_string())
-        } else {
-            decode_key_file(&bytes).map_err(|e| format!("does not decode: {e:?}"))
+    for file in key_files(backend)? {
+        let (id, bytes) = file?;
+        let decoded = match bytes {
+            None => Err("content does not match its name".to_string()),
+            Some(b) => decode_key_file(&b).map_err(|e| format!("does not decode: {e:?}")),
         };
         out.push(match decoded {
             Ok(kf) => KeyInfo {
