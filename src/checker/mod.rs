@@ -249,22 +249,28 @@ pub fn check(
         stats: Mutex::new(CheckStats::default()),
     };
     let damage = pool.install(|| -> Result<Vec<Damage>> {
+        let mut timer = PhaseTimer::start();
         structure::check_keys(&ctx)?;
         // Snapshots before the index, the index before the packs: see `structure`.
         let snapshots = structure::check_snapshot_objects(&ctx)?;
         structure::check_holds(&ctx, &snapshots)?;
+        timer.lap("keys, snapshots, holds");
         let packs = structure::check_index(&ctx)?;
+        timer.lap("index");
         match opts.verify_data {
             Some(subset) => packs::verify_packs(&ctx, &packs, subset)?,
             None => packs::check_headers(&ctx, &packs)?,
         }
         drop(packs);
+        timer.lap("packs");
         trees::check_trees(&ctx, &snapshots)?;
+        timer.lap("trees");
         structure::check_locks(&ctx)?;
         structure::check_audit(&ctx)?;
         structure::check_tmp(&ctx)?;
         structure::check_wal(&ctx, opts.verify_data.is_some())?;
         structure::check_epochs(&ctx);
+        timer.lap("locks, audit, tmp, wal, epochs");
         let bad = std::mem::take(&mut *ctx.bad_blobs.lock().unwrap_or_else(|e| e.into_inner()));
         if bad.is_empty() {
             return Ok(Vec::new());
@@ -277,6 +283,26 @@ pub fn check(
         damage,
         stats: ctx.stats.into_inner().unwrap_or_else(|e| e.into_inner()),
     })
+}
+
+/// Logs how long each phase of a check took (at debug level: `RUST_LOG=vault=debug`), so a
+/// slow check can be attributed to a phase without a profiler.
+struct PhaseTimer(std::time::Instant);
+
+impl PhaseTimer {
+    fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    fn lap(&mut self, phase: &str) {
+        let now = std::time::Instant::now();
+        tracing::debug!(
+            phase,
+            ms = (now - self.0).as_millis() as u64,
+            "check phase done"
+        );
+        self.0 = now;
+    }
 }
 
 /// Snapshots that could be read, for the damage walk.

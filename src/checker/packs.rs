@@ -144,16 +144,25 @@ fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
     {
         ctx.repo.cache_tree_pack(&id, &bytes)?;
     }
-    // Blobs are contiguous from offset 0: the buffer is split into groups of blobs, each
-    // group opened in place on a core of its own (no per-blob bookkeeping is allocated: a
-    // pack of tiny blobs holds 180 000 of them).
+    // Blobs are contiguous from offset 0: the buffer is split into groups of blobs (at most
+    // 1024 blobs or about 1 MiB each), each group opened in place on a core of its own: no
+    // per-blob bookkeeping is allocated (a pack of tiny blobs holds 180 000 of them), and a
+    // pack of large blobs is still spread over every core (the last pack of a check would
+    // otherwise keep one core busy while the other waits).
     let mut groups: Vec<(&[PackEntry], &mut [u8])> = Vec::new();
     let mut rest: &mut [u8] = &mut bytes[..];
-    for chunk in entries.chunks(1024) {
-        let len: u64 = chunk.iter().map(|e| e.length).sum();
-        let (g, tail) = rest.split_at_mut(len as usize);
+    let mut todo = &entries[..];
+    while !todo.is_empty() {
+        let (mut n, mut len) = (0usize, 0u64);
+        while n < todo.len() && n < 1024 && (n == 0 || len < 1 << 20) {
+            len += todo[n].length;
+            n += 1;
+        }
+        let (chunk, more) = todo.split_at(n);
+        let (g, tail) = std::mem::take(&mut rest).split_at_mut(len as usize);
         groups.push((chunk, g));
         rest = tail;
+        todo = more;
     }
     let failures: Vec<(PackEntry, crate::Error)> = groups
         .into_par_iter()

@@ -6,91 +6,155 @@
 //! after `check` loaded the index, and that is not damage.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Mutex;
 
-use rayon::prelude::*;
-
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{ContentPart, Node, NodeKind};
+use crate::format::tree::{ContentPart, NodeKind};
 use crate::id::{BlobId, BlobType, SnapshotId};
 use crate::repo::BlobIndex;
 use crate::repo::cache::scratch::MarkSet;
-use crate::repo::walker::{TreeVisitor, walk};
 use crate::{Error, ObjectRef, Result};
 
 use super::Ctx;
 
-struct Visitor<'a, 'c> {
+/// What every step of the walk shares.
+struct Walk<'a, 'c> {
     ctx: &'a Ctx<'c>,
     index: &'a BlobIndex,
     seen: &'a MarkSet,
     /// Blobs not found in the index (judged after a reload).
     missing: &'a Mutex<HashSet<(BlobType, BlobId)>>,
-    /// A tree to walk even though it was seen (it failed to load the first time).
-    again: Option<BlobId>,
+    /// The first error that stops the walk.
+    failed: Mutex<Option<Error>>,
 }
 
-impl TreeVisitor for Visitor<'_, '_> {
-    fn enter(&mut self, tree: &BlobId, _path: &Path) -> Result<bool> {
-        if self.again.take() == Some(*tree) {
-            return Ok(true);
+impl<'a, 'c> Walk<'a, 'c> {
+    fn new(
+        ctx: &'a Ctx<'c>,
+        index: &'a BlobIndex,
+        seen: &'a MarkSet,
+        missing: &'a Mutex<HashSet<(BlobType, BlobId)>>,
+    ) -> Self {
+        Self {
+            ctx,
+            index,
+            seen,
+            missing,
+            failed: Mutex::new(None),
         }
-        let new = self.seen.insert_new(BlobType::Tree, tree)?;
-        if new {
+    }
+
+    /// Checks the trees `roots` and everything below them not seen before. Every tree is a
+    /// task on the pool (one snapshot's tree is most of a check's tree work, so parallelism
+    /// over snapshots alone left a core idle); tasks are queued, not nested, so neither the
+    /// call stack nor the thread count grows with depth (10 000 levels are tested). A queued
+    /// task holds one tree id. `again` walks roots already marked seen (they failed to load
+    /// the first time).
+    fn run(self, roots: &[BlobId], again: bool) -> Result<()> {
+        rayon::scope(|s| {
+            for root in roots {
+                let walk = &self;
+                let root = *root;
+                s.spawn(move |s| walk.tree(s, root, again));
+            }
+        });
+        match self.failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn tree<'s>(&'s self, s: &rayon::Scope<'s>, tree: BlobId, again: bool) {
+        if self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return;
+        }
+        match self.visit(tree, again) {
+            Ok(subtrees) => {
+                for sub in subtrees {
+                    s.spawn(move |s| self.tree(s, sub, false));
+                }
+            }
+            Err(e) => {
+                self.failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+            }
+        }
+    }
+
+    /// Checks one tree's nodes; returns its subtrees to walk.
+    fn visit(&self, tree: BlobId, again: bool) -> Result<Vec<BlobId>> {
+        if !again {
+            if !self.seen.insert_new(BlobType::Tree, &tree)? {
+                return Ok(Vec::new());
+            }
             self.ctx.stat(|s| s.trees += 1);
             self.ctx.progress.advance(1);
         }
-        Ok(new)
-    }
-
-    fn node(&mut self, _path: &Path, node: &Node) -> Result<()> {
-        match node.kind {
-            NodeKind::File => {
-                for part in &node.content {
-                    if let ContentPart::Chunk(c) = part
-                        && !self.index.contains(BlobType::Data, c)?
-                    {
-                        self.missing
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert((BlobType::Data, *c));
+        let loaded = match self.ctx.repo.load_tree(&tree) {
+            Ok(t) => t,
+            Err(e) if e.is_damage() => {
+                self.unreadable(tree, e);
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut subtrees = Vec::new();
+        for node in &loaded.nodes {
+            match node.kind {
+                NodeKind::File => {
+                    for part in &node.content {
+                        if let ContentPart::Chunk(c) = part
+                            && !self.index.contains(BlobType::Data, c)?
+                        {
+                            self.missing(BlobType::Data, *c);
+                        }
                     }
                 }
+                NodeKind::Dir => match node.subtree {
+                    Some(sub) => subtrees.push(sub),
+                    None => self.ctx.error(
+                        &ObjectRef::Path(String::from_utf8_lossy(&node.name).into_owned()),
+                        "a directory entry has no tree",
+                    ),
+                },
+                _ => {}
             }
-            NodeKind::Dir if node.subtree.is_none() => self.ctx.error(
-                &ObjectRef::Path(String::from_utf8_lossy(&node.name).into_owned()),
-                "a directory entry has no tree",
-            ),
-            _ => {}
         }
-        Ok(())
+        Ok(subtrees)
     }
 
-    fn unreadable(&mut self, tree: &BlobId, _path: &Path, error: Error) -> Result<()> {
+    fn missing(&self, t: BlobType, id: BlobId) {
+        self.missing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((t, id));
+    }
+
+    fn unreadable(&self, tree: BlobId, error: Error) {
         match &error {
             // Not in the index: judged after a reload.
             Error::NotFound {
                 object: ObjectRef::Blob { .. },
-            } => {
-                self.missing
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((BlobType::Tree, *tree));
-            }
+            } => self.missing(BlobType::Tree, tree),
             _ => {
                 self.ctx.error(
                     &ObjectRef::Blob {
                         blob_type: BlobType::Tree,
-                        id: *tree,
+                        id: tree,
                         pack: None,
                     },
                     super::structure::reason(&error),
                 );
-                self.ctx.bad_blob(BlobType::Tree, *tree);
+                self.ctx.bad_blob(BlobType::Tree, tree);
             }
         }
-        Ok(())
     }
 }
 
@@ -101,16 +165,8 @@ pub(crate) fn check_trees(ctx: &Ctx<'_>, snapshots: &[(SnapshotId, Snapshot)]) -
     let missing = Mutex::new(HashSet::new());
     ctx.progress
         .phase("trees", None, crate::progress::Unit::Items);
-    snapshots.par_iter().try_for_each(|(_, s)| {
-        let mut v = Visitor {
-            ctx,
-            index: &index,
-            seen: &seen,
-            missing: &missing,
-            again: None,
-        };
-        walk(ctx.repo, &s.tree, Path::new("/"), &mut v)
-    })?;
+    let roots: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    Walk::new(ctx, &index, &seen, &missing).run(&roots, false)?;
     ctx.progress.finish_phase();
     let missing = missing.into_inner().unwrap_or_else(|p| p.into_inner());
     if missing.is_empty() {
@@ -127,14 +183,7 @@ pub(crate) fn check_trees(ctx: &Ctx<'_>, snapshots: &[(SnapshotId, Snapshot)]) -
         if index.contains(t, &id)? {
             if t == BlobType::Tree {
                 // Now indexed: walk what is below it too.
-                let mut v = Visitor {
-                    ctx,
-                    index: &index,
-                    seen: &seen,
-                    missing: &still,
-                    again: Some(id),
-                };
-                walk(ctx.repo, &id, Path::new("/"), &mut v)?;
+                Walk::new(ctx, &index, &seen, &still).run(&[id], true)?;
             }
             continue;
         }
