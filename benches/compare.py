@@ -394,7 +394,10 @@ def main():
               "rustic": Rustic}[t] for t in a.tools.split(",")]
     has_check = subprocess.run([VAULT, "help", "check"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
     results = {cls.name: {s: [] for s in STEPS} for cls in tools}
+    limits = {k: [] for k in LIMITS}
     for run in range(a.runs):
+        for k, v in measure_limits(a.work).items():
+            limits[k].append(v)
         order = tools[run % len(tools):] + tools[:run % len(tools)]
         for cls in order:
             # A fresh copy of the tree per tool and run, so that every tool sees the same changes.
@@ -436,7 +439,39 @@ def main():
                 results[cls.name][s].append(v)
             shutil.rmtree(tool.base, ignore_errors=True)
             shutil.rmtree(tree, ignore_errors=True)
-    report(a, results)
+    report(a, results, limits)
+
+
+LIMITS = ["cold parallel read of the tree", "tar | zstd -T0 -2 of the tree",
+          "tar -x of the tree into tmpfs"]
+
+
+def measure_limits(work):
+    """What the machine itself takes for the work a snapshot or restore cannot avoid, with
+    plain tools on the same data in the same run (caches dropped as for the tools when
+    --cold): reading every file (2 × cores readers), reading and compressing the tree as one
+    stream, and creating the tree from an uncompressed tar on disk."""
+    tree = os.path.join(work, "tree-src")
+    class Plain:
+        name, base, env = "limits", os.path.join(work, "limits"), dict(os.environ)
+    tool = Plain()
+    shutil.rmtree(tool.base, ignore_errors=True)
+    os.makedirs(tool.base)
+    readers = 2 * (os.cpu_count() or 1)
+    out = {}
+    out[LIMITS[0]] = timed(tool, ["sh", "-c", f'find "{tree}" -type f -print0 | xargs -0 -P{readers} -n256 cat > /dev/null'])
+    out[LIMITS[1]] = timed(tool, ["sh", "-c", f'tar -C "{tree}" -cf - . | zstd -T0 -2 -q > /dev/null'])
+    tar = os.path.join(tool.base, "tree.tar")
+    sh(f'tar -C "{tree}" -cf "{tar}" .')
+    target = os.path.join(tool.base, "x")
+    os.makedirs(target)
+    tmpfs = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8g", "vault-bench", target]).returncode == 0
+    out[LIMITS[2]] = timed(tool, ["tar", "-C", target, "-xf", tar])
+    if tmpfs:
+        subprocess.run(["umount", target], check=True)
+    shutil.rmtree(tool.base, ignore_errors=True)
+    return out
 
 
 def med(vals, i):
@@ -450,7 +485,7 @@ def fmt_ratio(a, b):
     return f"{a / b:.2f}"
 
 
-def report(a, results):
+def report(a, results, limits):
     tree_info = open(os.path.join(a.work, "tree-src.done")).read().split()
     lines = []
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -497,6 +532,13 @@ def report(a, results):
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Repo MiB is the repository size after the step; for \"second dump\" it is the growth caused by the second dump.")
+    lines.append("")
+    lines.append("Machine limits on the same data in the same run (plain tools, same cache treatment):")
+    lines.append("")
+    lines.append("| work | wall s | CPU s |")
+    lines.append("|---|---|---|")
+    for k in LIMITS:
+        lines.append(f"| {k} | {med(limits[k], 0):.2f} | {med(limits[k], 1):.2f} |")
     text = "\n".join(lines)
     print(text)
     raw = os.path.join(os.path.dirname(a.out), "results.json")

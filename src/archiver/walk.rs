@@ -204,6 +204,9 @@ pub(super) fn archive_paths(
         up: None,
     };
     rayon::scope(|s| run_dir(ctx, s, &walk, task));
+    // Every file read ahead was handed to a worker that gave its bytes back: a leak here would
+    // slowly turn read-ahead off in a long-running process (tests run with this check on).
+    debug_assert_eq!(walk.prefetched.load(Ordering::Acquire), 0);
     if let Some(e) = walk.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }

@@ -70,12 +70,15 @@ fn finish_deferred(
 ) -> std::io::Result<Vec<crate::Error>> {
     let written = (|| {
         let f = job.dir.create_file(&job.tmp)?;
+        // The file is new (O_EXCL): its length is what was written here, no stat needed.
+        let mut len = 0;
         if let Some((d, offset)) = data
             && d.iter().any(|&b| b != 0)
         {
             f.write_all_at(d, offset)?;
+            len = offset + d.len() as u64;
         }
-        if f.metadata()?.len() != job.node.size {
+        if len != job.node.size {
             f.set_len(job.node.size)?;
         }
         Ok(apply_metadata_fd(

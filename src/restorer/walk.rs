@@ -36,8 +36,9 @@ use super::{RestoreError, RestoreOptions, RestoreSummary};
 const OPEN_FRAMES: usize = 64;
 /// Directories whose metadata waits for a flush, at most.
 const MAX_PENDING_DIRS: usize = 256;
-/// Distinct directories with files in one batch, at most (each holds a descriptor).
-const MAX_BATCH_DIRS: usize = 256;
+/// Distinct directories with files in one batch, at most (each holds a descriptor; two
+/// batches are open at a time, one fetched while the next is collected).
+const MAX_BATCH_DIRS: usize = 128;
 
 /// A regular file waiting for its content.
 pub(super) struct FileJob {
@@ -58,19 +59,36 @@ pub(super) struct FileJob {
     pub link_rel: Option<PathBuf>,
 }
 
-/// A hard link to a file of the current batch, made once that file is in place.
+/// A hard link to a file of a batch not settled yet, made once that file is in place.
 struct PendingLink {
     dir: Arc<DirHandle>,
     name: OsString,
     snap_path: String,
+    /// The batch (by number) and job of the file it links to.
+    batch: u64,
     job: usize,
+}
+
+/// The files collected up to one flush point, with the directories completed by then (their
+/// metadata goes on after the files are in place).
+struct Batch {
+    seq: u64,
+    jobs: Vec<FileJob>,
+    dirs_done: Vec<(Arc<DirHandle>, Node, String)>,
+}
+
+/// What fetching a batch did, for [`Restorer::settle`].
+struct Fetched {
+    content: super::fetch::ContentResult,
+    /// Per job: the metadata problems of a file put in place, or why it was not.
+    outcomes: Vec<(usize, std::result::Result<Vec<Error>, String>)>,
 }
 
 /// Where the first restored member of a hard-link group is.
 #[derive(Clone)]
 enum LinkSource {
-    /// In the current batch, job number.
-    Batch(usize),
+    /// In a batch not settled yet: batch number, job number.
+    Batch(u64, usize),
     /// Restored: its path relative to the target.
     Done(PathBuf),
     /// Could not be restored.
@@ -85,6 +103,8 @@ struct DirFrame {
     /// (device, inode) of the created directory, to recognise it when reopened via `..`.
     identity: Option<(u64, u64)>,
     created: bool,
+    /// Created by this restore (it was not there): nothing in it needs an overwrite decision.
+    fresh: bool,
     included: bool,
     entries: std::vec::IntoIter<Node>,
     /// The names the snapshot has here (only with `--delete`).
@@ -103,6 +123,10 @@ pub(super) struct Restorer<'a> {
     batch: Vec<FileJob>,
     batch_bytes: u64,
     batch_dirs: usize,
+    /// Number of the batch being collected.
+    seq: u64,
+    /// The batch is full: the walk stops at the next entry so that it can be fetched.
+    flush_wanted: bool,
     links: Vec<PendingLink>,
     dirs_done: Vec<(Arc<DirHandle>, Node, String)>,
     hardlinks: HashMap<(u64, u64), LinkSource>,
@@ -113,13 +137,24 @@ pub(super) struct Restorer<'a> {
     delete_roots: Vec<PathBuf>,
 }
 
+/// A temporary name for an entry being restored: `.vault-restore-` and 16 hex digits, random
+/// per process and then counted (one random draw per restore, not one system call per file;
+/// files are created with `O_EXCL`, so a name that is taken fails loudly, never overwrites).
 fn temp_name() -> Result<OsString> {
-    let mut rnd = [0u8; 8];
-    crate::crypto::random_bytes(&mut rnd)?;
-    Ok(OsString::from(format!(
-        ".vault-restore-{}",
-        hex::encode(rnd)
-    )))
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = match BASE.get() {
+        Some(b) => *b,
+        None => {
+            let mut rnd = [0u8; 8];
+            crate::crypto::random_bytes(&mut rnd)?;
+            *BASE.get_or_init(|| u64::from_le_bytes(rnd))
+        }
+    };
+    let n = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed));
+    Ok(OsString::from(format!(".vault-restore-{n:016x}")))
 }
 
 impl<'a> Restorer<'a> {
@@ -140,6 +175,8 @@ impl<'a> Restorer<'a> {
             batch: Vec::new(),
             batch_bytes: 0,
             batch_dirs: 0,
+            seq: 0,
+            flush_wanted: false,
             links: Vec::new(),
             dirs_done: Vec::new(),
             hardlinks: HashMap::new(),
@@ -177,6 +214,7 @@ impl<'a> Restorer<'a> {
             handle: Some(self.root.clone()),
             identity: None,
             created: true,
+            fresh: false,
             included: self.opts.include.is_empty(),
             names: self
                 .opts
@@ -184,12 +222,7 @@ impl<'a> Restorer<'a> {
                 .then(|| tree.nodes.iter().map(|n| n.name.clone()).collect()),
             entries: tree.nodes.into_iter(),
         });
-        let r = self.walk();
-        if let Err(e) = r {
-            self.abandon_batch();
-            return Err(e);
-        }
-        self.flush()?;
+        self.walk_and_fetch()?;
         if let Some(root) = self.stack_root.take() {
             self.delete_extra(&root.0, &root.1, &PathBuf::from("/"));
         }
@@ -203,11 +236,49 @@ impl<'a> Restorer<'a> {
         Ok(self.summary)
     }
 
-    fn walk(&mut self) -> Result<()> {
+    /// Walks and restores everything: each batch of files is fetched while the walk collects
+    /// the next one (the walk is mostly system calls and tree loads on one thread; fetching
+    /// keeps the other cores busy meanwhile). One batch is in flight at a time.
+    fn walk_and_fetch(&mut self) -> Result<()> {
+        let mut more = match self.walk() {
+            Ok(m) => m,
+            Err(e) => {
+                self.abandon_batch();
+                return Err(e);
+            }
+        };
         loop {
+            let batch = self.take_batch();
+            let (repo, progress) = (self.repo, self.progress);
+            let (apply, keep_damaged) = (self.opts.apply, self.opts.keep_damaged);
+            let fetch = || fetch_batch(repo, &batch.jobs, apply, keep_damaged, progress);
+            let (fetched, walked) = if more {
+                let (f, w) = rayon::join(fetch, || self.walk());
+                (f, Some(w))
+            } else {
+                (fetch(), None)
+            };
+            let settled = fetched.map(|f| self.settle(batch, f));
+            match (settled, walked) {
+                (Ok(()), Some(Ok(m))) => more = m,
+                (Ok(()), None) => return Ok(()),
+                (Err(e), _) | (Ok(()), Some(Err(e))) => {
+                    self.abandon_batch();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Walks until the batch is full (`Ok(true)`) or everything was walked (`Ok(false)`).
+    fn walk(&mut self) -> Result<bool> {
+        loop {
+            if self.flush_wanted {
+                return Ok(true);
+            }
             let next = match self.stack.last_mut() {
                 Some(top) => top.entries.next(),
-                None => return Ok(()),
+                None => return Ok(false),
             };
             let Some(node) = next else {
                 self.leave_dir()?;
@@ -272,6 +343,7 @@ impl<'a> Restorer<'a> {
             handle: None,
             identity: None,
             created: false,
+            fresh: false,
             included,
             names: self
                 .opts
@@ -346,7 +418,7 @@ impl<'a> Restorer<'a> {
             self.summary.dirs += 1;
             self.dirs_done.push((h, node, sp));
             if self.dirs_done.len() >= MAX_PENDING_DIRS {
-                self.flush()?;
+                self.flush_wanted = true;
             }
         }
         Ok(())
@@ -412,13 +484,14 @@ impl<'a> Restorer<'a> {
             };
             let f = &self.stack[i];
             let shown = crate::quote::quote_path(&self.cursor);
-            parent.make_dir(&f.name).map_err(|e| Error::io(&shown, e))?;
+            let fresh = parent.make_dir(&f.name).map_err(|e| Error::io(&shown, e))?;
             let h = parent.open_dir(&f.name).map_err(|e| Error::io(&shown, e))?;
             let st = h.stat_self().map_err(|e| Error::io(&shown, e))?;
             let f = &mut self.stack[i];
             f.handle = Some(Arc::new(h));
             f.identity = Some((st.dev, st.ino));
             f.created = true;
+            f.fresh = fresh;
             if i > 1 && i - 1 + OPEN_FRAMES + 1 < self.stack.len() {
                 // Deep below the top: reopened through `..` when the walk gets back here.
                 self.stack[i - 1].handle = None;
@@ -437,8 +510,11 @@ impl<'a> Restorer<'a> {
     fn restore_leaf(&mut self, name: &OsStr, node: &Node, sp: &str) -> Result<()> {
         let dir = self.current_dir();
         let key = (node.device, node.inode);
-        // Members of hard-link groups are always (re)made: they must end up linked.
-        if node.nlink <= 1 && self.opts.overwrite != super::Overwrite::Always {
+        // Members of hard-link groups are always (re)made: they must end up linked. In a
+        // directory this restore created there is nothing to decide about (one lookup less
+        // per file).
+        let fresh = self.stack.last().is_some_and(|f| f.fresh);
+        if node.nlink <= 1 && self.opts.overwrite != super::Overwrite::Always && !fresh {
             match super::decide(self.repo, &dir, name, node, self.opts.overwrite)? {
                 super::Decision::Keep => {
                     self.summary.skipped += 1;
@@ -473,7 +549,7 @@ impl<'a> Restorer<'a> {
             }
             if node.nlink > 1 {
                 self.hardlinks
-                    .insert(key, LinkSource::Batch(self.batch.len()));
+                    .insert(key, LinkSource::Batch(self.seq, self.batch.len()));
             }
             if !self.batch.last().is_some_and(|j| Arc::ptr_eq(&j.dir, &dir)) {
                 self.batch_dirs += 1;
@@ -492,7 +568,7 @@ impl<'a> Restorer<'a> {
                 || self.batch.len() >= 20_000
                 || self.batch_dirs >= MAX_BATCH_DIRS
             {
-                self.flush()?;
+                self.flush_wanted = true;
             }
             return Ok(());
         }
@@ -582,11 +658,12 @@ impl<'a> Restorer<'a> {
                 sp,
                 std::io::Error::other("the file it is a hard link of could not be restored"),
             )),
-            LinkSource::Batch(job) => {
+            LinkSource::Batch(batch, job) => {
                 self.links.push(PendingLink {
                     dir,
                     name: name.to_owned(),
                     snap_path: sp.to_string(),
+                    batch,
                     job,
                 });
                 Ok(())
@@ -623,70 +700,35 @@ impl<'a> Restorer<'a> {
         }
     }
 
-    fn flush(&mut self) -> Result<()> {
-        let jobs = std::mem::take(&mut self.batch);
-        let links = std::mem::take(&mut self.links);
+    /// Takes the batch collected so far (possibly empty: a flush for directory metadata).
+    fn take_batch(&mut self) -> Batch {
+        let batch = Batch {
+            seq: self.seq,
+            jobs: std::mem::take(&mut self.batch),
+            dirs_done: std::mem::take(&mut self.dirs_done),
+        };
+        self.seq += 1;
         self.batch_bytes = 0;
         self.batch_dirs = 0;
-        if !jobs.is_empty() {
-            self.finish_batch(jobs, links)?;
-        }
-        // Directories whose content is complete: metadata last, deepest first.
-        for (h, node, sp) in std::mem::take(&mut self.dirs_done) {
-            for e in apply_metadata_fd(&*h, Path::new(&sp), &node, self.opts.apply) {
-                self.error(&sp, e);
-            }
-        }
-        Ok(())
+        self.flush_wanted = false;
+        batch
     }
 
-    fn finish_batch(&mut self, jobs: Vec<FileJob>, links: Vec<PendingLink>) -> Result<()> {
-        let res = match restore_content(self.repo, &jobs, self.opts.apply, self.progress) {
-            Ok(r) => r,
-            Err(e) => {
-                for job in &jobs {
-                    let _ = job.dir.remove_file(&job.tmp);
-                }
-                return Err(e);
-            }
-        };
-        self.summary.bytes_written += res.bytes_written;
-        self.summary.packs_read += res.packs_read;
-        self.summary.bytes_fetched += res.bytes_fetched;
-        for (i, e) in res.meta_errors {
+    /// Records what fetching `batch` did: summary, errors, hard links to its files, then the
+    /// metadata of the directories completed with it.
+    fn settle(&mut self, batch: Batch, fetched: Fetched) {
+        let Batch {
+            seq,
+            jobs,
+            dirs_done,
+        } = batch;
+        let Fetched { content, outcomes } = fetched;
+        self.summary.bytes_written += content.bytes_written;
+        self.summary.packs_read += content.packs_read;
+        self.summary.bytes_fetched += content.bytes_fetched;
+        for (i, e) in content.meta_errors {
             self.error(&jobs[i].snap_path, e);
         }
-        // Files written here: metadata through their descriptor, then into place, in parallel.
-        let apply = self.opts.apply;
-        let keep_damaged = self.opts.keep_damaged;
-        let outcomes: Vec<(usize, std::result::Result<Vec<Error>, String>)> = jobs
-            .par_iter()
-            .enumerate()
-            .map(|(i, job)| {
-                if let Some(why) = res.failed.get(&i) {
-                    return (i, Err(discard(job, keep_damaged, why)));
-                }
-                if job.deferred {
-                    return (i, Ok(Vec::new())); // finished by the fetch workers
-                }
-                let f = match job.dir.open_for_write(&job.tmp) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        let _ = job.dir.remove_file(&job.tmp);
-                        return (i, Err(e.to_string()));
-                    }
-                };
-                let errs = apply_metadata_fd(&f, Path::new(&job.snap_path), &job.node, apply);
-                drop(f);
-                match job.dir.rename(&job.tmp, &job.name) {
-                    Ok(()) => (i, Ok(errs)),
-                    Err(e) => {
-                        let _ = job.dir.remove_file(&job.tmp);
-                        (i, Err(e.to_string()))
-                    }
-                }
-            })
-            .collect();
         let mut ok = vec![false; jobs.len()];
         for (i, outcome) in outcomes {
             match outcome {
@@ -698,14 +740,19 @@ impl<'a> Restorer<'a> {
                     }
                 }
                 Err(why) => {
-                    if res.failed.contains_key(&i) {
+                    if content.failed.contains_key(&i) {
                         self.summary.damaged.push(jobs[i].snap_path.clone());
                     }
                     self.error(&jobs[i].snap_path, why);
                 }
             }
         }
-        // Hard links to files of this batch, now that the files are in place.
+        // Hard links to files of this batch, now that the files are in place (links made
+        // while it was fetched included).
+        let (links, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|l| l.batch == seq);
+        self.links = later;
         for l in links {
             let job = &jobs[l.job];
             if !ok[l.job] {
@@ -722,7 +769,9 @@ impl<'a> Restorer<'a> {
         }
         // Later members of these groups link to where the first one now is.
         for src in self.hardlinks.values_mut() {
-            if let LinkSource::Batch(j) = *src {
+            if let LinkSource::Batch(b, j) = *src
+                && b == seq
+            {
                 *src = if ok[j] {
                     LinkSource::Done(jobs[j].link_rel.clone().unwrap_or_default())
                 } else {
@@ -730,8 +779,63 @@ impl<'a> Restorer<'a> {
                 };
             }
         }
-        Ok(())
+        // Directories whose content is complete: metadata last, deepest first.
+        for (h, node, sp) in dirs_done {
+            for e in apply_metadata_fd(&*h, Path::new(&sp), &node, self.opts.apply) {
+                self.error(&sp, e);
+            }
+        }
     }
+}
+
+/// Fetches a batch's content and puts its files in place (metadata through their descriptor,
+/// then the rename), in parallel. Touches nothing but the batch's own files, so it runs
+/// beside the walk. On a fatal error the batch's temporary files are removed.
+fn fetch_batch(
+    repo: &Repository,
+    jobs: &[FileJob],
+    apply: crate::source::apply::ApplyOptions,
+    keep_damaged: bool,
+    progress: &dyn Progress,
+) -> Result<Fetched> {
+    let content = match restore_content(repo, jobs, apply, progress) {
+        Ok(r) => r,
+        Err(e) => {
+            for job in jobs {
+                let _ = job.dir.remove_file(&job.tmp);
+            }
+            return Err(e);
+        }
+    };
+    let outcomes = jobs
+        .par_iter()
+        .enumerate()
+        .map(|(i, job)| {
+            if let Some(why) = content.failed.get(&i) {
+                return (i, Err(discard(job, keep_damaged, why)));
+            }
+            if job.deferred {
+                return (i, Ok(Vec::new())); // finished by the fetch workers
+            }
+            let f = match job.dir.open_for_write(&job.tmp) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = job.dir.remove_file(&job.tmp);
+                    return (i, Err(e.to_string()));
+                }
+            };
+            let errs = apply_metadata_fd(&f, Path::new(&job.snap_path), &job.node, apply);
+            drop(f);
+            match job.dir.rename(&job.tmp, &job.name) {
+                Ok(()) => (i, Ok(errs)),
+                Err(e) => {
+                    let _ = job.dir.remove_file(&job.tmp);
+                    (i, Err(e.to_string()))
+                }
+            }
+        })
+        .collect();
+    Ok(Fetched { content, outcomes })
 }
 
 /// Makes `name` in `dir` a hard link of `src_name` in `src_dir`, replacing what is there,

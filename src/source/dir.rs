@@ -158,11 +158,11 @@ impl DirHandle {
 
     /// Creates the subdirectory `name` (mode 0700 until its metadata is applied); an
     /// existing directory is accepted.
-    pub fn make_dir(&self, name: &OsStr) -> std::io::Result<()> {
+    pub fn make_dir(&self, name: &OsStr) -> std::io::Result<bool> {
         match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o700)) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(true),
             Err(rustix::io::Errno::EXIST) => match self.stat(name) {
-                Ok(s) if s.file_type == FileType::Directory => Ok(()),
+                Ok(s) if s.file_type == FileType::Directory => Ok(false),
                 Ok(_) => Err(std::io::Error::other(
                     "something else than a directory is in the way",
                 )),
