@@ -18,6 +18,7 @@
 pub mod anomaly;
 pub mod archiver;
 pub mod backend;
+pub(crate) mod buffers;
 pub mod checker;
 pub mod chunker;
 pub mod compress;

@@ -54,6 +54,31 @@ fn conformance(b: &dyn Backend) {
         "short ranged read is damage"
     );
     assert_eq!(b.stat("index/aa").unwrap().size, 1000);
+    // reads into a reused buffer replace what it held, whatever its length was
+    let mut buf = vec![0xEE; 5000];
+    b.read_into("index/aa", &mut buf).unwrap();
+    assert_eq!(buf, small);
+    b.read_range_into("index/aa", 10, 20, &mut buf).unwrap();
+    assert_eq!(buf, &small[10..30]);
+    b.read_into("index/aa", &mut buf).unwrap();
+    assert_eq!(buf, small, "a shorter buffer grows");
+    assert_eq!(
+        b.read_into("index/missing", &mut buf)
+            .map_err(|e| e.kind())
+            .err(),
+        Some(ErrorKind::NotFound)
+    );
+    assert_eq!(
+        b.read_range_into("index/missing", 0, 1, &mut buf)
+            .map_err(|e| e.kind())
+            .err(),
+        Some(ErrorKind::NotFound)
+    );
+    assert!(
+        b.read_range_into("index/aa", 995, 10, &mut buf)
+            .is_err_and(|e| e.kind() == vault::ErrorKind::Corrupt),
+        "short ranged read into a buffer is damage"
+    );
     // overwrite refusal
     assert_eq!(
         kind(b.write("index/aa", b"other")),
@@ -95,6 +120,11 @@ fn conformance(b: &dyn Backend) {
         &big[big.len() - 100..]
     );
     assert!(b.read("data/ef/ef03").unwrap() == big);
+    b.read_into("data/ef/ef03", &mut buf).unwrap();
+    assert!(buf == big);
+    b.read_range_into("data/ef/ef03", 1 << 20, 3 << 20, &mut buf)
+        .unwrap();
+    assert!(buf == big[1 << 20..4 << 20]);
     assert_eq!(
         kind(b.write_file("data/ef/ef03", &f, Access::Cold)),
         Some(ErrorKind::AlreadyExists)

@@ -150,7 +150,7 @@ pub fn copy_snapshots(
             errors: Mutex::new(Vec::new()),
             progress,
             batch,
-            buffers: super::buffers::BufferPool::new(opts.threads.max(1) + 1),
+            buffers: crate::buffers::BufferPool::new(opts.threads.max(1) + 1),
         };
         let mut job = Job {
             ctx: &ctx,

@@ -194,7 +194,7 @@ struct Ctx<'a> {
     errors: Mutex<Vec<SourceError>>,
     progress: &'a dyn Progress,
     batch: usize,
-    buffers: buffers::BufferPool,
+    buffers: crate::buffers::BufferPool,
 }
 
 impl Ctx<'_> {
@@ -376,7 +376,7 @@ pub fn snapshot(
         errors: Mutex::new(Vec::new()),
         progress,
         batch,
-        buffers: buffers::BufferPool::new(opts.threads.max(1) + 1),
+        buffers: crate::buffers::BufferPool::new(opts.threads.max(1) + 1),
     };
     progress.phase("snapshot", None, crate::progress::Unit::Bytes);
     let history_len = opts.anomaly.as_ref().map_or(0, |t| t.history.max(1));

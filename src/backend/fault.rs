@@ -128,9 +128,17 @@ impl Backend for FaultBackend {
         self.maybe_fail("read", path, true)?;
         self.inner.read(path)
     }
+    fn read_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
+        self.maybe_fail("read", path, true)?;
+        self.inner.read_into(path, buf)
+    }
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.maybe_fail("read", path, true)?;
         self.inner.read_range(path, offset, len)
+    }
+    fn read_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        self.maybe_fail("read", path, true)?;
+        self.inner.read_range_into(path, offset, len, buf)
     }
     fn write(&self, path: &str, data: &[u8]) -> Result<()> {
         self.maybe_fail("write", path, false)?;

@@ -44,12 +44,40 @@ pub fn read(root: &Path, path: &str) -> Result<Vec<u8>> {
     std::fs::read(root.join(path)).map_err(|e| missing(path, e))
 }
 
+/// Reads a whole object into `buf`, reusing its memory (its pages are already mapped).
+pub fn read_into(root: &Path, path: &str, buf: &mut Vec<u8>) -> Result<()> {
+    use std::io::Read;
+    let mut f = File::open(root.join(path)).map_err(|e| missing(path, e))?;
+    buf.clear();
+    if let Ok(m) = f.metadata() {
+        buf.reserve_exact(usize::try_from(m.len()).unwrap_or(0));
+    }
+    f.read_to_end(buf).map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
+
 /// Reads `len` bytes at `offset`; an object that ends earlier is truncated (damage).
 pub fn read_range(root: &Path, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_range_into(root, path, offset, len, &mut buf)?;
+    Ok(buf)
+}
+
+/// Like [`read_range`], into `buf` (replacing what it held, reusing its memory).
+pub fn read_range_into(
+    root: &Path,
+    path: &str,
+    offset: u64,
+    len: u64,
+    buf: &mut Vec<u8>,
+) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let f = File::open(root.join(path)).map_err(|e| missing(path, e))?;
-    let mut buf =
-        vec![0u8; usize::try_from(len).map_err(|_| Error::InvalidInput("range too large".into()))?];
+    buf.clear();
+    buf.resize(
+        usize::try_from(len).map_err(|_| Error::InvalidInput("range too large".into()))?,
+        0,
+    );
     let mut done = 0usize;
     while done < buf.len() {
         match f.read_at(&mut buf[done..], offset + done as u64) {
@@ -68,7 +96,7 @@ pub fn read_range(root: &Path, path: &str, offset: u64, len: u64) -> Result<Vec<
             Err(e) => return Err(Error::io(path, e)),
         }
     }
-    Ok(buf)
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents with mode 0700.

@@ -13,9 +13,25 @@ macro_rules! forward_to_inner {
     (@ location) => { fn location(&self) -> String { self.inner.location() } };
     (@ create) => { fn create(&self) -> Result<()> { self.inner.create() } };
     (@ read) => { fn read(&self, path: &str) -> Result<Vec<u8>> { self.inner.read(path) } };
+    (@ read_into) => {
+        fn read_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
+            self.inner.read_into(path, buf)
+        }
+    };
     (@ read_range) => {
         fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
             self.inner.read_range(path, offset, len)
+        }
+    };
+    (@ read_range_into) => {
+        fn read_range_into(
+            &self,
+            path: &str,
+            offset: u64,
+            len: u64,
+            buf: &mut Vec<u8>,
+        ) -> Result<()> {
+            self.inner.read_range_into(path, offset, len, buf)
         }
     };
     (@ write) => {
@@ -110,8 +126,22 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     }
     /// Reads a whole object.
     fn read(&self, path: &str) -> Result<Vec<u8>>;
+    /// Reads a whole object into `buf` (replacing what it held), reusing its memory: a
+    /// command that reads pack after pack (check) then does not fault in and zero a fresh
+    /// 16 MiB buffer per pack, which cost a third of its system time. Backends that cannot do
+    /// better replace the buffer.
+    fn read_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.read(path)?;
+        Ok(())
+    }
     /// Reads `len` bytes at `offset`; fails if the object is shorter.
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+    /// Like [`Backend::read_range`], into `buf`, reusing its memory (see
+    /// [`Backend::read_into`]).
+    fn read_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        *buf = self.read_range(path, offset, len)?;
+        Ok(())
+    }
     /// Writes a new object atomically; refuses to overwrite.
     fn write(&self, path: &str, data: &[u8]) -> Result<()>;
     /// Replaces an existing object atomically: a reader sees the old bytes or the new ones,

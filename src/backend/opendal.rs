@@ -377,6 +377,26 @@ impl Backend for OpendalBackend {
             .map_err(|e| map_err("read", path, e))
     }
 
+    fn read_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
+        match &self.local_root {
+            Some(root) => super::local::read_into(root, path, buf),
+            None => {
+                *buf = self.read(path)?;
+                Ok(())
+            }
+        }
+    }
+
+    fn read_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        match &self.local_root {
+            Some(root) => super::local::read_range_into(root, path, offset, len, buf),
+            None => {
+                *buf = self.read_range(path, offset, len)?;
+                Ok(())
+            }
+        }
+    }
+
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
             return super::local::read_range(root, path, offset, len);

@@ -83,8 +83,22 @@ impl Backend for ThrottleBackend {
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         self.got(self.inner.read(path))
     }
+    fn read_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.read_into(path, buf)?;
+        if let Some(p) = &self.down {
+            p.take(buf.len() as u64);
+        }
+        Ok(())
+    }
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.got(self.inner.read_range(path, offset, len))
+    }
+    fn read_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        self.inner.read_range_into(path, offset, len, buf)?;
+        if let Some(p) = &self.down {
+            p.take(buf.len() as u64);
+        }
+        Ok(())
     }
     fn write(&self, path: &str, data: &[u8]) -> Result<()> {
         if let Some(p) = &self.up {

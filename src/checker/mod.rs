@@ -177,6 +177,8 @@ pub(crate) struct Ctx<'a> {
     /// Packs that are missing or damaged as a whole.
     pub bad_packs: Mutex<HashSet<PackId>>,
     pub stats: Mutex<CheckStats>,
+    /// Pack buffers reused from pack to pack by `--verify-data`.
+    pub pack_buffers: crate::buffers::BufferPool,
 }
 
 impl Ctx<'_> {
@@ -247,6 +249,7 @@ pub fn check(
         bad_blobs: Mutex::new(HashSet::new()),
         bad_packs: Mutex::new(HashSet::new()),
         stats: Mutex::new(CheckStats::default()),
+        pack_buffers: crate::buffers::BufferPool::new(opts.threads.max(1)),
     };
     let damage = pool.install(|| -> Result<Vec<Damage>> {
         let mut timer = PhaseTimer::start();

@@ -111,14 +111,21 @@ pub(crate) fn verify_packs(ctx: &Ctx<'_>, sets: &PackSets, subset: Subset) -> Re
 
 fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
     let object = ObjectRef::Pack(id);
-    let mut bytes = match ctx.repo.backend().read(&pack_path(&id)) {
-        Ok(b) => b,
+    // A reused buffer: no fresh 16 MiB to fault in and clear per pack.
+    let mut buffer = ctx.pack_buffers.take();
+    match ctx
+        .repo
+        .backend()
+        .read_into(&pack_path(&id), &mut buffer.buf)
+    {
+        Ok(()) => {}
         Err(e) if e.is_damage() => {
             ctx.error(&object, reason(&e));
             return Ok(());
         }
         Err(e) => return Err(e),
-    };
+    }
+    let bytes = &mut buffer.buf;
     ctx.stat(|s| {
         s.packs_read += 1;
         s.bytes_read += bytes.len() as u64;
@@ -127,7 +134,7 @@ fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
     // No whole-pack hash here: every byte of a pack is in an authenticated blob, the
     // authenticated header or the length-checked trailer, and a pack stored under another
     // pack's name disagrees with the index. Hashing would only repeat that work.
-    let entries = match ctx.repo.parse_pack(&id, &bytes) {
+    let entries = match ctx.repo.parse_pack(&id, bytes) {
         Ok(e) => e,
         Err(e) => {
             ctx.error(&object, format!("header {}", reason(&e)));
@@ -142,7 +149,7 @@ fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
         .iter()
         .all(|e| e.blob_type == crate::id::BlobType::Tree)
     {
-        ctx.repo.cache_tree_pack(&id, &bytes)?;
+        ctx.repo.cache_tree_pack(&id, bytes)?;
     }
     // Blobs are contiguous from offset 0: the buffer is split into groups of blobs (at most
     // 1024 blobs or about 1 MiB each), each group opened in place on a core of its own: no

@@ -180,24 +180,28 @@ pub(super) fn restore_content(
     };
     let written = AtomicU64::new(0);
     let fetched = AtomicU64::new(0);
+    // Span buffers are reused (no fresh buffer of up to 16 MiB to fault in per span).
+    let buffers = crate::buffers::BufferPool::new(rayon::current_num_threads());
     spans.into_par_iter().for_each(|span| {
-        let mut bytes =
-            match repo
-                .backend()
-                .read_range(&pack_path(&span.pack), span.start, span.len)
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    let e =
-                        crate::repo::blob::relabel_missing(e, crate::ObjectRef::Pack(span.pack));
-                    for w in &span.blobs {
-                        for (j, _) in &w.targets {
-                            fail(*j, e.to_string());
-                        }
+        let mut buffer = buffers.take();
+        match repo.backend().read_range_into(
+            &pack_path(&span.pack),
+            span.start,
+            span.len,
+            &mut buffer.buf,
+        ) {
+            Ok(()) => {}
+            Err(e) => {
+                let e = crate::repo::blob::relabel_missing(e, crate::ObjectRef::Pack(span.pack));
+                for w in &span.blobs {
+                    for (j, _) in &w.targets {
+                        fail(*j, e.to_string());
                     }
-                    return;
                 }
-            };
+                return;
+            }
+        }
+        let bytes = &mut buffer.buf;
         fetched.fetch_add(span.len, Ordering::Relaxed);
         // One mutable slice per blob (blobs do not overlap), opened in place in parallel.
         let mut slices: Vec<(&Want, &mut [u8])> = Vec::with_capacity(span.blobs.len());
