@@ -45,7 +45,15 @@ pub(super) fn store_file(
     file: &File,
     path: &Path,
 ) -> Result<(Vec<ContentPart>, u64)> {
-    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.file_type().is_file() {
+        // Replaced (by a FIFO, a device, …) between listing and opening: not read.
+        return Err(Error::io(
+            path,
+            std::io::Error::other("is no longer a regular file (it changed while being backed up)"),
+        ));
+    }
+    let size = meta.len();
     let mut parts = Vec::new();
     let mut total = 0u64;
     if ctx.opts.mmap && size >= 4 * ctx.batch as u64 {

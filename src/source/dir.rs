@@ -129,9 +129,13 @@ impl DirHandle {
     }
 
     /// Opens the regular file `name` for reading (never through a symlink), without
-    /// updating its access time where that is permitted.
+    /// updating its access time where that is permitted. Non-blocking: if the entry was
+    /// replaced by a FIFO since it was listed, the open returns at once instead of waiting
+    /// for a writer forever (it has no effect on regular files); callers that read content
+    /// check the type of what they opened.
     pub fn open_file(&self, name: &OsStr) -> std::io::Result<File> {
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+        let flags =
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
         let fd = match rustix::fs::openat(&self.fd, name, flags | OFlags::NOATIME, Mode::empty()) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::PERM) => {
