@@ -378,13 +378,21 @@ impl Backend for OpendalBackend {
     }
 
     fn read_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
-        match &self.local_root {
-            Some(root) => super::local::read_into(root, path, buf),
-            None => {
-                *buf = self.read(path)?;
-                Ok(())
-            }
+        if let Some(root) = &self.local_root {
+            return super::local::read_into(root, path, buf);
         }
+        // The response's chunks are copied once, into memory the caller reuses (`read` makes
+        // the body contiguous first: one more copy and twice the pack in memory at the peak).
+        let body = self
+            .rt
+            .block_on(self.op.read(path))
+            .map_err(|e| map_err("read", path, e))?;
+        buf.clear();
+        buf.reserve_exact(body.len());
+        for chunk in body {
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(())
     }
 
     fn read_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
