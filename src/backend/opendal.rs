@@ -50,7 +50,50 @@ impl std::fmt::Debug for OpendalBackend {
     }
 }
 
+/// Copies a response body's chunks into `buf` (replacing what it held): one copy, into memory
+/// the caller reuses.
+fn copy_body(body: opendal::Buffer, buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.reserve_exact(body.len());
+    for chunk in body {
+        buf.extend_from_slice(&chunk);
+    }
+}
+
 impl OpendalBackend {
+    /// A ranged read from the service, checked to have exactly `len` bytes.
+    fn read_range_body(&self, path: &str, offset: u64, len: u64) -> Result<opendal::Buffer> {
+        let buf = self
+            .rt
+            .block_on(async { self.op.read_with(path).range(offset..offset + len).await })
+            .map_err(|e| {
+                let mapped = map_err("read", path, e);
+                // Services report a range beyond the end differently (416, a short body);
+                // whether the object is truncated is decided by its size, not by wording.
+                if mapped.kind() == crate::ErrorKind::Backend
+                    && !mapped.is_transient()
+                    && self.stat(path).is_ok_and(|st| st.size < offset + len)
+                {
+                    return Error::corrupt(
+                        crate::ObjectRef::Path(path.to_string()),
+                        format!("truncated: bytes {offset}..{} are not there", offset + len),
+                    );
+                }
+                mapped
+            })?;
+        if buf.len() as u64 != len {
+            // The object is shorter than what refers to it: damage (a truncated object).
+            return Err(Error::corrupt(
+                crate::ObjectRef::Path(path.to_string()),
+                format!(
+                    "truncated: {} of {len} bytes readable at offset {offset}",
+                    buf.len()
+                ),
+            ));
+        }
+        Ok(buf)
+    }
+
     /// Wraps an operator. `location` is what messages show (it must not contain secrets).
     pub fn new(op: Operator, location: String, options: &OpendalOptions) -> Result<Self> {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -387,57 +430,24 @@ impl Backend for OpendalBackend {
             .rt
             .block_on(self.op.read(path))
             .map_err(|e| map_err("read", path, e))?;
-        buf.clear();
-        buf.reserve_exact(body.len());
-        for chunk in body {
-            buf.extend_from_slice(&chunk);
-        }
+        copy_body(body, buf);
         Ok(())
     }
 
     fn read_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
-        match &self.local_root {
-            Some(root) => super::local::read_range_into(root, path, offset, len, buf),
-            None => {
-                *buf = self.read_range(path, offset, len)?;
-                Ok(())
-            }
+        if let Some(root) = &self.local_root {
+            return super::local::read_range_into(root, path, offset, len, buf);
         }
+        let body = self.read_range_body(path, offset, len)?;
+        copy_body(body, buf);
+        Ok(())
     }
 
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
             return super::local::read_range(root, path, offset, len);
         }
-        let buf = self
-            .rt
-            .block_on(async { self.op.read_with(path).range(offset..offset + len).await })
-            .map_err(|e| {
-                let mapped = map_err("read", path, e);
-                // Services report a range beyond the end differently (416, a short body);
-                // whether the object is truncated is decided by its size, not by wording.
-                if mapped.kind() == crate::ErrorKind::Backend
-                    && !mapped.is_transient()
-                    && self.stat(path).is_ok_and(|st| st.size < offset + len)
-                {
-                    return Error::corrupt(
-                        crate::ObjectRef::Path(path.to_string()),
-                        format!("truncated: bytes {offset}..{} are not there", offset + len),
-                    );
-                }
-                mapped
-            })?;
-        if buf.len() as u64 != len {
-            // The object is shorter than what refers to it: damage (a truncated object).
-            return Err(Error::corrupt(
-                crate::ObjectRef::Path(path.to_string()),
-                format!(
-                    "truncated: {} of {len} bytes readable at offset {offset}",
-                    buf.len()
-                ),
-            ));
-        }
-        Ok(buf.to_vec())
+        Ok(self.read_range_body(path, offset, len)?.to_vec())
     }
 
     fn write(&self, path: &str, data: &[u8]) -> Result<()> {
