@@ -356,6 +356,11 @@ def timed(tool, argv, stdin=None, cwd=None):
     """Runs argv under /usr/bin/time; returns (wall, cpu, peak_rss_kib)."""
     if COLD:
         drop_caches()
+    else:
+        # The previous step's dirty pages are written back before this one starts: otherwise
+        # the step that follows a large write pays for it (a process that dirties memory is
+        # throttled into writing back), whoever caused it.
+        subprocess.run(["sync"])
     fmt = "%e %U %S %M"
     with open(os.path.join(tool.base, "time.out"), "w+") as tf:
         t0 = time.monotonic()
