@@ -33,6 +33,14 @@ impl BufferPool {
         }
     }
 
+    /// Any idle buffer (or a new empty one), given back when the guard is dropped.
+    pub(crate) fn take(&self) -> Pooled<'_> {
+        Pooled {
+            pool: self,
+            buf: self.get(0),
+        }
+    }
+
     /// Returns a buffer for reuse.
     pub(crate) fn put(&self, mut buf: Vec<u8>) {
         buf.clear();
@@ -48,16 +56,6 @@ pub(crate) struct Pooled<'p> {
     pool: &'p BufferPool,
     /// The buffer (empty when taken).
     pub buf: Vec<u8>,
-}
-
-impl BufferPool {
-    /// Any idle buffer (or a new empty one), given back when the guard is dropped.
-    pub(crate) fn take(&self) -> Pooled<'_> {
-        Pooled {
-            pool: self,
-            buf: self.get(0),
-        }
-    }
 }
 
 impl Drop for Pooled<'_> {

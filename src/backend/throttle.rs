@@ -60,9 +60,16 @@ impl ThrottleBackend {
         }
     }
 
+    /// Paces downloads: `n` bytes were just read.
+    fn downloaded(&self, n: usize) {
+        if let Some(p) = &self.down {
+            p.take(n as u64);
+        }
+    }
+
     fn got(&self, data: Result<Vec<u8>>) -> Result<Vec<u8>> {
-        if let (Ok(d), Some(p)) = (&data, &self.down) {
-            p.take(d.len() as u64);
+        if let Ok(d) = &data {
+            self.downloaded(d.len());
         }
         data
     }
@@ -85,9 +92,7 @@ impl Backend for ThrottleBackend {
     }
     fn read_into(&self, path: &str, buf: &mut Vec<u8>) -> Result<()> {
         self.inner.read_into(path, buf)?;
-        if let Some(p) = &self.down {
-            p.take(buf.len() as u64);
-        }
+        self.downloaded(buf.len());
         Ok(())
     }
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
@@ -95,9 +100,7 @@ impl Backend for ThrottleBackend {
     }
     fn read_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
         self.inner.read_range_into(path, offset, len, buf)?;
-        if let Some(p) = &self.down {
-            p.take(buf.len() as u64);
-        }
+        self.downloaded(buf.len());
         Ok(())
     }
     fn write(&self, path: &str, data: &[u8]) -> Result<()> {

@@ -113,7 +113,7 @@ impl<'a, 'c> Walk<'a, 'c> {
                         if let ContentPart::Chunk(c) = part
                             && !self.index.contains(BlobType::Data, c)?
                         {
-                            self.missing(BlobType::Data, *c);
+                            self.note_missing(BlobType::Data, *c);
                         }
                     }
                 }
@@ -130,7 +130,7 @@ impl<'a, 'c> Walk<'a, 'c> {
         Ok(subtrees)
     }
 
-    fn missing(&self, t: BlobType, id: BlobId) {
+    fn note_missing(&self, t: BlobType, id: BlobId) {
         self.missing
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -142,7 +142,7 @@ impl<'a, 'c> Walk<'a, 'c> {
             // Not in the index: judged after a reload.
             Error::NotFound {
                 object: ObjectRef::Blob { .. },
-            } => self.missing(BlobType::Tree, tree),
+            } => self.note_missing(BlobType::Tree, tree),
             _ => {
                 self.ctx.error(
                     &ObjectRef::Blob {

@@ -101,6 +101,7 @@ pub(super) fn restore_content(
     jobs: &[FileJob],
     apply: ApplyOptions,
     progress: &dyn Progress,
+    buffers: &crate::buffers::BufferPool,
 ) -> Result<ContentResult> {
     let index = repo.index()?;
     let mut failed: HashMap<usize, String> = HashMap::new();
@@ -180,9 +181,8 @@ pub(super) fn restore_content(
     };
     let written = AtomicU64::new(0);
     let fetched = AtomicU64::new(0);
-    // Span buffers are reused (no fresh buffer of up to 16 MiB to fault in per span).
-    let buffers = crate::buffers::BufferPool::new(rayon::current_num_threads());
     spans.into_par_iter().for_each(|span| {
+        // A reused buffer: no fresh one of up to 16 MiB to fault in per span.
         let mut buffer = buffers.take();
         match repo.backend().read_range_into(
             &pack_path(&span.pack),

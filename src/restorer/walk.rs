@@ -19,18 +19,18 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use crate::format::tree::{ContentPart, Node, NodeKind, Tree};
 use crate::id::BlobId;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::source::apply::{apply_metadata_at, apply_metadata_fd, create_special};
+use crate::source::apply::{apply_metadata_at, create_special};
 use crate::source::dir::DirHandle;
 use crate::{Error, Result};
 
-use super::fetch::restore_content;
+mod batch;
+
 use super::{RestoreError, RestoreOptions, RestoreSummary};
+use batch::{PendingLink, link_into_place};
 
 /// Frames (from the top of the stack) that keep their directory descriptor open.
 const OPEN_FRAMES: usize = 64;
@@ -57,31 +57,6 @@ pub(super) struct FileJob {
     pub deferred: bool,
     /// Its path relative to the target, when later hard links will point at it.
     pub link_rel: Option<PathBuf>,
-}
-
-/// A hard link to a file of a batch not settled yet, made once that file is in place.
-struct PendingLink {
-    dir: Arc<DirHandle>,
-    name: OsString,
-    snap_path: String,
-    /// The batch (by number) and job of the file it links to.
-    batch: u64,
-    job: usize,
-}
-
-/// The files collected up to one flush point, with the directories completed by then (their
-/// metadata goes on after the files are in place).
-struct Batch {
-    seq: u64,
-    jobs: Vec<FileJob>,
-    dirs_done: Vec<(Arc<DirHandle>, Node, String)>,
-}
-
-/// What fetching a batch did, for [`Restorer::settle`].
-struct Fetched {
-    content: super::fetch::ContentResult,
-    /// Per job: the metadata problems of a file put in place, or why it was not.
-    outcomes: Vec<(usize, std::result::Result<Vec<Error>, String>)>,
 }
 
 /// Where the first restored member of a hard-link group is.
@@ -234,40 +209,6 @@ impl<'a> Restorer<'a> {
             }
         }
         Ok(self.summary)
-    }
-
-    /// Walks and restores everything: each batch of files is fetched while the walk collects
-    /// the next one (the walk is mostly system calls and tree loads on one thread; fetching
-    /// keeps the other cores busy meanwhile). One batch is in flight at a time.
-    fn walk_and_fetch(&mut self) -> Result<()> {
-        let mut more = match self.walk() {
-            Ok(m) => m,
-            Err(e) => {
-                self.abandon_batch();
-                return Err(e);
-            }
-        };
-        loop {
-            let batch = self.take_batch();
-            let (repo, progress) = (self.repo, self.progress);
-            let (apply, keep_damaged) = (self.opts.apply, self.opts.keep_damaged);
-            let fetch = || fetch_batch(repo, &batch.jobs, apply, keep_damaged, progress);
-            let (fetched, walked) = if more {
-                let (f, w) = rayon::join(fetch, || self.walk());
-                (f, Some(w))
-            } else {
-                (fetch(), None)
-            };
-            let settled = fetched.map(|f| self.settle(batch, f));
-            match (settled, walked) {
-                (Ok(()), Some(Ok(m))) => more = m,
-                (Ok(()), None) => return Ok(()),
-                (Err(e), _) | (Ok(()), Some(Err(e))) => {
-                    self.abandon_batch();
-                    return Err(e);
-                }
-            }
-        }
     }
 
     /// Walks until the batch is full (`Ok(true)`) or everything was walked (`Ok(false)`).
@@ -692,184 +633,6 @@ impl<'a> Restorer<'a> {
             }
         }
     }
-
-    /// Removes the temporary files of a batch that will not be finished (fatal error).
-    fn abandon_batch(&mut self) {
-        for job in std::mem::take(&mut self.batch) {
-            let _ = job.dir.remove_file(&job.tmp);
-        }
-    }
-
-    /// Takes the batch collected so far (possibly empty: a flush for directory metadata).
-    fn take_batch(&mut self) -> Batch {
-        let batch = Batch {
-            seq: self.seq,
-            jobs: std::mem::take(&mut self.batch),
-            dirs_done: std::mem::take(&mut self.dirs_done),
-        };
-        self.seq += 1;
-        self.batch_bytes = 0;
-        self.batch_dirs = 0;
-        self.flush_wanted = false;
-        batch
-    }
-
-    /// Records what fetching `batch` did: summary, errors, hard links to its files, then the
-    /// metadata of the directories completed with it.
-    fn settle(&mut self, batch: Batch, fetched: Fetched) {
-        let Batch {
-            seq,
-            jobs,
-            dirs_done,
-        } = batch;
-        let Fetched { content, outcomes } = fetched;
-        self.summary.bytes_written += content.bytes_written;
-        self.summary.packs_read += content.packs_read;
-        self.summary.bytes_fetched += content.bytes_fetched;
-        for (i, e) in content.meta_errors {
-            self.error(&jobs[i].snap_path, e);
-        }
-        let mut ok = vec![false; jobs.len()];
-        for (i, outcome) in outcomes {
-            match outcome {
-                Ok(errs) => {
-                    ok[i] = true;
-                    self.summary.files += 1;
-                    for e in errs {
-                        self.error(&jobs[i].snap_path, e);
-                    }
-                }
-                Err(why) => {
-                    if content.failed.contains_key(&i) {
-                        self.summary.damaged.push(jobs[i].snap_path.clone());
-                    }
-                    self.error(&jobs[i].snap_path, why);
-                }
-            }
-        }
-        // Hard links to files of this batch, now that the files are in place (links made
-        // while it was fetched included).
-        let (links, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
-            .into_iter()
-            .partition(|l| l.batch == seq);
-        self.links = later;
-        for l in links {
-            let job = &jobs[l.job];
-            if !ok[l.job] {
-                self.error(
-                    &l.snap_path,
-                    "the file it is a hard link of could not be restored",
-                );
-                continue;
-            }
-            match link_into_place(&l.dir, &l.name, &job.dir, &job.name) {
-                Ok(()) => self.summary.hardlinks += 1,
-                Err(e) => self.error(&l.snap_path, e),
-            }
-        }
-        // Later members of these groups link to where the first one now is.
-        for src in self.hardlinks.values_mut() {
-            if let LinkSource::Batch(b, j) = *src
-                && b == seq
-            {
-                *src = if ok[j] {
-                    LinkSource::Done(jobs[j].link_rel.clone().unwrap_or_default())
-                } else {
-                    LinkSource::Failed
-                };
-            }
-        }
-        // Directories whose content is complete: metadata last, deepest first.
-        for (h, node, sp) in dirs_done {
-            for e in apply_metadata_fd(&*h, Path::new(&sp), &node, self.opts.apply) {
-                self.error(&sp, e);
-            }
-        }
-    }
-}
-
-/// Fetches a batch's content and puts its files in place (metadata through their descriptor,
-/// then the rename), in parallel. Touches nothing but the batch's own files, so it runs
-/// beside the walk. On a fatal error the batch's temporary files are removed.
-fn fetch_batch(
-    repo: &Repository,
-    jobs: &[FileJob],
-    apply: crate::source::apply::ApplyOptions,
-    keep_damaged: bool,
-    progress: &dyn Progress,
-) -> Result<Fetched> {
-    let content = match restore_content(repo, jobs, apply, progress) {
-        Ok(r) => r,
-        Err(e) => {
-            for job in jobs {
-                let _ = job.dir.remove_file(&job.tmp);
-            }
-            return Err(e);
-        }
-    };
-    let outcomes = jobs
-        .par_iter()
-        .enumerate()
-        .map(|(i, job)| {
-            if let Some(why) = content.failed.get(&i) {
-                return (i, Err(discard(job, keep_damaged, why)));
-            }
-            if job.deferred {
-                return (i, Ok(Vec::new())); // finished by the fetch workers
-            }
-            let f = match job.dir.open_for_write(&job.tmp) {
-                Ok(f) => f,
-                Err(e) => {
-                    let _ = job.dir.remove_file(&job.tmp);
-                    return (i, Err(e.to_string()));
-                }
-            };
-            let errs = apply_metadata_fd(&f, Path::new(&job.snap_path), &job.node, apply);
-            drop(f);
-            match job.dir.rename(&job.tmp, &job.name) {
-                Ok(()) => (i, Ok(errs)),
-                Err(e) => {
-                    let _ = job.dir.remove_file(&job.tmp);
-                    (i, Err(e.to_string()))
-                }
-            }
-        })
-        .collect();
-    Ok(Fetched { content, outcomes })
-}
-
-/// Makes `name` in `dir` a hard link of `src_name` in `src_dir`, replacing what is there,
-/// atomically (link under a temporary name, then rename).
-fn link_into_place(
-    dir: &DirHandle,
-    name: &OsStr,
-    src_dir: &DirHandle,
-    src_name: &OsStr,
-) -> std::io::Result<()> {
-    let tmp = temp_name().map_err(|e| std::io::Error::other(e.to_string()))?;
-    dir.hard_link(&tmp, src_dir, src_name)?;
-    if let Err(e) = dir.rename(&tmp, name) {
-        let _ = dir.remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(())
-}
-
-/// Gets rid of a file whose content could not be verified: removed, or kept as
-/// `NAME.vault-damaged` when asked. Returns the message for the summary.
-fn discard(job: &FileJob, keep_damaged: bool, why: &str) -> String {
-    if keep_damaged {
-        let mut kept = job.name.clone();
-        kept.push(".vault-damaged");
-        if job.dir.rename(&job.tmp, &kept).is_ok() {
-            return format!(
-                "{why}; kept as {}",
-                crate::quote::quote_bytes(kept.as_bytes())
-            );
-        }
-    }
-    let _ = job.dir.remove_file(&job.tmp);
-    format!("{why}; not restored")
 }
 
 /// Errors that concern one entry (local file system, damaged data) rather than the run.
