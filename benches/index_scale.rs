@@ -120,6 +120,7 @@ fn main() {
                     offset: j as u64 * 300_000,
                     length: 300_000,
                     raw_length: 524_288,
+                    frame: None,
                 });
             }
             idx.packs.push(p);

@@ -214,6 +214,7 @@ pub fn fill_cache(db: &CacheDb, n: u64) -> Vec<BlobId> {
                     offset: j as u64 * 300_000,
                     length: 300_000,
                     raw_length: 500_000,
+                    frame: None,
                 });
             }
             idx.packs.push(p);

@@ -598,6 +598,16 @@ pub fn blob_aad(blob_type: BlobType, id: &BlobId) -> [u8; 34] {
     aad
 }
 
+/// Additional data of a sealed frame: its tag, the members' type and the frame's plaintext
+/// length. Members are bound by their keyed hashes, checked on their slices after opening.
+pub fn frame_aad(blob_type: BlobType, frame_raw: u64) -> [u8; 10] {
+    let mut aad = [0u8; 10];
+    aad[0] = crate::format::FRAME_AAD_TAG;
+    aad[1] = blob_type.code();
+    aad[2..].copy_from_slice(&frame_raw.to_le_bytes());
+    aad
+}
+
 /// Authentication failed: wrong key, or the bytes were damaged or tampered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenError;

@@ -81,7 +81,7 @@ pub fn data_stats(repo: &Repository) -> Result<DataStats> {
             BlobType::Tree => d.tree_blobs += 1,
         }
         d.raw_bytes += loc.raw_length;
-        d.stored_bytes += loc.length;
+        d.stored_bytes += loc.stored_share();
         Ok(())
     })?;
     Ok(d)

@@ -16,12 +16,15 @@ fn every_blob(r: &TestRepo) -> Vec<Vec<u8>> {
         }
         let bytes = std::fs::read(&p).unwrap();
         let id = vault::id::PackId::from_hex(p.file_name().unwrap().to_str().unwrap()).unwrap();
-        for e in repo.parse_pack(&id, &bytes).unwrap() {
-            let sealed = bytes[e.offset as usize..(e.offset + e.length) as usize].to_vec();
-            out.push(
-                repo.open_blob(e.blob_type, e.id, sealed, e.raw_length, Some(id))
-                    .unwrap(),
-            );
+        let entries = repo.parse_pack(&id, &bytes).unwrap();
+        // Each stored unit once: a lone blob, or a frame and its members.
+        for unit in vault::format::pack::units(&entries) {
+            let (at, len) = (unit[0].offset as usize, unit[0].length as usize);
+            let mut sealed = bytes[at..at + len].to_vec();
+            let mut scratch = Vec::new();
+            repo.open_unit(id, unit, &mut sealed, &mut scratch, &mut |_, plain| {
+                out.push(plain.unwrap().to_vec())
+            });
         }
     }
     out

@@ -9,6 +9,7 @@ mod corpus;
 mod corruption;
 mod explore;
 mod failclosed;
+mod frames;
 mod ops;
 pub mod pg;
 mod pipeline;

@@ -194,6 +194,7 @@ fn pack_vector() {
             offset: body.len() as u64,
             length: sealed.len() as u64,
             raw_length: data.len() as u64,
+            frame: None,
         });
         body.extend(sealed);
     }
@@ -237,6 +238,106 @@ fn pack_vector() {
     );
 }
 
+/// A pack with a lone blob and a frame of three small data blobs (format 4, 6.3).
+#[test]
+fn frame_pack_vector() {
+    use vault::crypto::frame_aad;
+    use vault::format::pack::FrameSlot;
+    let m = master();
+    let hasher = m.hasher();
+    let lone = b"a lone blob, stored on its own".to_vec();
+    let members: Vec<Vec<u8>> = vec![
+        b"# nginx.conf\nworker_processes auto;\n".to_vec(),
+        b"# nginx.conf\nworker_processes 4;\n".to_vec(),
+        "[mysqld]\nmax_connections = 200\n".repeat(3).into_bytes(),
+    ];
+    let mut body = Vec::new();
+    let mut entries = Vec::new();
+    let id = hasher.blob_id(&lone);
+    let payload = vault::compress::encode_payload(&lone, Compression::Zstd(3));
+    let sealed =
+        m.cipher()
+            .seal_with_nonce(&nonce(0xc0), &blob_aad(BlobType::Data, &id), &payload[24..]);
+    entries.push(PackEntry {
+        blob_type: BlobType::Data,
+        id,
+        offset: 0,
+        length: sealed.len() as u64,
+        raw_length: lone.len() as u64,
+        frame: None,
+    });
+    body.extend(sealed);
+    let frame_plain = members.concat();
+    let frame_raw = frame_plain.len() as u64;
+    let payload = vault::compress::encode_payload(&frame_plain, Compression::Zstd(3));
+    let sealed = m.cipher().seal_with_nonce(
+        &nonce(0xc1),
+        &frame_aad(BlobType::Data, frame_raw),
+        &payload[24..],
+    );
+    let mut inner = 0;
+    for d in &members {
+        entries.push(PackEntry {
+            blob_type: BlobType::Data,
+            id: hasher.blob_id(d),
+            offset: body.len() as u64,
+            length: sealed.len() as u64,
+            raw_length: d.len() as u64,
+            frame: Some(FrameSlot { inner, frame_raw }),
+        });
+        inner += d.len() as u64;
+    }
+    body.extend(sealed);
+    let header_plain = encode_pack_header(&entries);
+    assert_eq!(decode_pack_header(&header_plain).unwrap(), entries);
+    let header = envelope(KIND_PACK_HEADER, 0xcf, &header_plain);
+    let mut pack = body;
+    pack.extend(&header);
+    pack.extend(encode_trailer(header.len()));
+    if std::env::var_os("VAULT_WRITE_VECTORS").is_none() {
+        // Read the stored pack the way a reader does: header, then each member from its frame.
+        let v = stored("frame_pack.json");
+        let bytes = unhex(&v["pack"]);
+        let n = bytes.len();
+        let hl = u32::from_le_bytes(bytes[n - 4..].try_into().unwrap()) as usize;
+        let plain = open_envelope(KIND_PACK_HEADER, &bytes[n - 4 - hl..n - 4]);
+        let got = decode_pack_header(&plain).unwrap();
+        assert_eq!(got.len(), 4);
+        for (e, data) in got[1..].iter().zip(&members) {
+            let f = e.frame.unwrap();
+            let sealed = &bytes[e.offset as usize..e.end() as usize];
+            let p = m
+                .cipher()
+                .open(&frame_aad(e.blob_type, f.frame_raw), sealed)
+                .unwrap();
+            let frame = vault::compress::decode_payload(p, f.frame_raw).unwrap();
+            let member = &frame[f.inner as usize..(f.inner + e.raw_length) as usize];
+            assert_eq!(member, &data[..]);
+            assert_eq!(hasher.blob_id(member), e.id);
+        }
+        // A member that does not fill its frame, or a frame member of type tree, is refused.
+        let mut short = got.clone();
+        short.pop();
+        assert!(decode_pack_header(&encode_pack_header(&short)).is_err());
+        let mut tree = got.clone();
+        tree[1].blob_type = BlobType::Tree;
+        assert!(decode_pack_header(&encode_pack_header(&tree)).is_err());
+    }
+    check(
+        "frame_pack.json",
+        json!({
+            "master_key": hex::encode(&m.to_bytes()[..]),
+            "blob_nonce": "c0".repeat(24), "frame_nonce": "c1".repeat(24), "header_nonce": "cf".repeat(24),
+            "lone_blob": hex::encode(&lone),
+            "frame_members": members.iter().map(hex::encode).collect::<Vec<_>>(),
+            "frame_aad": hex::encode(frame_aad(BlobType::Data, frame_raw)),
+            "header_plaintext": hex::encode(&header_plain),
+            "pack": hex::encode(&pack),
+            "pack_id": PackId(storage_hash(&pack)).to_hex(),
+        }),
+    );
+}
+
 fn sample_index() -> Index {
     Index {
         supersedes: vec![IndexId([0x33; 32])],
@@ -250,6 +351,7 @@ fn sample_index() -> Index {
                     offset: 0,
                     length: 1040,
                     raw_length: 2000,
+                    frame: None,
                 },
                 PackEntry {
                     blob_type: BlobType::Data,
@@ -257,6 +359,30 @@ fn sample_index() -> Index {
                     offset: 1040,
                     length: 300,
                     raw_length: 260,
+                    frame: None,
+                },
+                // Two members of one frame (format 4): the frame's place, then each one's.
+                PackEntry {
+                    blob_type: BlobType::Data,
+                    id: BlobId([0x67; 32]),
+                    offset: 1340,
+                    length: 420,
+                    raw_length: 300,
+                    frame: Some(vault::format::pack::FrameSlot {
+                        inner: 0,
+                        frame_raw: 500,
+                    }),
+                },
+                PackEntry {
+                    blob_type: BlobType::Data,
+                    id: BlobId([0x68; 32]),
+                    offset: 1340,
+                    length: 420,
+                    raw_length: 200,
+                    frame: Some(vault::format::pack::FrameSlot {
+                        inner: 300,
+                        frame_raw: 500,
+                    }),
                 },
             ],
         }],
@@ -521,6 +647,7 @@ fn tree_pack_vector() {
             offset: body.len() as u64,
             length: sealed.len() as u64,
             raw_length: plain.len() as u64,
+            frame: None,
         });
         body.extend(sealed);
     }
@@ -868,13 +995,29 @@ fn fuzz_seeds() {
         hostname: "h".into(),
         username: "u".into(),
     };
-    let entries = vec![PackEntry {
-        blob_type: BlobType::Tree,
-        id: BlobId([1; 32]),
-        offset: 0,
-        length: 100,
-        raw_length: 90,
-    }];
+    let member = |id: u8, inner: u64, raw_length: u64| PackEntry {
+        blob_type: BlobType::Data,
+        id: BlobId([id; 32]),
+        offset: 100,
+        length: 80,
+        raw_length,
+        frame: Some(vault::format::pack::FrameSlot {
+            inner,
+            frame_raw: 150,
+        }),
+    };
+    let entries = vec![
+        PackEntry {
+            blob_type: BlobType::Data,
+            id: BlobId([1; 32]),
+            offset: 0,
+            length: 100,
+            raw_length: 90,
+            frame: None,
+        },
+        member(2, 0, 100),
+        member(3, 100, 50),
+    ];
     let seeds: Vec<(&str, Vec<u8>)> = vec![
         ("config", encode_config(&sample_config())),
         ("pack_header", encode_pack_header(&entries)),

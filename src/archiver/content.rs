@@ -250,6 +250,10 @@ fn store_chunk(ctx: &Ctx<'_>, data: &[u8]) -> Result<BlobId> {
     if ctx.saver.contains(BlobType::Data, &id)? {
         return Ok(id);
     }
+    if data.len() < ctx.frame_limit {
+        // Small blobs are compressed together with others (D57).
+        return ctx.saver.add_framed(id, data).map(|_| id);
+    }
     super::buffers::with_seal_buffer(|buf| {
         match ctx.repo.prepare_blob_into(BlobType::Data, id, data, buf) {
             Ok(blob) => {

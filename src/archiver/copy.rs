@@ -151,6 +151,7 @@ pub fn copy_snapshots(
             progress,
             batch,
             buffers: crate::buffers::BufferPool::new(opts.threads.max(1) + 1),
+            frame_limit: crate::repo::packer::frame_limit(dst.config()),
         };
         let mut job = Job {
             ctx: &ctx,

@@ -195,6 +195,8 @@ struct Ctx<'a> {
     progress: &'a dyn Progress,
     batch: usize,
     buffers: crate::buffers::BufferPool,
+    /// Data blobs shorter than this are stored in frames (D57).
+    frame_limit: usize,
 }
 
 impl Ctx<'_> {
@@ -377,6 +379,7 @@ pub fn snapshot(
         progress,
         batch,
         buffers: crate::buffers::BufferPool::new(opts.threads.max(1) + 1),
+        frame_limit: crate::repo::packer::frame_limit(repo.config()),
     };
     progress.phase("snapshot", None, crate::progress::Unit::Bytes);
     let history_len = opts.anomaly.as_ref().map_or(0, |t| t.history.max(1));

@@ -7,7 +7,7 @@
 use rayon::prelude::*;
 
 use crate::format::layout::pack_path;
-use crate::format::pack::PackEntry;
+use crate::format::pack::{PackEntry, units};
 use crate::id::PackId;
 use crate::{ObjectRef, Result};
 
@@ -156,14 +156,19 @@ fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
     // per-blob bookkeeping is allocated (a pack of tiny blobs holds 180 000 of them), and a
     // pack of large blobs is still spread over every core (the last pack of a check would
     // otherwise keep one core busy while the other waits).
+    // A group is whole stored units (a frame is opened once, its members verified on their
+    // slices).
     let mut groups: Vec<(&[PackEntry], &mut [u8])> = Vec::new();
     let mut rest: &mut [u8] = &mut bytes[..];
     let mut todo = &entries[..];
     while !todo.is_empty() {
         let (mut n, mut len) = (0usize, 0u64);
-        while n < todo.len() && n < 1024 && (n == 0 || len < 1 << 20) {
-            len += todo[n].length;
-            n += 1;
+        for unit in units(todo) {
+            if n > 0 && (n + unit.len() > 1024 || len >= 1 << 20) {
+                break;
+            }
+            len += unit[0].length;
+            n += unit.len();
         }
         let (chunk, more) = todo.split_at(n);
         let (g, tail) = std::mem::take(&mut rest).split_at_mut(len as usize);
@@ -176,19 +181,15 @@ fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
         .flat_map_iter(|(chunk, mut buf)| {
             let mut scratch = Vec::new();
             let mut failed = Vec::new();
-            for e in chunk {
-                let (sealed, tail) = std::mem::take(&mut buf).split_at_mut(e.length as usize);
+            for unit in units(chunk) {
+                let (sealed, tail) = std::mem::take(&mut buf).split_at_mut(unit[0].length as usize);
                 buf = tail;
-                if let Err(err) = ctx.repo.open_blob_ref(
-                    e.blob_type,
-                    e.id,
-                    sealed,
-                    e.raw_length,
-                    Some(id),
-                    &mut scratch,
-                ) {
-                    failed.push((*e, err));
-                }
+                ctx.repo
+                    .open_unit(id, unit, sealed, &mut scratch, &mut |e, r| {
+                        if let Err(err) = r {
+                            failed.push((*e, err));
+                        }
+                    });
             }
             failed
         })

@@ -445,7 +445,7 @@ pub(crate) fn compare_with_index(
         match index.get(e.blob_type, &e.id)? {
             Some(loc) if loc.pack == pack => {
                 here += 1;
-                if (loc.offset, loc.length, loc.raw_length) != (e.offset, e.length, e.raw_length) {
+                if !loc.matches(e) {
                     ctx.error(
                         &object,
                         format!(

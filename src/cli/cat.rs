@@ -176,8 +176,13 @@ pub fn run(g: &GlobalArgs, a: CatArgs) -> Result<i32> {
 }
 
 fn entry_json(e: &vault::format::pack::PackEntry) -> serde_json::Value {
-    serde_json::json!({
+    let mut v = serde_json::json!({
         "type": match e.blob_type { BlobType::Data => "data", BlobType::Tree => "tree" },
         "id": e.id.to_hex(), "offset": e.offset, "length": e.length, "raw_length": e.raw_length,
-    })
+    });
+    // A frame member: where it lies in its frame's plaintext (format-spec 6.3).
+    if let Some(f) = e.frame {
+        v["frame"] = serde_json::json!({ "inner": f.inner, "frame_raw": f.frame_raw });
+    }
+    v
 }

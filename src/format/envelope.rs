@@ -8,13 +8,15 @@
 use super::{ENVELOPE_HEADER_LEN, ENVELOPE_MAGIC, FORMAT_VERSION, KIND_LOCK};
 
 /// The newest envelope version of objects of `kind`; readers accept `1..=` this. Lock objects
-/// are written at version 2; key files at version 2 only when they carry capabilities
-/// (`format-spec/CHANGES.md`).
+/// are written at version 2; key files at version 3; pack headers and index objects at
+/// version 2, because they may list frame members (`format-spec/CHANGES.md`).
 pub fn current_version(kind: u8) -> u8 {
     if kind == KIND_LOCK {
         super::lock::LOCK_VERSION_WITH_OWNER
     } else if kind == super::KIND_KEY {
         super::key::KEY_VERSION_RING
+    } else if kind == super::KIND_PACK_HEADER || kind == super::KIND_INDEX {
+        super::FRAMES_VERSION
     } else {
         1
     }

@@ -48,9 +48,17 @@ pub fn check(target: &str, data: &[u8]) {
             if let Ok(entries) = pack::decode_pack_header(data) {
                 assert!(!entries.is_empty());
                 let mut next = 0;
-                for e in &entries {
-                    assert_eq!(e.offset, next, "pack entries must be contiguous");
-                    next = e.end();
+                for unit in pack::units(&entries) {
+                    assert_eq!(unit[0].offset, next, "pack entries must be contiguous");
+                    next = unit[0].end();
+                    // A frame's members tile its plaintext in order.
+                    let mut inner = 0;
+                    for e in unit.iter().filter(|e| e.frame.is_some()) {
+                        let f = e.frame.expect("filtered");
+                        assert_eq!(f.inner, inner, "frame members must tile the frame");
+                        inner += e.raw_length;
+                        assert!(inner <= f.frame_raw);
+                    }
                 }
                 assert_eq!(pack::encode_pack_header(&entries), data);
             }

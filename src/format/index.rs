@@ -182,6 +182,7 @@ mod tests {
                     offset: i as u64 * 100,
                     length: 100,
                     raw_length: 90,
+                    frame: None,
                 })
                 .collect(),
         };

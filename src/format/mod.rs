@@ -25,8 +25,8 @@ pub mod wire;
 
 /// The newest repository format version this build reads and writes
 /// (`format-spec/CHANGES.md`). Objects carry their own version in the envelope header; every
-/// kind is at version 1 except lock objects, which are at version 2.
-pub const FORMAT_VERSION: u8 = 3;
+/// kind is at version 1 except lock objects, key files, pack headers and index objects.
+pub const FORMAT_VERSION: u8 = 4;
 
 /// First five bytes of every envelope (`format-spec/04-keys-and-encryption.md`).
 pub const ENVELOPE_MAGIC: &[u8; 5] = b"VAULT";
@@ -59,6 +59,12 @@ pub const BLOB_TYPE_TREE: u8 = 1;
 
 /// First byte of the additional data that binds a sealed blob to its type and id.
 pub const BLOB_AAD_TAG: u8 = b'B';
+/// First byte of the additional data that binds a sealed frame (several small data blobs
+/// compressed together, `format-spec/06-packs.md`) to its plaintext length.
+pub const FRAME_AAD_TAG: u8 = b'F';
+
+/// Envelope version of pack headers and index objects that may hold frame members (format 4).
+pub const FRAMES_VERSION: u8 = 2;
 
 /// Compression byte: the blob's payload is stored as is.
 pub const COMPRESSION_NONE: u8 = 0;

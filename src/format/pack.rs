@@ -6,11 +6,18 @@
 //! HEADER_OBJ  = envelope of kind 'P' sealing the header plaintext
 //! plaintext   = count(uvarint ≥ 1) || ENTRY*count
 //! ENTRY       = type(u8) || id(32) || offset(uvarint) || length(uvarint) || raw_length(uvarint)
+//!               [ || inner(uvarint) || frame_raw(uvarint) ]     (when type has bit 0x80)
 //! ```
 //! In a pack header the entries are in file order and contiguous: the first starts at 0 and
 //! each starts where the previous ended; the header object starts where the last blob ends.
 //! `length` is the stored (sealed) length, `raw_length` the plaintext length after
 //! decompression.
+//!
+//! A *frame* (format 4, D57) is one sealed unit holding several small data blobs compressed
+//! together. Each member has its own entry, flagged with bit 0x80 of the type byte: `offset`
+//! and `length` are the frame's (shared by all its members), `inner` is where the member
+//! starts in the frame's plaintext and `frame_raw` the frame's plaintext length. In a pack
+//! header a frame's members are consecutive and tile the frame's plaintext in order.
 
 use super::wire::{DecodeResult, Reader, Writer, err};
 use super::{MAX_BLOB_LEN, PACK_TRAILER_LEN, SEAL_OVERHEAD};
@@ -29,36 +36,111 @@ pub struct PackEntry {
     pub length: u64,
     /// Plaintext length.
     pub raw_length: u64,
+    /// Set when the blob is a member of a frame: `offset` and `length` are then the frame's.
+    pub frame: Option<FrameSlot>,
+}
+
+/// Where a frame member lies in its frame's plaintext.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FrameSlot {
+    /// Offset of the member in the frame's plaintext.
+    pub inner: u64,
+    /// The frame's whole plaintext length.
+    pub frame_raw: u64,
 }
 
 impl PackEntry {
-    /// Offset just past this blob.
+    /// Offset just past this blob (past its frame, for a member).
     pub fn end(&self) -> u64 {
         self.offset + self.length
     }
+
+    /// This blob's share of the stored bytes: its sealed length, or for a frame member the
+    /// frame's sealed length in proportion to the member's part of the plaintext (the shares
+    /// of a frame's members add up to the frame's length, give or take rounding).
+    pub fn stored_share(&self) -> u64 {
+        stored_share(self.length, self.raw_length, self.frame)
+    }
+}
+
+/// See [`PackEntry::stored_share`].
+pub fn stored_share(length: u64, raw_length: u64, frame: Option<FrameSlot>) -> u64 {
+    match frame {
+        None => length,
+        Some(f) if f.frame_raw == 0 => length,
+        Some(f) => (u128::from(length) * u128::from(raw_length) / u128::from(f.frame_raw)) as u64,
+    }
+}
+
+/// Type-byte flag of a frame member's entry.
+pub const FRAME_MEMBER_FLAG: u8 = 0x80;
+
+/// Splits entries in file order (a pack header) into stored units: a lone blob, or all the
+/// members of one frame (consecutive entries at the same offset).
+pub fn units(entries: &[PackEntry]) -> impl Iterator<Item = &[PackEntry]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        let first = rest.first()?;
+        let n = if first.frame.is_some() {
+            rest.iter()
+                .take_while(|e| e.frame.is_some() && e.offset == first.offset)
+                .count()
+        } else {
+            1
+        };
+        let (unit, tail) = rest.split_at(n);
+        rest = tail;
+        Some(unit)
+    })
 }
 
 /// Smallest stored blob: a seal of the one compression byte and nothing else.
 pub const MIN_STORED_BLOB: u64 = SEAL_OVERHEAD as u64 + 1;
 
 pub(crate) fn encode_entry(w: &mut Writer, e: &PackEntry) {
-    w.u8(e.blob_type.code());
+    let flag = if e.frame.is_some() {
+        FRAME_MEMBER_FLAG
+    } else {
+        0
+    };
+    w.u8(e.blob_type.code() | flag);
     w.id(&e.id.0);
     w.uvarint(e.offset);
     w.uvarint(e.length);
     w.uvarint(e.raw_length);
+    if let Some(f) = e.frame {
+        w.uvarint(f.inner);
+        w.uvarint(f.frame_raw);
+    }
 }
 
 pub(crate) fn decode_entry(r: &mut Reader<'_>) -> DecodeResult<PackEntry> {
-    let code = r.u8()?;
+    let byte = r.u8()?;
+    let code = byte & !FRAME_MEMBER_FLAG;
     let blob_type = match BlobType::from_code(code) {
         Some(t) => t,
-        None => return err(format!("unknown blob type {code}")),
+        None => return err(format!("unknown blob type {byte}")),
     };
     let id = BlobId(r.id()?);
     let offset = r.uvarint()?;
     let length = r.uvarint()?;
     let raw_length = r.uvarint()?;
+    let frame = if byte & FRAME_MEMBER_FLAG != 0 {
+        if blob_type != BlobType::Data {
+            return err(format!("tree blob {} in a frame", id.short()));
+        }
+        let inner = r.uvarint()?;
+        let frame_raw = r.uvarint()?;
+        if frame_raw > MAX_BLOB_LEN || inner.checked_add(raw_length).is_none_or(|e| e > frame_raw) {
+            return err(format!(
+                "blob {} lies outside its frame of {frame_raw} bytes",
+                id.short()
+            ));
+        }
+        Some(FrameSlot { inner, frame_raw })
+    } else {
+        None
+    };
     if length < MIN_STORED_BLOB {
         return err(format!(
             "blob {} has impossible length {length}",
@@ -80,6 +162,7 @@ pub(crate) fn decode_entry(r: &mut Reader<'_>) -> DecodeResult<PackEntry> {
         offset,
         length,
         raw_length,
+        frame,
     })
 }
 
@@ -103,22 +186,64 @@ pub fn decode_pack_header(bytes: &[u8]) -> DecodeResult<Vec<PackEntry>> {
     if n == 0 {
         return err("pack header lists no blobs");
     }
-    let mut entries = Vec::with_capacity(n);
+    let mut entries: Vec<PackEntry> = Vec::with_capacity(n);
     let mut next = 0u64;
+    // The frame being read: its offset and the next member's expected inner offset.
+    let mut frame: Option<(u64, u64)> = None;
     for _ in 0..n {
         let e = decode_entry(&mut r)?;
-        if e.offset != next {
-            return err(format!(
-                "blob {} at offset {} where {next} was expected",
-                e.id.short(),
-                e.offset
-            ));
+        let follows = match (frame, e.frame) {
+            (Some((at, inner)), Some(f)) if e.offset == at => {
+                let prev = entries
+                    .last()
+                    .expect("invariant: a frame has a first member");
+                if f.inner != inner || (e.length, f.frame_raw) != (prev.length, frame_raw(prev)) {
+                    return err(format!(
+                        "blob {} does not follow the previous member of its frame",
+                        e.id.short()
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
+        if !follows {
+            if let Some((_, inner)) = frame
+                && inner != entries.last().map_or(0, frame_raw)
+            {
+                return err("a frame's members do not fill it");
+            }
+            if e.offset != next {
+                return err(format!(
+                    "blob {} at offset {} where {next} was expected",
+                    e.id.short(),
+                    e.offset
+                ));
+            }
+            if let Some(f) = e.frame
+                && f.inner != 0
+            {
+                return err(format!(
+                    "frame at {} does not start with its first member",
+                    e.offset
+                ));
+            }
+            next = e.end();
         }
-        next = e.end();
+        frame = e.frame.map(|f| (e.offset, f.inner + e.raw_length));
         entries.push(e);
+    }
+    if let Some((_, inner)) = frame
+        && inner != entries.last().map_or(0, frame_raw)
+    {
+        return err("a frame's members do not fill it");
     }
     r.finish()?;
     Ok(entries)
+}
+
+fn frame_raw(e: &PackEntry) -> u64 {
+    e.frame.map_or(0, |f| f.frame_raw)
 }
 
 /// The trailer that ends a pack: the header object's length, little-endian.

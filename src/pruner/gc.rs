@@ -13,7 +13,7 @@ use crate::format::KIND_INDEX;
 use crate::format::index::{IndexEvent, visit_index};
 use crate::format::layout::Dir;
 use crate::format::layout::{index_path, pack_path};
-use crate::format::pack::PackEntry;
+use crate::format::pack::{PackEntry, units};
 use crate::format::wire::DecodeError;
 use crate::id::{IndexId, PackId};
 use crate::progress::{Progress, Unit};
@@ -68,41 +68,60 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
         // only that pack's header names: copied raw into another pack they would not open.
         // They are re-sealed under the current epoch instead.
         let session = repo.pack_session(pack)?.is_some();
-        entries
-            .par_chunks(1024)
-            .try_for_each(|chunk| -> Result<()> {
-                let mut scratch = Vec::new();
-                for e in chunk {
+        let all: Vec<&[PackEntry]> = units(&entries).collect();
+        all.par_chunks(256).try_for_each(|chunk| -> Result<()> {
+            let mut scratch = Vec::new();
+            for unit in chunk {
+                let mut wanted = HashSet::new();
+                for e in *unit {
                     let here = index
                         .get(e.blob_type, &e.id)?
                         .is_some_and(|l| l.pack == *pack && l.offset == e.offset);
-                    if !here || !marks.contains(e.blob_type, &e.id)? {
-                        continue;
-                    }
-                    let sealed = &bytes[e.offset as usize..e.end() as usize];
-                    // Verify before copying: prune must never turn damage into silent loss.
-                    let mut probe = sealed.to_vec();
-                    let plain = repo.open_blob_ref(
-                        e.blob_type,
-                        e.id,
-                        &mut probe,
-                        e.raw_length,
-                        Some(*pack),
-                        &mut scratch,
-                    )?;
-                    if session {
-                        saver.add(&repo.prepare_blob_with_id(e.blob_type, e.id, plain)?)?;
-                    } else {
-                        saver.add(&PreparedBlob {
-                            blob_type: e.blob_type,
-                            id: e.id,
-                            sealed: sealed.to_vec(),
-                            raw_len: e.raw_length,
-                        })?;
+                    if here && marks.contains(e.blob_type, &e.id)? {
+                        wanted.insert(e.id);
                     }
                 }
-                Ok(())
-            })?;
+                if wanted.is_empty() {
+                    continue;
+                }
+                let e = &unit[0];
+                let sealed = &bytes[e.offset as usize..e.end() as usize];
+                // Verify before copying: prune must never turn damage into silent loss.
+                let mut probe = sealed.to_vec();
+                if e.frame.is_some() {
+                    // A frame: its used members are framed again (the unused ones are the
+                    // garbage being collected).
+                    let mut result = Ok(());
+                    repo.open_unit(*pack, unit, &mut probe, &mut scratch, &mut |m, plain| {
+                        if result.is_err() || !wanted.contains(&m.id) {
+                            return;
+                        }
+                        result = plain.and_then(|p| saver.add_framed(m.id, p).map(|_| ()));
+                    });
+                    result?;
+                    continue;
+                }
+                let plain = repo.open_blob_ref(
+                    e.blob_type,
+                    e.id,
+                    &mut probe,
+                    e.raw_length,
+                    Some(*pack),
+                    &mut scratch,
+                )?;
+                if session {
+                    saver.add(&repo.prepare_blob_with_id(e.blob_type, e.id, plain)?)?;
+                } else {
+                    saver.add(&PreparedBlob {
+                        blob_type: e.blob_type,
+                        id: e.id,
+                        sealed: sealed.to_vec(),
+                        raw_len: e.raw_length,
+                    })?;
+                }
+            }
+            Ok(())
+        })?;
     }
     progress.finish_phase();
     let stats = saver.finish()?;

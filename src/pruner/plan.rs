@@ -213,7 +213,8 @@ pub(crate) fn plan(
                 continue; // indexed but missing: nothing to delete; check reports it
             };
             st.blobs = p.blobs.len() as u64;
-            st.blob_bytes = p.blobs.iter().map(|b| b.length).sum();
+            // A frame member counts for its share of the frame (D57).
+            st.blob_bytes = p.blobs.iter().map(|b| b.stored_share()).sum();
             st.tree = p
                 .blobs
                 .first()
@@ -233,10 +234,10 @@ pub(crate) fn plan(
         }
         match stats.get_mut(&loc.pack) {
             Some(st) => {
-                st.used_bytes += loc.length;
+                st.used_bytes += loc.stored_share();
                 st.used_blobs += 1;
                 used_blobs += 1;
-                used_bytes += loc.length;
+                used_bytes += loc.stored_share();
             }
             None => {
                 missing_pack.get_or_insert((id, loc.pack));

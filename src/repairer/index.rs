@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use crate::crypto::storage_hash;
 use crate::format::index::IndexPack;
 use crate::format::layout::{Dir, index_path, pack_path};
-use crate::format::pack::PackEntry;
+use crate::format::pack::{PackEntry, units};
 use crate::id::{BlobType, IndexId, PackId};
 use crate::progress::{Progress, Unit};
 use crate::repo::Repository;
@@ -100,17 +100,11 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, verify_data: bool) -> Re
     let mut good = Vec::new();
     let mut bad = Vec::new();
     let mut scratch = Vec::new();
-    for e in entries {
-        let mut sealed = bytes[e.offset as usize..e.end() as usize].to_vec();
-        match repo.open_blob_ref(
-            e.blob_type,
-            e.id,
-            &mut sealed,
-            e.raw_length,
-            Some(*id),
-            &mut scratch,
-        ) {
-            Ok(_) => good.push(e),
+    for unit in units(&entries) {
+        let first = unit[0];
+        let mut sealed = bytes[first.offset as usize..first.end() as usize].to_vec();
+        repo.open_unit(*id, unit, &mut sealed, &mut scratch, &mut |e, r| match r {
+            Ok(_) => good.push(*e),
             Err(err) => bad.push(Problem {
                 object: ObjectRef::Blob {
                     blob_type: e.blob_type,
@@ -120,7 +114,7 @@ fn read_pack(repo: &Repository, id: &PackId, size: u64, verify_data: bool) -> Re
                 .to_string(),
                 message: err.to_string(),
             }),
-        }
+        });
     }
     if name_ok && bad.is_empty() {
         Ok(Outcome::Whole(IndexPack {
@@ -264,13 +258,41 @@ fn salvage(
         let Ok(bytes) = repo.backend().read(&pack_path(id)) else {
             continue;
         };
-        for e in candidates {
-            if e.end() > bytes.len() as u64 || have.contains(e.blob_type, &e.id)? {
+        let mut candidates = candidates;
+        candidates.sort_by_key(|e| (e.offset, e.frame.map(|f| f.inner)));
+        let mut scratch = Vec::new();
+        // Candidates at one offset are one stored unit (a blob, or members of one frame).
+        for unit in candidates.chunk_by(|a, b| a.offset == b.offset) {
+            let e = unit[0];
+            if e.end() > bytes.len() as u64 {
                 continue;
             }
             let sealed = bytes[e.offset as usize..e.end() as usize].to_vec();
             let mut probe = sealed.clone();
-            let mut scratch = Vec::new();
+            if let Some(slot) = e.frame {
+                let Ok(frame) =
+                    repo.open_frame_ref(slot.frame_raw, &mut probe, *id, e.offset, &mut scratch)
+                else {
+                    continue;
+                };
+                for m in unit {
+                    let Some(slot) = m.frame else { continue };
+                    if have.contains(m.blob_type, &m.id)? {
+                        continue;
+                    }
+                    if let Ok(plain) =
+                        repo.frame_member(m.blob_type, m.id, frame, slot, m.raw_length, Some(*id))
+                    {
+                        have.insert_new(m.blob_type, &m.id)?;
+                        saver.add_framed(m.id, plain)?;
+                        report.salvaged_blobs += 1;
+                    }
+                }
+                continue;
+            }
+            if have.contains(e.blob_type, &e.id)? {
+                continue;
+            }
             if repo
                 .open_blob_ref(
                     e.blob_type,

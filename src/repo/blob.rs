@@ -6,9 +6,9 @@
 //! trailer and sealed header with at most two ranged reads.
 
 use crate::compress::{decode_payload, encode_payload_into};
-use crate::crypto::blob_aad;
+use crate::crypto::{blob_aad, frame_aad};
 use crate::format::layout::pack_path;
-use crate::format::pack::{PackEntry, decode_pack_header, decode_trailer};
+use crate::format::pack::{FrameSlot, PackEntry, decode_pack_header, decode_trailer};
 use crate::format::{KIND_PACK_HEADER, PACK_TRAILER_LEN};
 use crate::id::{BlobId, BlobType, PackId};
 use crate::{Error, ObjectRef, Result};
@@ -26,6 +26,34 @@ pub struct PreparedBlob {
     pub sealed: Vec<u8>,
     /// Plaintext length.
     pub raw_len: u64,
+}
+
+/// Frames kept by [`FrameCache`]: at most this many of ~1.25 MiB each.
+const FRAMES_KEPT: usize = 8;
+
+/// The plaintexts of the last few frames opened to read one member. Opened (authenticated)
+/// plaintext only; every member taken from it is still checked against its id.
+#[derive(Default)]
+pub(crate) struct FrameCache(std::sync::Mutex<std::collections::VecDeque<FrameKept>>);
+
+type FrameKept = ((PackId, u64), std::sync::Arc<Vec<u8>>);
+
+impl FrameCache {
+    fn get(&self, key: (PackId, u64)) -> Option<std::sync::Arc<Vec<u8>>> {
+        let q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        q.iter().find(|(k, _)| *k == key).map(|(_, f)| f.clone())
+    }
+
+    fn put(&self, key: (PackId, u64), frame: std::sync::Arc<Vec<u8>>) {
+        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if q.iter().any(|(k, _)| *k == key) {
+            return;
+        }
+        if q.len() == FRAMES_KEPT {
+            q.pop_front();
+        }
+        q.push_back((key, frame));
+    }
 }
 
 /// How many bytes to read from a pack's end in the first attempt at its header.
@@ -71,6 +99,131 @@ impl Repository {
     pub fn prepare_blob(&self, blob_type: BlobType, data: &[u8]) -> Result<PreparedBlob> {
         let id = self.blob_id(data);
         self.prepare_blob_with_id(blob_type, id, data)
+    }
+
+    /// Compresses and seals the plaintext of a frame (small data blobs laid end to end) into
+    /// `buf`'s allocation.
+    pub fn prepare_frame_into(&self, plain: &[u8], mut buf: Vec<u8>) -> Result<Vec<u8>> {
+        encode_payload_into(plain, self.config().compression, &mut buf);
+        self.cipher()
+            .seal_in_place(&frame_aad(BlobType::Data, plain.len() as u64), &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Opens a sealed frame (at `offset` in `pack`) in place and decompresses it into
+    /// `scratch`. Its members are not verified here: [`Repository::frame_member`] checks each
+    /// one's keyed hash. Damage is reported against the pack, naming the frame's offset.
+    pub fn open_frame_ref<'a>(
+        &self,
+        frame_raw: u64,
+        sealed: &'a mut [u8],
+        pack: PackId,
+        offset: u64,
+        scratch: &'a mut Vec<u8>,
+    ) -> Result<&'a [u8]> {
+        let object = ObjectRef::Pack(pack);
+        let aad = frame_aad(BlobType::Data, frame_raw);
+        let relabel = |e: Error| match e {
+            Error::Corrupt { object, reason } => Error::Corrupt {
+                object,
+                reason: format!("frame at offset {offset}: {reason}"),
+            },
+            other => other,
+        };
+        let plain = self
+            .open_blob_slice(&aad, sealed, Some(&pack), &object)
+            .map_err(relabel)?;
+        crate::compress::decode_payload_ref(plain, frame_raw, scratch)
+            .map_err(|e| relabel(Error::corrupt(object.clone(), e.0)))
+    }
+
+    /// One member of an opened frame, verified against its id.
+    pub fn frame_member<'a>(
+        &self,
+        blob_type: BlobType,
+        id: BlobId,
+        frame: &'a [u8],
+        slot: FrameSlot,
+        raw_len: u64,
+        pack: Option<PackId>,
+    ) -> Result<&'a [u8]> {
+        let object = ObjectRef::Blob {
+            blob_type,
+            id,
+            pack,
+        };
+        let data = slot
+            .inner
+            .checked_add(raw_len)
+            .filter(|&end| end <= frame.len() as u64)
+            .map(|end| &frame[slot.inner as usize..end as usize])
+            .ok_or_else(|| Error::corrupt(object.clone(), "lies outside its frame"))?;
+        if self.hasher().blob_id(data) != id {
+            return Err(Error::corrupt(
+                object,
+                "plaintext does not hash to the blob id",
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Opens one stored unit of a pack (a lone blob, or a frame and all its members, as
+    /// [`crate::format::pack::units`] yields them) in place and calls `f` with each entry and
+    /// its verified plaintext or the reason it failed.
+    pub fn open_unit(
+        &self,
+        pack: PackId,
+        unit: &[PackEntry],
+        sealed: &mut [u8],
+        scratch: &mut Vec<u8>,
+        f: &mut dyn FnMut(&PackEntry, Result<&[u8]>),
+    ) {
+        let Some(first) = unit.first() else { return };
+        let Some(slot) = first.frame else {
+            let r = self.open_blob_ref(
+                first.blob_type,
+                first.id,
+                sealed,
+                first.raw_length,
+                Some(pack),
+                scratch,
+            );
+            return f(first, r);
+        };
+        match self.open_frame_ref(slot.frame_raw, sealed, pack, first.offset, scratch) {
+            Ok(frame) => {
+                for e in unit {
+                    let slot = e.frame.unwrap_or(slot);
+                    f(
+                        e,
+                        self.frame_member(e.blob_type, e.id, frame, slot, e.raw_length, Some(pack)),
+                    );
+                }
+            }
+            Err(err) => {
+                // Every member fails with its frame; each is named in its own error.
+                let why = match &err {
+                    Error::Corrupt { reason, .. } => Some(format!("in a damaged {reason}")),
+                    _ => None,
+                };
+                let mut first_err = Some(err);
+                for e in unit {
+                    let member_err = match (&why, first_err.take()) {
+                        (Some(why), _) => Error::corrupt(
+                            ObjectRef::Blob {
+                                blob_type: e.blob_type,
+                                id: e.id,
+                                pack: Some(pack),
+                            },
+                            why.clone(),
+                        ),
+                        (None, Some(other)) => other,
+                        (None, None) => Error::Aborted("its frame could not be opened".into()),
+                    };
+                    f(e, Err(member_err));
+                }
+            }
+        }
     }
 
     /// Opens a sealed blob and verifies that its plaintext hashes to `id`.
@@ -211,11 +364,39 @@ impl Repository {
                 return self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack));
             }
         }
-        let sealed = self
+        let key = (loc.pack, loc.offset);
+        if let Some(slot) = loc.frame
+            && let Some(frame) = self.inner.frames.get(key)
+        {
+            return self
+                .frame_member(blob_type, *id, &frame, slot, loc.raw_length, Some(loc.pack))
+                .map(<[u8]>::to_vec);
+        }
+        let mut sealed = self
             .backend()
             .read_range(&pack_path(&loc.pack), loc.offset, loc.length)
             .map_err(|e| relabel_missing(e, ObjectRef::Pack(loc.pack)))?;
-        self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack))
+        let Some(slot) = loc.frame else {
+            return self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack));
+        };
+        let mut scratch = Vec::new();
+        // (A frame stored uncompressed is returned inside `sealed`, not `scratch`: copied.)
+        let frame = std::sync::Arc::new(
+            self.open_frame_ref(
+                slot.frame_raw,
+                &mut sealed,
+                loc.pack,
+                loc.offset,
+                &mut scratch,
+            )?
+            .to_vec(),
+        );
+        drop((sealed, scratch));
+        let member = self
+            .frame_member(blob_type, *id, &frame, slot, loc.raw_length, Some(loc.pack))
+            .map(<[u8]>::to_vec);
+        self.inner.frames.put(key, frame);
+        member
     }
 
     /// A tree blob from the local copy of its pack, if there is a good one (a copy that fails

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::format::KIND_INDEX;
 use crate::format::index::{Index, IndexPack, MAX_INDEX_ENTRIES, decode_index, encode_index};
 use crate::format::layout::Dir;
-use crate::format::pack::PackEntry;
+use crate::format::pack::{FrameSlot, PackEntry};
 use crate::id::{BlobId, BlobType, IndexId, PackId};
 use crate::{Error, ObjectRef, Result};
 
@@ -34,6 +34,32 @@ pub struct BlobLocation {
     pub length: u64,
     /// Plaintext length.
     pub raw_length: u64,
+    /// Set for a member of a frame: `offset` and `length` are the frame's.
+    pub frame: Option<FrameSlot>,
+}
+
+impl BlobLocation {
+    /// The location of a pack entry.
+    pub fn of(pack: PackId, e: &PackEntry) -> Self {
+        Self {
+            pack,
+            offset: e.offset,
+            length: e.length,
+            raw_length: e.raw_length,
+            frame: e.frame,
+        }
+    }
+
+    /// This blob's share of the stored bytes (see [`PackEntry::stored_share`]).
+    pub fn stored_share(&self) -> u64 {
+        crate::format::pack::stored_share(self.length, self.raw_length, self.frame)
+    }
+
+    /// Whether `e` describes this location (within the same pack).
+    pub fn matches(&self, e: &PackEntry) -> bool {
+        (self.offset, self.length, self.raw_length, self.frame)
+            == (e.offset, e.length, e.raw_length, e.frame)
+    }
 }
 
 type Overlay = HashMap<(BlobType, BlobId), BlobLocation>;
@@ -420,15 +446,7 @@ impl BlobIndex {
         for p in &idx.packs {
             op.insert(p.id, p.size);
             for b in &p.blobs {
-                o.insert(
-                    (b.blob_type, b.id),
-                    BlobLocation {
-                        pack: p.id,
-                        offset: b.offset,
-                        length: b.length,
-                        raw_length: b.raw_length,
-                    },
-                );
+                o.insert((b.blob_type, b.id), BlobLocation::of(p.id, b));
             }
         }
         Ok(())

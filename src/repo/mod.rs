@@ -145,6 +145,9 @@ pub(crate) struct Inner {
     index: RwLock<Option<Arc<BlobIndex>>>,
     /// Held while a whole tree pack is fetched (one at a time, see `blob`).
     tree_fetch: std::sync::Mutex<()>,
+    /// The plaintexts of the frames opened last by single-blob reads (`load_blob`): reading
+    /// the small files of one directory one by one opens each frame once, not once per file.
+    frames: blob::FrameCache,
     /// The capability bits of the key in use (`format::key::CAP_*`).
     capabilities: u64,
     /// The ephemeral public key of packs sealed to the reader (`None`: an ordinary pack).
@@ -270,6 +273,7 @@ impl Repository {
                 options,
                 index: RwLock::new(None),
                 tree_fetch: std::sync::Mutex::new(()),
+                frames: blob::FrameCache::default(),
                 capabilities,
                 pack_sessions: std::sync::Mutex::new(std::collections::HashMap::new()),
             }),

@@ -25,7 +25,7 @@ use crate::backend::Access;
 use crate::format::KIND_PACK_HEADER;
 use crate::format::index::IndexPack;
 use crate::format::layout::pack_path;
-use crate::format::pack::{PackEntry, encode_pack_header, encode_trailer};
+use crate::format::pack::{FrameSlot, PackEntry, encode_pack_header, encode_trailer};
 use crate::id::{BlobId, BlobType, IndexId, PackId};
 use crate::{Error, Result};
 
@@ -130,8 +130,29 @@ impl OpenPack {
     }
 }
 
+/// Data blobs shorter than this, and than the repository's minimum chunk size (so only whole
+/// small files and the tails of larger ones), are stored in frames (D57): compressed together
+/// with others. See [`frame_limit`].
+pub const FRAME_MEMBER_MAX: usize = 256 * 1024;
+
+/// Data blobs shorter than this go into frames in a repository with `config`.
+pub fn frame_limit(config: &crate::format::config::Config) -> usize {
+    FRAME_MEMBER_MAX.min(config.chunker.min_size as usize)
+}
+/// A frame is sealed once its members add up to this many plaintext bytes.
+pub const FRAME_TARGET: usize = 1 << 20;
+
+/// The frame being filled: members' plaintexts end to end. Sealed by the thread whose blob
+/// filled it, outside the lock.
+#[derive(Default)]
+struct OpenFrame {
+    plain: Vec<u8>,
+    members: Vec<(BlobId, u64)>,
+}
+
 struct State {
     open: [Option<OpenPack>; 2],
+    frame: OpenFrame,
     /// Blobs added in this run and not yet in the cache.
     known: HashSet<(BlobType, BlobId)>,
     /// Uploaded packs not yet named by an index object.
@@ -278,6 +299,7 @@ impl BlobSaver {
             staging,
             state: Mutex::new(State {
                 open: [None, None],
+                frame: OpenFrame::default(),
                 known: HashSet::new(),
                 pending: Vec::new(),
                 pending_blobs: 0,
@@ -340,66 +362,153 @@ impl BlobSaver {
         Ok(id)
     }
 
-    /// Adds a prepared blob unless it is already stored. Returns whether it was added. The blob
-    /// is only read, so callers can reuse its buffer.
-    pub fn add(&self, blob: &PreparedBlob) -> Result<bool> {
-        let full = {
+    /// Claims a blob for this run: false when it is already stored or claimed.
+    fn claim(&self, blob_type: BlobType, id: &BlobId) -> Result<bool> {
+        {
             let mut s = self.shared.lock();
             if let Some(e) = &s.error {
                 return Err(Error::Aborted(format!("an upload failed: {e}")));
             }
-            if !s.known.insert((blob.blob_type, blob.id)) {
+            if !s.known.insert((blob_type, *id)) {
                 return Ok(false);
             }
-            drop(s);
-            // Checked outside the lock: the cache lookup may touch the disk.
-            if self.shared.options.dedup_against_index
-                && self
-                    .shared
-                    .repo
-                    .index()?
-                    .contains(blob.blob_type, &blob.id)?
-            {
-                self.shared.lock().known.remove(&(blob.blob_type, blob.id));
-                return Ok(false);
-            }
+        }
+        // Checked outside the lock: the cache lookup may touch the disk.
+        if self.shared.options.dedup_against_index
+            && self.shared.repo.index()?.contains(blob_type, id)?
+        {
+            self.shared.lock().known.remove(&(blob_type, *id));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Adds a prepared blob unless it is already stored. Returns whether it was added. The blob
+    /// is only read, so callers can reuse its buffer.
+    pub fn add(&self, blob: &PreparedBlob) -> Result<bool> {
+        if !self.claim(blob.blob_type, &blob.id)? {
+            return Ok(false);
+        }
+        let full = {
             let mut s = self.shared.lock();
-            let stored = blob.sealed.len() as u64;
             match blob.blob_type {
                 BlobType::Data => s.stats.data_blobs += 1,
                 BlobType::Tree => s.stats.tree_blobs += 1,
             }
             s.stats.bytes_added += blob.raw_len;
-            s.stats.bytes_stored += stored;
-            if self.shared.options.dry_run {
-                return Ok(true);
-            }
-            let target = u64::from(self.shared.repo.config().pack_size);
-            let slot = &mut s.open[slot(blob.blob_type)];
-            if slot.is_none() {
-                *slot = Some(OpenPack::create(&self.shared.staging)?);
-            }
-            let p = slot.as_mut().expect("invariant: just created");
-            p.entries.push(PackEntry {
+            let entry = PackEntry {
                 blob_type: blob.blob_type,
                 id: blob.id,
-                offset: p.size,
-                length: stored,
+                offset: 0,
+                length: 0,
                 raw_length: blob.raw_len,
-            });
-            if let Err(e) = p.append(&blob.sealed) {
-                // The staged pack is now incomplete: drop it and its file.
-                if let Some(p) = slot.take() {
-                    let _ = std::fs::remove_file(&p.path);
-                }
-                return Err(e);
-            }
-            if p.size >= target { slot.take() } else { None }
+                frame: None,
+            };
+            self.append_unit(&mut s, blob.blob_type, &blob.sealed, &mut [entry])?
         };
         if let Some(p) = full {
             self.send(p)?;
         }
         Ok(true)
+    }
+
+    /// Adds a small data blob (shorter than [`FRAME_MEMBER_MAX`]) to the open frame unless it
+    /// is already stored; returns whether it was added. Its bytes are copied.
+    pub fn add_framed(&self, id: BlobId, data: &[u8]) -> Result<bool> {
+        debug_assert!(data.len() < FRAME_MEMBER_MAX);
+        // The frame's plaintext and each member's raw length stay far below MAX_BLOB_LEN.
+        if !self.claim(BlobType::Data, &id)? {
+            return Ok(false);
+        }
+        let full = {
+            let mut s = self.shared.lock();
+            s.stats.data_blobs += 1;
+            s.stats.bytes_added += data.len() as u64;
+            s.frame.plain.extend_from_slice(data);
+            s.frame.members.push((id, data.len() as u64));
+            if s.frame.plain.len() >= FRAME_TARGET {
+                Some(std::mem::take(&mut s.frame))
+            } else {
+                None
+            }
+        };
+        if let Some(frame) = full {
+            self.seal_frame(frame)?;
+        }
+        Ok(true)
+    }
+
+    /// Compresses and seals a full frame, then appends it to the open data pack.
+    fn seal_frame(&self, frame: OpenFrame) -> Result<()> {
+        if frame.members.is_empty() {
+            return Ok(());
+        }
+        let frame_raw = frame.plain.len() as u64;
+        let sealed = self
+            .shared
+            .repo
+            .prepare_frame_into(&frame.plain, Vec::new())?;
+        drop(frame.plain);
+        let mut inner = 0;
+        let mut entries: Vec<PackEntry> = frame
+            .members
+            .iter()
+            .map(|&(id, raw_length)| {
+                let e = PackEntry {
+                    blob_type: BlobType::Data,
+                    id,
+                    offset: 0,
+                    length: 0,
+                    raw_length,
+                    frame: Some(FrameSlot { inner, frame_raw }),
+                };
+                inner += raw_length;
+                e
+            })
+            .collect();
+        let full = {
+            let mut s = self.shared.lock();
+            self.append_unit(&mut s, BlobType::Data, &sealed, &mut entries)?
+        };
+        if let Some(p) = full {
+            self.send(p)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one sealed unit (a blob, or a frame) to the open pack of its type; `entries`
+    /// get the unit's offset and length. Returns the pack when it is full.
+    fn append_unit(
+        &self,
+        s: &mut State,
+        blob_type: BlobType,
+        sealed: &[u8],
+        entries: &mut [PackEntry],
+    ) -> Result<Option<OpenPack>> {
+        let stored = sealed.len() as u64;
+        s.stats.bytes_stored += stored;
+        if self.shared.options.dry_run {
+            return Ok(None);
+        }
+        let target = u64::from(self.shared.repo.config().pack_size);
+        let slot = &mut s.open[slot(blob_type)];
+        if slot.is_none() {
+            *slot = Some(OpenPack::create(&self.shared.staging)?);
+        }
+        let p = slot.as_mut().expect("invariant: just created");
+        for e in entries.iter_mut() {
+            e.offset = p.size;
+            e.length = stored;
+        }
+        p.entries.extend_from_slice(entries);
+        if let Err(e) = p.append(sealed) {
+            // The staged pack is now incomplete: drop it and its file.
+            if let Some(p) = slot.take() {
+                let _ = std::fs::remove_file(&p.path);
+            }
+            return Err(e);
+        }
+        Ok(if p.size >= target { slot.take() } else { None })
     }
 
     /// Closes a pack (header, trailer, name) and queues it for upload. On failure (a full
@@ -444,6 +553,8 @@ impl BlobSaver {
     /// Uploads what is left, waits for every upload, writes the last index object.
     /// After `finish` returns, every blob added is durably stored and indexed.
     pub fn finish(&self) -> Result<SaverStats> {
+        let frame = std::mem::take(&mut self.shared.lock().frame);
+        self.seal_frame(frame)?;
         let open = {
             let mut s = self.shared.lock();
             [s.open[0].take(), s.open[1].take()]

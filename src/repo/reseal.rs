@@ -90,9 +90,14 @@ impl Repository {
         };
         let mut out = Vec::with_capacity(bytes.len());
         let mut buf = Vec::new();
-        for e in &entries {
+        for unit in crate::format::pack::units(&entries) {
+            let e = &unit[0];
             let sealed = &bytes[e.offset as usize..e.end() as usize];
-            let aad = blob_aad(e.blob_type, &e.id);
+            // A frame is one seal, bound to its plaintext length (D57).
+            let aad = match e.frame {
+                Some(f) => crate::crypto::frame_aad(e.blob_type, f.frame_raw).to_vec(),
+                None => blob_aad(e.blob_type, &e.id).to_vec(),
+            };
             buf.clear();
             buf.extend_from_slice(sealed);
             let blob = ObjectRef::Blob {

@@ -31,12 +31,27 @@ const MAX_GAP: u64 = 256 * 1024;
 /// Longest single ranged read.
 const MAX_SPAN: u64 = 16 << 20;
 
+/// One stored unit to read: a lone blob, or a frame and the members of it that are needed.
 struct Want {
-    id: BlobId,
     offset: u64,
     length: u64,
+    /// The frame's plaintext length, for a frame.
+    frame_raw: Option<u64>,
+    /// Needed blobs by their offset in the frame (0 for a lone blob).
+    members: BTreeMap<u64, Member>,
+}
+
+struct Member {
+    id: BlobId,
     raw_length: u64,
+    /// (job, offset in the file) for every place the blob goes.
     targets: Vec<(usize, u64)>,
+}
+
+impl Want {
+    fn targets(&self) -> impl Iterator<Item = &(usize, u64)> {
+        self.members.values().flat_map(|m| &m.targets)
+    }
 }
 
 struct Span {
@@ -118,9 +133,15 @@ pub(super) fn restore_content(
                             .or_default()
                             .entry(loc.offset)
                             .or_insert_with(|| Want {
-                                id: *id,
                                 offset: loc.offset,
                                 length: loc.length,
+                                frame_raw: loc.frame.map(|f| f.frame_raw),
+                                members: BTreeMap::new(),
+                            })
+                            .members
+                            .entry(loc.frame.map_or(0, |f| f.inner))
+                            .or_insert_with(|| Member {
+                                id: *id,
                                 raw_length: loc.raw_length,
                                 targets: Vec::new(),
                             })
@@ -194,7 +215,7 @@ pub(super) fn restore_content(
             Err(e) => {
                 let e = crate::repo::blob::relabel_missing(e, crate::ObjectRef::Pack(span.pack));
                 for w in &span.blobs {
-                    for (j, _) in &w.targets {
+                    for (j, _) in w.targets() {
                         fail(*j, e.to_string());
                     }
                 }
@@ -214,46 +235,68 @@ pub(super) fn restore_content(
             rest = tail;
             pos = w.offset + w.length;
         }
+        // Writes one verified blob's plaintext to every place it goes.
+        let deliver = |m: &Member, plain: &[u8]| {
+            let zero = plain.iter().all(|&b| b == 0);
+            for (j, off) in &m.targets {
+                let job = &jobs[*j];
+                let r = if job.deferred {
+                    finish_deferred(job, Some((plain, *off)), apply).map(|errs| {
+                        let mut m = meta_errors.lock().unwrap_or_else(|p| p.into_inner());
+                        m.extend(errs.into_iter().map(|e| (*j, e)));
+                    })
+                } else if zero {
+                    Ok(()) // created at full length: zeros are already there
+                } else {
+                    job.dir
+                        .open_for_write(&job.tmp)
+                        .and_then(|f| f.write_all_at(plain, *off))
+                };
+                match r {
+                    Ok(()) => {
+                        written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                        progress.advance(plain.len() as u64);
+                    }
+                    Err(e) => fail(*j, crate::error::io_message(&e)),
+                }
+            }
+        };
         slices
             .into_par_iter()
             .for_each_init(Vec::new, |scratch, (w, sealed)| {
-                let plain = match repo.open_blob_ref(
-                    BlobType::Data,
-                    w.id,
-                    sealed,
-                    w.raw_length,
-                    Some(span.pack),
-                    scratch,
-                ) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        for (j, _) in &w.targets {
-                            fail(*j, e.to_string());
+                let pack = Some(span.pack);
+                let Some(frame_raw) = w.frame_raw else {
+                    for m in w.members.values() {
+                        match repo.open_blob_ref(
+                            BlobType::Data,
+                            m.id,
+                            sealed,
+                            m.raw_length,
+                            pack,
+                            scratch,
+                        ) {
+                            Ok(plain) => deliver(m, plain),
+                            Err(e) => m.targets.iter().for_each(|(j, _)| fail(*j, e.to_string())),
                         }
-                        return;
                     }
+                    return;
                 };
-                let zero = plain.iter().all(|&b| b == 0);
-                for (j, off) in &w.targets {
-                    let job = &jobs[*j];
-                    let r = if job.deferred {
-                        finish_deferred(job, Some((plain, *off)), apply).map(|errs| {
-                            let mut m = meta_errors.lock().unwrap_or_else(|p| p.into_inner());
-                            m.extend(errs.into_iter().map(|e| (*j, e)));
-                        })
-                    } else if zero {
-                        Ok(()) // created at full length: zeros are already there
-                    } else {
-                        job.dir
-                            .open_for_write(&job.tmp)
-                            .and_then(|f| f.write_all_at(plain, *off))
-                    };
-                    match r {
-                        Ok(()) => {
-                            written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                            progress.advance(plain.len() as u64);
+                // A frame: opened once, each needed member verified on its slice.
+                let frame =
+                    match repo.open_frame_ref(frame_raw, sealed, span.pack, w.offset, scratch) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            for (j, _) in w.targets() {
+                                fail(*j, e.to_string());
+                            }
+                            return;
                         }
-                        Err(e) => fail(*j, crate::error::io_message(&e)),
+                    };
+                for (&inner, m) in &w.members {
+                    let slot = crate::format::pack::FrameSlot { inner, frame_raw };
+                    match repo.frame_member(BlobType::Data, m.id, frame, slot, m.raw_length, pack) {
+                        Ok(plain) => deliver(m, plain),
+                        Err(e) => m.targets.iter().for_each(|(j, _)| fail(*j, e.to_string())),
                     }
                 }
             });

@@ -362,11 +362,7 @@ impl CacheDb {
             for b in &p.blobs {
                 key[0] = b.blob_type.code();
                 key[1..].copy_from_slice(&b.id.0);
-                batch.put_cf(
-                    blobs,
-                    key,
-                    encode_location(&p.id, b.offset, b.length, b.raw_length),
-                );
+                batch.put_cf(blobs, key, encode_location(&p.id, b));
             }
         }
         let mut w = Writer::new();
@@ -402,11 +398,7 @@ impl CacheDb {
                 IndexEvent::Entry(b) => {
                     key[0] = b.blob_type.code();
                     key[1..].copy_from_slice(&b.id.0);
-                    batch.put_cf(
-                        blobs,
-                        key,
-                        encode_location(&pack, b.offset, b.length, b.raw_length),
-                    );
+                    batch.put_cf(blobs, key, encode_location(&pack, &b));
                     count += 1;
                 }
             }
@@ -531,7 +523,7 @@ impl CacheDb {
             batch.put_cf(
                 blobs,
                 blob_key(b.blob_type, &b.id),
-                encode_location(&pack, b.offset, b.length, b.raw_length),
+                encode_location(&pack, b),
             );
         }
         self.write_unlogged(batch)
@@ -682,25 +674,44 @@ pub(crate) fn blob_key(t: BlobType, id: &BlobId) -> [u8; 33] {
     key
 }
 
-fn encode_location(pack: &PackId, offset: u64, length: u64, raw_length: u64) -> Vec<u8> {
-    let mut w = Writer::with_buffer(Vec::with_capacity(48));
+/// `pack || offset || length || raw_length [|| inner || frame_raw]` (the last two for a frame
+/// member).
+fn encode_location(pack: &PackId, b: &PackEntry) -> Vec<u8> {
+    let mut w = Writer::with_buffer(Vec::with_capacity(56));
     w.id(&pack.0);
-    w.uvarint(offset);
-    w.uvarint(length);
-    w.uvarint(raw_length);
+    w.uvarint(b.offset);
+    w.uvarint(b.length);
+    w.uvarint(b.raw_length);
+    if let Some(f) = b.frame {
+        w.uvarint(f.inner);
+        w.uvarint(f.frame_raw);
+    }
     w.into_bytes()
 }
 
 pub(crate) fn decode_location(v: &[u8]) -> Option<BlobLocation> {
     let mut r = Reader::new(v);
-    let loc = BlobLocation {
-        pack: PackId(r.id().ok()?),
-        offset: r.uvarint().ok()?,
-        length: r.uvarint().ok()?,
-        raw_length: r.uvarint().ok()?,
+    let pack = PackId(r.id().ok()?);
+    let offset = r.uvarint().ok()?;
+    let length = r.uvarint().ok()?;
+    let raw_length = r.uvarint().ok()?;
+    let frame = if r.finish().is_ok() {
+        None
+    } else {
+        let f = crate::format::pack::FrameSlot {
+            inner: r.uvarint().ok()?,
+            frame_raw: r.uvarint().ok()?,
+        };
+        r.finish().ok()?;
+        Some(f)
     };
-    r.finish().ok()?;
-    Some(loc)
+    Some(BlobLocation {
+        pack,
+        offset,
+        length,
+        raw_length,
+        frame,
+    })
 }
 
 impl CacheDb {

@@ -248,6 +248,14 @@ fn discard(job: &FileJob, keep_damaged: bool, why: &str) -> String {
     if keep_damaged {
         let mut kept = job.name.clone();
         kept.push(".vault-damaged");
+        if job.deferred {
+            // A file of one blob is only created once its blob verified: kept, it is its
+            // length of zeros, as the damaged parts of a longer file are.
+            let _ = job
+                .dir
+                .create_file(&job.tmp)
+                .and_then(|f| f.set_len(job.node.size));
+        }
         if job.dir.rename(&job.tmp, &kept).is_ok() {
             return format!(
                 "{why}; kept as {}",
