@@ -28,8 +28,8 @@ pub struct PreparedBlob {
     pub raw_len: u64,
 }
 
-/// Frames kept by [`FrameCache`]: at most this many of ~1.25 MiB each.
-const FRAMES_KEPT: usize = 8;
+/// Frames kept by [`FrameCache`]: at most this many of ~2.25 MiB each.
+const FRAMES_KEPT: usize = 4;
 
 /// The plaintexts of the last few frames opened to read one member. Opened (authenticated)
 /// plaintext only; every member taken from it is still checked against its id.

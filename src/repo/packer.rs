@@ -140,9 +140,9 @@ pub fn frame_limit(config: &crate::format::config::Config) -> usize {
     FRAME_MEMBER_MAX.min(config.chunker.min_size as usize)
 }
 /// A frame is sealed once its members add up to this many plaintext bytes.
-pub const FRAME_TARGET: usize = 1 << 20;
+pub const FRAME_TARGET: usize = 2 << 20;
 
-/// The frame being filled: members' plaintexts end to end. Sealed by the thread whose blob
+/// A frame being filled: members' plaintexts end to end. Sealed by the thread whose blob
 /// filled it, outside the lock.
 #[derive(Default)]
 struct OpenFrame {
@@ -152,7 +152,10 @@ struct OpenFrame {
 
 struct State {
     open: [Option<OpenPack>; 2],
-    frame: OpenFrame,
+    /// One open frame per worker thread (and one for other threads), so that a frame holds
+    /// files its worker stored one after the other (mostly of one directory: they compress
+    /// better together than files of unrelated directories interleaved).
+    frames: Vec<OpenFrame>,
     /// Blobs added in this run and not yet in the cache.
     known: HashSet<(BlobType, BlobId)>,
     /// Uploaded packs not yet named by an index object.
@@ -299,7 +302,7 @@ impl BlobSaver {
             staging,
             state: Mutex::new(State {
                 open: [None, None],
-                frame: OpenFrame::default(),
+                frames: Vec::new(),
                 known: HashSet::new(),
                 pending: Vec::new(),
                 pending_blobs: 0,
@@ -424,10 +427,15 @@ impl BlobSaver {
             let mut s = self.shared.lock();
             s.stats.data_blobs += 1;
             s.stats.bytes_added += data.len() as u64;
-            s.frame.plain.extend_from_slice(data);
-            s.frame.members.push((id, data.len() as u64));
-            if s.frame.plain.len() >= FRAME_TARGET {
-                Some(std::mem::take(&mut s.frame))
+            let slot = rayon::current_thread_index().map_or(0, |i| i + 1);
+            if s.frames.len() <= slot {
+                s.frames.resize_with(slot + 1, OpenFrame::default);
+            }
+            let frame = &mut s.frames[slot];
+            frame.plain.extend_from_slice(data);
+            frame.members.push((id, data.len() as u64));
+            if frame.plain.len() >= FRAME_TARGET {
+                Some(std::mem::take(frame))
             } else {
                 None
             }
@@ -553,8 +561,10 @@ impl BlobSaver {
     /// Uploads what is left, waits for every upload, writes the last index object.
     /// After `finish` returns, every blob added is durably stored and indexed.
     pub fn finish(&self) -> Result<SaverStats> {
-        let frame = std::mem::take(&mut self.shared.lock().frame);
-        self.seal_frame(frame)?;
+        let frames = std::mem::take(&mut self.shared.lock().frames);
+        for frame in frames {
+            self.seal_frame(frame)?;
+        }
         let open = {
             let mut s = self.shared.lock();
             [s.open[0].take(), s.open[1].take()]
