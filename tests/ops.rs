@@ -1122,3 +1122,60 @@ tests:
     std::fs::write(dir.path().join("tests.yml"), tests).unwrap();
     promtool(&["test", "rules", "tests.yml"]);
 }
+
+/// A command that waits for this host's audit chain (another audited command holds it) dates
+/// its record once it holds the chain, never before: otherwise its record could be dated
+/// before the one it follows, which `check` reports as reordering (found by
+/// failclosed::check_beside_running_snapshots_finds_no_damage).
+#[test]
+fn an_audit_record_is_dated_when_its_command_holds_the_chain() {
+    use std::os::unix::fs::MetadataExt;
+    let r = TestRepo::new();
+    let d = r.scratch("d");
+    std::fs::write(d.join("f"), b"x").unwrap();
+    r.snapshot(&[&d]);
+    let writer = walkdir(&r.cache)
+        .into_iter()
+        .find(|p| p.file_name().is_some_and(|n| n == "audit-writer"))
+        .unwrap();
+    let held = std::fs::File::open(&writer).unwrap();
+    rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+    let mut child = r
+        .cmd(&["check"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The kernel lists a process waiting for a lock as `->` on the file's inode.
+    let inode = format!(":{} ", writer.metadata().unwrap().ino());
+    loop {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap();
+        if locks
+            .lines()
+            .any(|l| l.contains("->") && l.contains(&inode))
+        {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "check ended without waiting"
+        );
+        std::thread::yield_now();
+    }
+    let released = vault::format::time::Timestamp::now();
+    drop(held);
+    assert!(child.wait().unwrap().success());
+    let repo = r.library();
+    let newest = repo
+        .list_audit_ids()
+        .unwrap()
+        .iter()
+        .map(|id| repo.load_audit(id).unwrap())
+        .max_by_key(|a| a.seq)
+        .unwrap();
+    assert_eq!(newest.command, "check");
+    assert!(
+        newest.time >= released,
+        "dated {:?}, before it held the chain ({released:?})",
+        newest.time
+    );
+}

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use crate::format::tree::ContentPart;
 use crate::id::{BlobId, BlobType};
+use crate::repo::packer::Near;
 use crate::source::extents::extents;
 use crate::{Error, Result};
 
@@ -56,8 +57,9 @@ pub(super) fn store_file(
     let size = meta.len();
     let mut parts = Vec::new();
     let mut total = 0u64;
+    let near = Near::of(path);
     if ctx.opts.mmap && size >= 4 * ctx.batch as u64 {
-        return store_mapped(ctx, path, file, size);
+        return store_mapped(ctx, path, file, size, near);
     }
     for ext in extents(file, size) {
         if ext.hole {
@@ -70,10 +72,11 @@ pub(super) fn store_file(
             pos: ext.offset,
             end: ext.offset + ext.len,
         };
-        let n = store_reader(ctx, &mut r, Some(ext.len), &mut parts).map_err(|e| match e {
-            Error::Io { error, .. } => Error::io(path, error),
-            other => other,
-        })?;
+        let n =
+            store_reader(ctx, &mut r, Some(ext.len), &mut parts, near).map_err(|e| match e {
+                Error::Io { error, .. } => Error::io(path, error),
+                other => other,
+            })?;
         total += n;
         if n < ext.len {
             break; // the file shrank while being read: keep what was there
@@ -88,7 +91,7 @@ pub(super) fn store_stream(
     reader: &mut (dyn Read + Send),
 ) -> Result<(Vec<ContentPart>, u64)> {
     let mut parts = Vec::new();
-    let n = store_reader(ctx, reader, None, &mut parts)?;
+    let n = store_reader(ctx, reader, None, &mut parts, Near::default())?;
     Ok((parts, n))
 }
 
@@ -117,6 +120,7 @@ fn store_reader(
     r: &mut (dyn Read + Send),
     size_hint: Option<u64>,
     parts: &mut Vec<ContentPart>,
+    near: Near,
 ) -> Result<u64> {
     let full = ctx.batch + ctx.chunker.max_size();
     // One byte more than expected, so that reaching the end is seen without a second read.
@@ -128,12 +132,12 @@ fn store_reader(
         let n = cur.len() as u64;
         Counters::add(&ctx.counters.bytes_read, n);
         ctx.progress.advance(n);
-        let ids = store_chunks(ctx, &cur, &cuts);
+        let ids = store_chunks(ctx, &cur, &cuts, near);
         ctx.buffers.put(cur);
         push_ids(parts, ids?);
         return Ok(n);
     }
-    stream(ctx, r, cur, full, parts)
+    stream(ctx, r, cur, full, parts, near)
 }
 
 /// Cut points of `buf`: (offset, length) pairs and the number of bytes they cover.
@@ -158,6 +162,7 @@ fn stream(
     first: Vec<u8>,
     full: usize,
     parts: &mut Vec<ContentPart>,
+    near: Near,
 ) -> Result<u64> {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Arc, Condvar, Mutex};
@@ -191,7 +196,7 @@ fn stream(
                 let batch = batch.clone();
                 let (results, in_flight, failed, done) = (&results, &in_flight, &failed, &done);
                 s.spawn(move |_| {
-                    let r = store_chunk(ctx, &batch[off..off + len]);
+                    let r = store_chunk(ctx, &batch[off..off + len], near);
                     if r.is_err() {
                         failed.store(true, Ordering::SeqCst);
                     }
@@ -238,21 +243,26 @@ fn push_ids(parts: &mut Vec<ContentPart>, ids: Vec<BlobId>) {
     parts.extend(ids.into_iter().map(ContentPart::Chunk));
 }
 
-fn store_chunks(ctx: &Ctx<'_>, buf: &[u8], cuts: &[(usize, usize)]) -> Result<Vec<BlobId>> {
+fn store_chunks(
+    ctx: &Ctx<'_>,
+    buf: &[u8],
+    cuts: &[(usize, usize)],
+    near: Near,
+) -> Result<Vec<BlobId>> {
     cuts.par_iter()
-        .map(|&(s, n)| store_chunk(ctx, &buf[s..s + n]))
+        .map(|&(s, n)| store_chunk(ctx, &buf[s..s + n], near))
         .collect()
 }
 
 /// Hashes one chunk and stores it unless the repository already has it.
-fn store_chunk(ctx: &Ctx<'_>, data: &[u8]) -> Result<BlobId> {
+fn store_chunk(ctx: &Ctx<'_>, data: &[u8], near: Near) -> Result<BlobId> {
     let id = ctx.repo.blob_id(data);
     if ctx.saver.contains(BlobType::Data, &id)? {
         return Ok(id);
     }
     if data.len() < ctx.frame_limit {
         // Small blobs are compressed together with others (D57).
-        return ctx.saver.add_framed(id, data).map(|_| id);
+        return ctx.saver.add_framed(id, data, near).map(|_| id);
     }
     super::buffers::with_seal_buffer(|buf| {
         match ctx.repo.prepare_blob_into(BlobType::Data, id, data, buf) {
@@ -271,6 +281,7 @@ fn store_mapped(
     path: &Path,
     file: &File,
     size: u64,
+    near: Near,
 ) -> Result<(Vec<ContentPart>, u64)> {
     // SAFETY: the map is read-only and private to this call. If another process truncates the
     // file while we read it, the kernel raises SIGBUS; that risk is why mapping is opt-in
@@ -291,11 +302,11 @@ fn store_mapped(
             batch.push((pos, n));
             pos += n;
             if pos - batch[0].0 >= ctx.batch {
-                push_ids(&mut parts, store_chunks(ctx, region, &batch)?);
+                push_ids(&mut parts, store_chunks(ctx, region, &batch, near)?);
                 batch.clear();
             }
         }
-        push_ids(&mut parts, store_chunks(ctx, region, &batch)?);
+        push_ids(&mut parts, store_chunks(ctx, region, &batch, near)?);
         Counters::add(&ctx.counters.bytes_read, ext.len);
         ctx.progress.advance(ext.len);
     }

@@ -22,7 +22,7 @@ use crate::repo::blob::PreparedBlob;
 use crate::repo::cache::CacheDb;
 use crate::repo::index::IndexWriter;
 use crate::repo::lock::LockGuard;
-use crate::repo::packer::{BlobSaver, SaverOptions};
+use crate::repo::packer::{BlobSaver, Near, SaverOptions};
 
 use super::plan::GcPlan;
 
@@ -96,7 +96,8 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
                         if result.is_err() || !wanted.contains(&m.id) {
                             return;
                         }
-                        result = plain.and_then(|p| saver.add_framed(m.id, p).map(|_| ()));
+                        result = plain
+                            .and_then(|p| saver.add_framed(m.id, p, Near::default()).map(|_| ()));
                     });
                     result?;
                     continue;

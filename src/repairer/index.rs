@@ -20,7 +20,7 @@ use crate::repo::blob::PreparedBlob;
 use crate::repo::cache::scratch::MarkSet;
 use crate::repo::index::IndexWriter;
 use crate::repo::lock::LockGuard;
-use crate::repo::packer::{BlobSaver, SaverOptions};
+use crate::repo::packer::{BlobSaver, Near, SaverOptions};
 use crate::{ObjectRef, Result};
 
 use super::Problem;
@@ -284,7 +284,7 @@ fn salvage(
                         repo.frame_member(m.blob_type, m.id, frame, slot, m.raw_length, Some(*id))
                     {
                         have.insert_new(m.blob_type, &m.id)?;
-                        saver.add_framed(m.id, plain)?;
+                        saver.add_framed(m.id, plain, Near::default())?;
                         report.salvaged_blobs += 1;
                     }
                 }

@@ -110,6 +110,10 @@ impl Repository {
         // One command at a time extends this machine's chain.
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| state_err(&path, e.into()))?;
+        // Dated once the chain is ours: a command that asked for the time earlier but got the
+        // lock later must not be dated before the record it follows (check reports that as
+        // reordering).
+        record.time = Timestamp::now();
         let mut text = String::new();
         file.read_to_string(&mut text)
             .map_err(|e| state_err(&path, e))?;

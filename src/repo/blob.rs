@@ -28,31 +28,54 @@ pub struct PreparedBlob {
     pub raw_len: u64,
 }
 
-/// Frames kept by [`FrameCache`]: at most this many of ~2.25 MiB each.
-const FRAMES_KEPT: usize = 4;
+/// Frames kept for single-blob reads: the small files of one directory were stored by up to
+/// one worker each (one open frame per worker), so reading them in order alternates between
+/// that many frames.
+const FRAMES_KEPT: usize = 8;
 
-/// The plaintexts of the last few frames opened to read one member. Opened (authenticated)
-/// plaintext only; every member taken from it is still checked against its id.
-#[derive(Default)]
-pub(crate) struct FrameCache(std::sync::Mutex<std::collections::VecDeque<FrameKept>>);
+/// The plaintexts of the last few frames opened, by (pack, offset); bounded (a frame is at
+/// most ~2.25 MiB). Opened (authenticated) plaintext only; every member taken from it is still
+/// checked against its id.
+pub struct FrameCache {
+    kept: std::sync::Mutex<std::collections::VecDeque<FrameKept>>,
+    capacity: usize,
+}
 
 type FrameKept = ((PackId, u64), std::sync::Arc<Vec<u8>>);
 
+impl Default for FrameCache {
+    fn default() -> Self {
+        Self::new(FRAMES_KEPT)
+    }
+}
+
 impl FrameCache {
-    fn get(&self, key: (PackId, u64)) -> Option<std::sync::Arc<Vec<u8>>> {
-        let q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        q.iter().find(|(k, _)| *k == key).map(|(_, f)| f.clone())
+    /// A cache of at most `capacity` frames.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            kept: std::sync::Mutex::new(std::collections::VecDeque::with_capacity(capacity)),
+            capacity,
+        }
     }
 
-    fn put(&self, key: (PackId, u64), frame: std::sync::Arc<Vec<u8>>) {
-        let mut q = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if q.iter().any(|(k, _)| *k == key) {
+    /// The frame at `offset` in `pack`, if kept.
+    pub fn get(&self, pack: PackId, offset: u64) -> Option<std::sync::Arc<Vec<u8>>> {
+        let q = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        q.iter()
+            .find(|(k, _)| *k == (pack, offset))
+            .map(|(_, f)| f.clone())
+    }
+
+    /// Keeps a frame's plaintext (the oldest goes when full).
+    pub fn put(&self, pack: PackId, offset: u64, frame: std::sync::Arc<Vec<u8>>) {
+        let mut q = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if self.capacity == 0 || q.iter().any(|(k, _)| *k == (pack, offset)) {
             return;
         }
-        if q.len() == FRAMES_KEPT {
+        if q.len() >= self.capacity {
             q.pop_front();
         }
-        q.push_back((key, frame));
+        q.push_back(((pack, offset), frame));
     }
 }
 
@@ -121,20 +144,46 @@ impl Repository {
         offset: u64,
         scratch: &'a mut Vec<u8>,
     ) -> Result<&'a [u8]> {
-        let object = ObjectRef::Pack(pack);
+        let payload = self.open_frame_payload(frame_raw, sealed, pack, offset)?;
+        crate::compress::decode_payload_ref(payload, frame_raw, scratch)
+            .map_err(|e| frame_damage(pack, offset, e.0))
+    }
+
+    /// Like [`Repository::open_frame_ref`], returning the frame's plaintext as its own buffer
+    /// (to be kept, see [`FrameCache`]).
+    pub fn open_frame(
+        &self,
+        frame_raw: u64,
+        sealed: &mut [u8],
+        pack: PackId,
+        offset: u64,
+    ) -> Result<Vec<u8>> {
+        let payload = self.open_frame_payload(frame_raw, sealed, pack, offset)?;
+        let mut out = Vec::new();
+        let len = crate::compress::decode_payload_ref(payload, frame_raw, &mut out)
+            .map_err(|e| frame_damage(pack, offset, e.0))?
+            .len();
+        if out.len() != len {
+            // Stored as is: the plaintext is the payload after its method byte.
+            return Ok(payload[1..].to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Authenticates a sealed frame in place; returns its payload.
+    fn open_frame_payload<'a>(
+        &self,
+        frame_raw: u64,
+        sealed: &'a mut [u8],
+        pack: PackId,
+        offset: u64,
+    ) -> Result<&'a mut [u8]> {
         let aad = frame_aad(BlobType::Data, frame_raw);
-        let relabel = |e: Error| match e {
-            Error::Corrupt { object, reason } => Error::Corrupt {
-                object,
-                reason: format!("frame at offset {offset}: {reason}"),
-            },
-            other => other,
-        };
-        let plain = self
-            .open_blob_slice(&aad, sealed, Some(&pack), &object)
-            .map_err(relabel)?;
-        crate::compress::decode_payload_ref(plain, frame_raw, scratch)
-            .map_err(|e| relabel(Error::corrupt(object.clone(), e.0)))
+        self.open_blob_slice(&aad, sealed, Some(&pack), &ObjectRef::Pack(pack))
+            .map_err(|e| match e {
+                Error::Corrupt { reason, .. } => frame_damage(pack, offset, reason),
+                other => other,
+            })
     }
 
     /// One member of an opened frame, verified against its id.
@@ -364,9 +413,8 @@ impl Repository {
                 return self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack));
             }
         }
-        let key = (loc.pack, loc.offset);
         if let Some(slot) = loc.frame
-            && let Some(frame) = self.inner.frames.get(key)
+            && let Some(frame) = self.inner.frames.get(loc.pack, loc.offset)
         {
             return self
                 .frame_member(blob_type, *id, &frame, slot, loc.raw_length, Some(loc.pack))
@@ -379,23 +427,17 @@ impl Repository {
         let Some(slot) = loc.frame else {
             return self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack));
         };
-        let mut scratch = Vec::new();
-        // (A frame stored uncompressed is returned inside `sealed`, not `scratch`: copied.)
-        let frame = std::sync::Arc::new(
-            self.open_frame_ref(
-                slot.frame_raw,
-                &mut sealed,
-                loc.pack,
-                loc.offset,
-                &mut scratch,
-            )?
-            .to_vec(),
-        );
-        drop((sealed, scratch));
+        let frame = std::sync::Arc::new(self.open_frame(
+            slot.frame_raw,
+            &mut sealed,
+            loc.pack,
+            loc.offset,
+        )?);
+        drop(sealed);
         let member = self
             .frame_member(blob_type, *id, &frame, slot, loc.raw_length, Some(loc.pack))
             .map(<[u8]>::to_vec);
-        self.inner.frames.put(key, frame);
+        self.inner.frames.put(loc.pack, loc.offset, frame);
         member
     }
 
@@ -515,6 +557,14 @@ impl Repository {
         }
         Ok(entries)
     }
+}
+
+/// Damage of the frame at `offset` in `pack`.
+fn frame_damage(pack: PackId, offset: u64, reason: String) -> Error {
+    Error::corrupt(
+        ObjectRef::Pack(pack),
+        format!("frame at offset {offset}: {reason}"),
+    )
 }
 
 /// Turns a backend error about a path (missing, truncated) into one naming the object.

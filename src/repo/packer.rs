@@ -142,12 +142,45 @@ pub fn frame_limit(config: &crate::format::config::Config) -> usize {
 /// A frame is sealed once its members add up to this many plaintext bytes.
 pub const FRAME_TARGET: usize = 2 << 20;
 
+/// Where a small blob comes from: its file's directory and that directory's parent (hashed).
+/// A frame holds blobs from directories near each other (see [`BlobSaver::add_framed`]), so
+/// that a restore, which goes through the tree in order, needs each frame for a short while.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Near {
+    dir: u64,
+    up: u64,
+}
+
+impl Near {
+    /// The place of the file at `path`.
+    pub fn of(path: &std::path::Path) -> Self {
+        let hash = |p: Option<&std::path::Path>| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            p.hash(&mut h);
+            h.finish()
+        };
+        let dir = path.parent();
+        Self {
+            dir: hash(dir),
+            up: hash(dir.and_then(std::path::Path::parent)),
+        }
+    }
+
+    /// Same directory, a parent, a child or a sibling: what a depth-first walk meets next.
+    fn is_near(self, prev: Near) -> bool {
+        self.dir == prev.dir || self.up == prev.dir || self.dir == prev.up || self.up == prev.up
+    }
+}
+
 /// A frame being filled: members' plaintexts end to end. Sealed by the thread whose blob
 /// filled it, outside the lock.
 #[derive(Default)]
 struct OpenFrame {
     plain: Vec<u8>,
     members: Vec<(BlobId, u64)>,
+    /// Where the last member came from.
+    last: Near,
 }
 
 struct State {
@@ -417,7 +450,13 @@ impl BlobSaver {
 
     /// Adds a small data blob (shorter than [`FRAME_MEMBER_MAX`]) to the open frame unless it
     /// is already stored; returns whether it was added. Its bytes are copied.
-    pub fn add_framed(&self, id: BlobId, data: &[u8]) -> Result<bool> {
+    ///
+    /// Each worker thread fills a frame of its own (a worker stores one directory's files one
+    /// after another: they compress well together). When a worker moves to a part of the tree
+    /// that is not `near` the last member (it took over another worker's pending work), a
+    /// frame at least half full is sealed first, so that a frame's members stay together in
+    /// the tree's order.
+    pub fn add_framed(&self, id: BlobId, data: &[u8], near: Near) -> Result<bool> {
         debug_assert!(data.len() < FRAME_MEMBER_MAX);
         // The frame's plaintext and each member's raw length stay far below MAX_BLOB_LEN.
         if !self.claim(BlobType::Data, &id)? {
@@ -432,15 +471,17 @@ impl BlobSaver {
                 s.frames.resize_with(slot + 1, OpenFrame::default);
             }
             let frame = &mut s.frames[slot];
+            let elsewhere = !frame.members.is_empty()
+                && !near.is_near(frame.last)
+                && frame.plain.len() >= FRAME_TARGET / 2;
+            let before = elsewhere.then(|| std::mem::take(&mut *frame));
             frame.plain.extend_from_slice(data);
             frame.members.push((id, data.len() as u64));
-            if frame.plain.len() >= FRAME_TARGET {
-                Some(std::mem::take(frame))
-            } else {
-                None
-            }
+            frame.last = near;
+            let full = (frame.plain.len() >= FRAME_TARGET).then(|| std::mem::take(frame));
+            before.into_iter().chain(full).collect::<Vec<_>>()
         };
-        if let Some(frame) = full {
+        for frame in full {
             self.seal_frame(frame)?;
         }
         Ok(true)

@@ -10,8 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -25,6 +25,76 @@ use crate::source::apply::{ApplyOptions, apply_metadata_fd};
 use std::path::Path;
 
 use super::walk::FileJob;
+
+/// Frames kept between batches: those of the last two batches or so (at most ~2.25 MiB each).
+const FRAMES_KEPT: usize = 12;
+
+/// Bytes of small frame members kept (see [`MemberCache`]).
+const MEMBERS_KEPT_BYTES: usize = 8 << 20;
+/// Largest member kept.
+const MEMBER_KEPT_MAX: u64 = 64 * 1024;
+
+/// What one restore reuses from batch to batch.
+pub(super) struct Reuse {
+    /// Read buffers (no fresh buffer of up to 16 MiB to fault in per span).
+    pub buffers: crate::buffers::BufferPool,
+    /// Frames opened lately.
+    pub frames: crate::repo::blob::FrameCache,
+    /// Small members needed again and again.
+    members: MemberCache,
+}
+
+impl Reuse {
+    pub(super) fn new() -> Self {
+        Self {
+            buffers: crate::buffers::BufferPool::new(rayon::current_num_threads()),
+            frames: crate::repo::blob::FrameCache::new(FRAMES_KEPT),
+            members: MemberCache::default(),
+        }
+    }
+}
+
+/// Verified plaintexts of small frame members, by id, first in first out within a byte budget.
+///
+/// Deduplication makes some small files appear all over a tree (`__init__.py`, licences,
+/// marker files): each copy names the one blob, stored in one frame, and without this every
+/// batch that restores a copy would open the whole frame again for a few hundred bytes. A
+/// member is kept when its frame was opened for a small part of it (a sign that it is such a
+/// blob, far from the rest of its frame in the tree).
+#[derive(Default)]
+struct MemberCache(Mutex<MemberKept>);
+
+#[derive(Default)]
+struct MemberKept {
+    by_id: HashMap<BlobId, Arc<[u8]>>,
+    order: std::collections::VecDeque<BlobId>,
+    bytes: usize,
+}
+
+impl MemberCache {
+    fn get(&self, id: &BlobId) -> Option<Arc<[u8]>> {
+        let k = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        k.by_id.get(id).cloned()
+    }
+
+    fn put(&self, id: BlobId, plain: &[u8]) {
+        let mut k = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if k.by_id.contains_key(&id) {
+            return;
+        }
+        k.bytes += plain.len();
+        k.by_id.insert(id, Arc::from(plain));
+        k.order.push_back(id);
+        while k.bytes > MEMBERS_KEPT_BYTES {
+            let Some(old) = k.order.pop_front() else {
+                break;
+            };
+            if let Some(p) = k.by_id.remove(&old) {
+                k.bytes -= p.len();
+            }
+        }
+    }
+}
 
 /// Unneeded bytes between two needed blobs that are still read in one request.
 const MAX_GAP: u64 = 256 * 1024;
@@ -116,8 +186,9 @@ pub(super) fn restore_content(
     jobs: &[FileJob],
     apply: ApplyOptions,
     progress: &dyn Progress,
-    buffers: &crate::buffers::BufferPool,
+    reuse: &Reuse,
 ) -> Result<ContentResult> {
+    let buffers = &reuse.buffers;
     let index = repo.index()?;
     let mut failed: HashMap<usize, String> = HashMap::new();
     let mut by_pack: HashMap<PackId, BTreeMap<u64, Want>> = HashMap::new();
@@ -168,9 +239,32 @@ pub(super) fn restore_content(
     }
     let packs_read = by_pack.len() as u64;
     let mut spans = Vec::new();
+    // Frames opened for an earlier batch are not read again (a frame holds files of several
+    // directories, which may fall into neighbouring batches).
+    let mut cached: Vec<(PackId, Want, Arc<Vec<u8>>)> = Vec::new();
+    // Small members kept from earlier batches need no frame at all.
+    let mut kept: Vec<(Member, Arc<[u8]>)> = Vec::new();
     for (pack, blobs) in by_pack {
         let mut cur: Option<Span> = None;
-        for (_, w) in blobs {
+        for (_, mut w) in blobs {
+            if w.frame_raw.is_some() {
+                let members = std::mem::take(&mut w.members);
+                for (inner, m) in members {
+                    match reuse.members.get(&m.id) {
+                        Some(plain) => kept.push((m, plain)),
+                        None => {
+                            w.members.insert(inner, m);
+                        }
+                    }
+                }
+                if w.members.is_empty() {
+                    continue;
+                }
+                if let Some(frame) = reuse.frames.get(pack, w.offset) {
+                    cached.push((pack, w, frame));
+                    continue;
+                }
+            }
             if let Some(s) = cur.as_mut()
                 && w.offset <= s.start + s.len + MAX_GAP
                 && w.offset + w.length - s.start <= MAX_SPAN
@@ -202,6 +296,52 @@ pub(super) fn restore_content(
     };
     let written = AtomicU64::new(0);
     let fetched = AtomicU64::new(0);
+    // Writes one verified blob's plaintext to every place it goes.
+    let deliver = |m: &Member, plain: &[u8]| {
+        let zero = plain.iter().all(|&b| b == 0);
+        for (j, off) in &m.targets {
+            let job = &jobs[*j];
+            let r = if job.deferred {
+                finish_deferred(job, Some((plain, *off)), apply).map(|errs| {
+                    let mut m = meta_errors.lock().unwrap_or_else(|p| p.into_inner());
+                    m.extend(errs.into_iter().map(|e| (*j, e)));
+                })
+            } else if zero {
+                Ok(()) // created at full length: zeros are already there
+            } else {
+                job.dir
+                    .open_for_write(&job.tmp)
+                    .and_then(|f| f.write_all_at(plain, *off))
+            };
+            match r {
+                Ok(()) => {
+                    written.fetch_add(plain.len() as u64, Ordering::Relaxed);
+                    progress.advance(plain.len() as u64);
+                }
+                Err(e) => fail(*j, crate::error::io_message(&e)),
+            }
+        }
+    };
+    // Verifies and writes the needed members of an opened frame. When the frame was opened for
+    // a small part of it, its members here are likely needed again elsewhere in the tree and
+    // are kept once verified (see MemberCache).
+    let deliver_members = |pack: PackId, w: &Want, frame: &[u8]| {
+        let frame_raw = w.frame_raw.unwrap_or(frame.len() as u64);
+        let needed: u64 = w.members.values().map(|m| m.raw_length).sum();
+        let keep = needed.saturating_mul(4) < frame_raw;
+        for (&inner, m) in &w.members {
+            let slot = crate::format::pack::FrameSlot { inner, frame_raw };
+            match repo.frame_member(BlobType::Data, m.id, frame, slot, m.raw_length, Some(pack)) {
+                Ok(plain) => {
+                    if keep && m.raw_length <= MEMBER_KEPT_MAX {
+                        reuse.members.put(m.id, plain);
+                    }
+                    deliver(m, plain)
+                }
+                Err(e) => m.targets.iter().for_each(|(j, _)| fail(*j, e.to_string())),
+            }
+        }
+    };
     spans.into_par_iter().for_each(|span| {
         // A reused buffer: no fresh one of up to 16 MiB to fault in per span.
         let mut buffer = buffers.take();
@@ -235,32 +375,6 @@ pub(super) fn restore_content(
             rest = tail;
             pos = w.offset + w.length;
         }
-        // Writes one verified blob's plaintext to every place it goes.
-        let deliver = |m: &Member, plain: &[u8]| {
-            let zero = plain.iter().all(|&b| b == 0);
-            for (j, off) in &m.targets {
-                let job = &jobs[*j];
-                let r = if job.deferred {
-                    finish_deferred(job, Some((plain, *off)), apply).map(|errs| {
-                        let mut m = meta_errors.lock().unwrap_or_else(|p| p.into_inner());
-                        m.extend(errs.into_iter().map(|e| (*j, e)));
-                    })
-                } else if zero {
-                    Ok(()) // created at full length: zeros are already there
-                } else {
-                    job.dir
-                        .open_for_write(&job.tmp)
-                        .and_then(|f| f.write_all_at(plain, *off))
-                };
-                match r {
-                    Ok(()) => {
-                        written.fetch_add(plain.len() as u64, Ordering::Relaxed);
-                        progress.advance(plain.len() as u64);
-                    }
-                    Err(e) => fail(*j, crate::error::io_message(&e)),
-                }
-            }
-        };
         slices
             .into_par_iter()
             .for_each_init(Vec::new, |scratch, (w, sealed)| {
@@ -281,26 +395,31 @@ pub(super) fn restore_content(
                     }
                     return;
                 };
-                // A frame: opened once, each needed member verified on its slice.
-                let frame =
-                    match repo.open_frame_ref(frame_raw, sealed, span.pack, w.offset, scratch) {
-                        Ok(f) => f,
-                        Err(e) => {
-                            for (j, _) in w.targets() {
-                                fail(*j, e.to_string());
-                            }
-                            return;
+                // A frame: opened once (and kept for the next batch), each needed member
+                // verified on its slice.
+                let frame = match repo.open_frame(frame_raw, sealed, span.pack, w.offset) {
+                    Ok(f) => Arc::new(f),
+                    Err(e) => {
+                        for (j, _) in w.targets() {
+                            fail(*j, e.to_string());
                         }
-                    };
-                for (&inner, m) in &w.members {
-                    let slot = crate::format::pack::FrameSlot { inner, frame_raw };
-                    match repo.frame_member(BlobType::Data, m.id, frame, slot, m.raw_length, pack) {
-                        Ok(plain) => deliver(m, plain),
-                        Err(e) => m.targets.iter().for_each(|(j, _)| fail(*j, e.to_string())),
+                        return;
                     }
+                };
+                deliver_members(span.pack, w, &frame);
+                // Kept for the next batches only when some of it was not needed here (a frame
+                // whose members all went into this batch is done with).
+                let needed: u64 = w.members.values().map(|m| m.raw_length).sum();
+                if needed < frame_raw {
+                    reuse.frames.put(span.pack, w.offset, frame);
                 }
             });
     });
+    cached
+        .par_iter()
+        .for_each(|(pack, w, frame)| deliver_members(*pack, w, frame));
+    // Kept members were verified when they were first taken from their frame.
+    kept.par_iter().for_each(|(m, plain)| deliver(m, plain));
     // Deferred files with no blob at all (empty or all holes). Files whose blob could not be
     // restored are not created: nothing appears under their name.
     let failed_now = failed.lock().unwrap_or_else(|p| p.into_inner()).clone();

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::buffers::BufferPool;
 use crate::format::tree::Node;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::restorer::fetch::Reuse;
 use crate::source::apply::apply_metadata_fd;
 use crate::source::dir::DirHandle;
 use crate::{Error, Result};
@@ -58,13 +58,13 @@ impl Restorer<'_> {
                 return Err(e);
             }
         };
-        // Read buffers live for the whole restore, not one batch.
-        let buffers = BufferPool::new(rayon::current_num_threads());
+        // Read buffers and opened frames live for the whole restore, not one batch.
+        let reuse = Reuse::new();
         loop {
             let batch = self.take_batch();
             let (repo, progress) = (self.repo, self.progress);
             let (apply, keep_damaged) = (self.opts.apply, self.opts.keep_damaged);
-            let fetch = || fetch_batch(repo, &batch.jobs, apply, keep_damaged, progress, &buffers);
+            let fetch = || fetch_batch(repo, &batch.jobs, apply, keep_damaged, progress, &reuse);
             let (fetched, walked) = if more {
                 let (f, w) = rayon::join(fetch, || self.walk());
                 (f, Some(w))
@@ -185,9 +185,9 @@ fn fetch_batch(
     apply: crate::source::apply::ApplyOptions,
     keep_damaged: bool,
     progress: &dyn Progress,
-    buffers: &BufferPool,
+    reuse: &Reuse,
 ) -> Result<Fetched> {
-    let content = match restore_content(repo, jobs, apply, progress, buffers) {
+    let content = match restore_content(repo, jobs, apply, progress, reuse) {
         Ok(r) => r,
         Err(e) => {
             remove_temporaries(jobs);
