@@ -63,3 +63,17 @@ impl Drop for Pooled<'_> {
         self.pool.put(std::mem::take(&mut self.buf));
     }
 }
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's scratch buffer (decompressed frames and blobs): a fresh buffer
+/// of a few MiB per frame cost a page fault per 4 KiB of it. The buffer is taken out and put
+/// back, so a nested call (`f` running other pool tasks) gets an empty one, never the same.
+pub fn with_scratch<T>(f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    let mut buf = SCRATCH.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    let out = f(&mut buf);
+    SCRATCH.with(|b| *b.borrow_mut() = buf);
+    out
+}

@@ -78,20 +78,6 @@ fn fixture() -> Fixture {
     Fixture { r, src, files }
 }
 
-/// Damaged paths according to `check --verify-data`.
-fn damaged_paths(r: &TestRepo) -> BTreeSet<String> {
-    let out = r.run(&["--json", "check", "--verify-data"]);
-    assert_exit(&out, 1);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["damage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|d| d["paths"].as_array().unwrap().clone())
-        .map(|p| p["path"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn damaged_data_never_appears_under_its_name() {
     let fx = fixture();
@@ -103,21 +89,7 @@ fn damaged_data_never_appears_under_its_name() {
     assert!(!damaged.is_empty());
     for keep in [false, true] {
         let target = r.scratch(if keep { "t-keep" } else { "t" });
-        let mut args = vec!["--json", "restore", "--snapshot", "latest", "--target"];
-        let t = target.to_str().unwrap().to_string();
-        args.push(&t);
-        if keep {
-            args.push("--keep-damaged");
-        }
-        let out = r.run(&args);
-        assert_exit(&out, 1);
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let reported: BTreeSet<String> = v["damaged"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_str().unwrap().to_string())
-            .collect();
+        let reported = restore_damaged(r, &target, keep);
         assert_eq!(reported, damaged, "restore names exactly the damaged files");
         for (p, data) in &fx.files {
             let got = target.join(p.strip_prefix("/").unwrap());

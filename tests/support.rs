@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -564,4 +564,37 @@ pub fn init_repo(
         },
     )
     .unwrap()
+}
+
+/// Damaged paths according to `check --verify-data` (which must exit 1).
+pub fn damaged_paths(r: &TestRepo) -> BTreeSet<String> {
+    let out = r.run(&["--json", "check", "--verify-data"]);
+    assert_exit(&out, 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["damage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|d| d["paths"].as_array().unwrap().clone())
+        .map(|p| p["path"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Restores `latest` into `target` (keeping damaged files when asked) from a damaged
+/// repository (exit 1) and returns the files the restore names as damaged.
+pub fn restore_damaged(r: &TestRepo, target: &Path, keep_damaged: bool) -> BTreeSet<String> {
+    let t = target.to_str().unwrap();
+    let mut args = vec!["--json", "restore", "latest", "--target", t];
+    if keep_damaged {
+        args.push("--keep-damaged");
+    }
+    let out = r.run(&args);
+    assert_exit(&out, 1);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["damaged"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
 }

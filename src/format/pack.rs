@@ -105,6 +105,12 @@ pub(crate) fn encode_entry(w: &mut Writer, e: &PackEntry) {
     };
     w.u8(e.blob_type.code() | flag);
     w.id(&e.id.0);
+    encode_place(w, e);
+}
+
+/// `offset || length || raw_length [|| inner || frame_raw]`: where an entry's blob is (also
+/// the tail of the local cache's locations, format-spec 7.2).
+pub(crate) fn encode_place(w: &mut Writer, e: &PackEntry) {
     w.uvarint(e.offset);
     w.uvarint(e.length);
     w.uvarint(e.raw_length);

@@ -66,16 +66,25 @@ impl FrameCache {
             .map(|(_, f)| f.clone())
     }
 
-    /// Keeps a frame's plaintext (the oldest goes when full).
-    pub fn put(&self, pack: PackId, offset: u64, frame: std::sync::Arc<Vec<u8>>) {
+    /// Keeps a frame's plaintext (the oldest goes when full); returns the one that went, so
+    /// that its buffer can be reused.
+    pub fn put(
+        &self,
+        pack: PackId,
+        offset: u64,
+        frame: std::sync::Arc<Vec<u8>>,
+    ) -> Option<std::sync::Arc<Vec<u8>>> {
         let mut q = self.kept.lock().unwrap_or_else(|p| p.into_inner());
         if self.capacity == 0 || q.iter().any(|(k, _)| *k == (pack, offset)) {
-            return;
+            return Some(frame);
         }
-        if q.len() >= self.capacity {
-            q.pop_front();
-        }
+        let old = if q.len() >= self.capacity {
+            q.pop_front().map(|(_, f)| f)
+        } else {
+            None
+        };
         q.push_back(((pack, offset), frame));
+        old
     }
 }
 

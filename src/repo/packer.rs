@@ -493,11 +493,6 @@ impl BlobSaver {
             return Ok(());
         }
         let frame_raw = frame.plain.len() as u64;
-        let sealed = self
-            .shared
-            .repo
-            .prepare_frame_into(&frame.plain, Vec::new())?;
-        drop(frame.plain);
         let mut inner = 0;
         let mut entries: Vec<PackEntry> = frame
             .members
@@ -515,10 +510,20 @@ impl BlobSaver {
                 e
             })
             .collect();
-        let full = {
-            let mut s = self.shared.lock();
-            self.append_unit(&mut s, BlobType::Data, &sealed, &mut entries)?
-        };
+        // Sealed into the worker's reused buffer (a fresh one per frame cost page faults),
+        // given back once appended.
+        let full = crate::buffers::with_scratch(|buf| -> Result<Option<OpenPack>> {
+            let sealed = self
+                .shared
+                .repo
+                .prepare_frame_into(&frame.plain, std::mem::take(buf))?;
+            let full = {
+                let mut s = self.shared.lock();
+                self.append_unit(&mut s, BlobType::Data, &sealed, &mut entries)
+            };
+            *buf = sealed;
+            full
+        })?;
         if let Some(p) = full {
             self.send(p)?;
         }

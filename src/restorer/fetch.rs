@@ -42,6 +42,8 @@ pub(super) struct Reuse {
     pub frames: crate::repo::blob::FrameCache,
     /// Small members needed again and again.
     members: MemberCache,
+    /// Buffers of frames that left `frames`, for the next ones kept (no fresh pages).
+    spare: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Reuse {
@@ -50,6 +52,23 @@ impl Reuse {
             buffers: crate::buffers::BufferPool::new(rayon::current_num_threads()),
             frames: crate::repo::blob::FrameCache::new(FRAMES_KEPT),
             members: MemberCache::default(),
+            spare: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Keeps a copy of a frame for the next batches, in a recycled buffer when there is one.
+    fn keep_frame(&self, pack: PackId, offset: u64, frame: &[u8]) {
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let mut copy = spare.unwrap_or_default();
+        copy.clear();
+        copy.extend_from_slice(frame);
+        if let Some(old) = self.frames.put(pack, offset, Arc::new(copy))
+            && let Ok(buf) = Arc::try_unwrap(old)
+        {
+            let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+            if spare.len() < 4 {
+                spare.push(buf);
+            }
         }
     }
 }
@@ -395,24 +414,26 @@ pub(super) fn restore_content(
                     }
                     return;
                 };
-                // A frame: opened once (and kept for the next batch), each needed member
-                // verified on its slice.
-                let frame = match repo.open_frame(frame_raw, sealed, span.pack, w.offset) {
-                    Ok(f) => Arc::new(f),
-                    Err(e) => {
-                        for (j, _) in w.targets() {
-                            fail(*j, e.to_string());
-                        }
-                        return;
+                // A frame: opened once into the worker's reused buffer, each needed member
+                // verified on its slice; kept for the next batches (copied) only when some of
+                // it was not needed here.
+                crate::buffers::with_scratch(|buf| {
+                    let frame =
+                        match repo.open_frame_ref(frame_raw, sealed, span.pack, w.offset, buf) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                for (j, _) in w.targets() {
+                                    fail(*j, e.to_string());
+                                }
+                                return;
+                            }
+                        };
+                    deliver_members(span.pack, w, frame);
+                    let needed: u64 = w.members.values().map(|m| m.raw_length).sum();
+                    if needed < frame_raw {
+                        reuse.keep_frame(span.pack, w.offset, frame);
                     }
-                };
-                deliver_members(span.pack, w, &frame);
-                // Kept for the next batches only when some of it was not needed here (a frame
-                // whose members all went into this batch is done with).
-                let needed: u64 = w.members.values().map(|m| m.raw_length).sum();
-                if needed < frame_raw {
-                    reuse.frames.put(span.pack, w.offset, frame);
-                }
+                });
             });
     });
     cached

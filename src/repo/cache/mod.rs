@@ -679,13 +679,7 @@ pub(crate) fn blob_key(t: BlobType, id: &BlobId) -> [u8; 33] {
 fn encode_location(pack: &PackId, b: &PackEntry) -> Vec<u8> {
     let mut w = Writer::with_buffer(Vec::with_capacity(56));
     w.id(&pack.0);
-    w.uvarint(b.offset);
-    w.uvarint(b.length);
-    w.uvarint(b.raw_length);
-    if let Some(f) = b.frame {
-        w.uvarint(f.inner);
-        w.uvarint(f.frame_raw);
-    }
+    crate::format::pack::encode_place(&mut w, b);
     w.into_bytes()
 }
 
