@@ -377,9 +377,15 @@ fn prune_keep_last_shrinks_to_a_fresh_repository() {
 
 /// Contents of every snapshot's restore, keyed by snapshot id.
 fn restore_all(r: &TestRepo, ids: &[String], tag: &str) -> BTreeMap<String, Vec<u8>> {
+    dump_each(r, ids, tag, "f.bin")
+}
+
+/// `vault dump ID PATH` of every snapshot (a file's bytes, or a directory as a tar stream: the
+/// same bytes as long as the snapshot restores), keyed by snapshot id.
+fn dump_each(r: &TestRepo, ids: &[String], tag: &str, path: &str) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     for id in ids {
-        let d = r.cmd(&["dump", id, "f.bin"]).output().unwrap();
+        let d = r.cmd(&["dump", id, path]).output().unwrap();
         assert!(
             d.status.success(),
             "{tag}: snapshot {id} no longer restores: {}",
@@ -429,20 +435,7 @@ fn prune_of_frames_killed_at_every_step_never_loses_a_kept_snapshot() {
     }
     let kept: Vec<String> = ids[5..].to_vec();
     let tree = src.to_str().unwrap().to_string();
-    // A snapshot's whole directory as a tar stream: the same bytes as long as it restores.
-    let dump_all = |r: &TestRepo, ids: &[String], tag: &str| {
-        let mut out = BTreeMap::new();
-        for id in ids {
-            let d = r.cmd(&["dump", id, &tree]).output().unwrap();
-            assert!(
-                d.status.success(),
-                "{tag}: snapshot {id} no longer restores: {}",
-                String::from_utf8_lossy(&d.stderr)
-            );
-            out.insert(id.clone(), d.stdout);
-        }
-        out
-    };
+    let dump_all = |r: &TestRepo, ids: &[String], tag: &str| dump_each(r, ids, tag, &tree);
     prune_survives_a_kill_at_every_step(&r, &kept, &dump_all);
 }
 

@@ -49,12 +49,27 @@ impl Drop for Server {
     }
 }
 
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up by default), from a
+/// counter shared by the tests of this process: a port the kernel handed out for `:0` can be
+/// picked again as a client's source port, and a connection to a port nothing listens on yet
+/// can then connect to itself, which made a server look ready before it was.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 5_000) as u16 * 2,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(port < 32_000, "no free port left below the ephemeral range");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Finds a program on PATH or in the test-tools directory `deps.sh` fills.
@@ -87,7 +102,10 @@ fn program(name: &str) -> PathBuf {
 fn wait_ready(port: u16, child: &mut Child, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        // A connection to itself (source port = destination port) is not the server.
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port))
+            && s.local_addr().map(|a| a.port()).ok() != Some(port)
+        {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
