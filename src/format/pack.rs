@@ -192,64 +192,45 @@ pub fn decode_pack_header(bytes: &[u8]) -> DecodeResult<Vec<PackEntry>> {
     if n == 0 {
         return err("pack header lists no blobs");
     }
-    let mut entries: Vec<PackEntry> = Vec::with_capacity(n);
-    let mut next = 0u64;
-    // The frame being read: its offset and the next member's expected inner offset.
-    let mut frame: Option<(u64, u64)> = None;
+    let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
-        let e = decode_entry(&mut r)?;
-        let follows = match (frame, e.frame) {
-            (Some((at, inner)), Some(f)) if e.offset == at => {
-                let prev = entries
-                    .last()
-                    .expect("invariant: a frame has a first member");
-                if f.inner != inner || (e.length, f.frame_raw) != (prev.length, frame_raw(prev)) {
-                    return err(format!(
-                        "blob {} does not follow the previous member of its frame",
-                        e.id.short()
-                    ));
-                }
-                true
-            }
-            _ => false,
-        };
-        if !follows {
-            if let Some((_, inner)) = frame
-                && inner != entries.last().map_or(0, frame_raw)
-            {
-                return err("a frame's members do not fill it");
-            }
-            if e.offset != next {
-                return err(format!(
-                    "blob {} at offset {} where {next} was expected",
-                    e.id.short(),
-                    e.offset
-                ));
-            }
-            if let Some(f) = e.frame
-                && f.inner != 0
-            {
-                return err(format!(
-                    "frame at {} does not start with its first member",
-                    e.offset
-                ));
-            }
-            next = e.end();
-        }
-        frame = e.frame.map(|f| (e.offset, f.inner + e.raw_length));
-        entries.push(e);
+        entries.push(decode_entry(&mut r)?);
     }
-    if let Some((_, inner)) = frame
-        && inner != entries.last().map_or(0, frame_raw)
-    {
-        return err("a frame's members do not fill it");
+    // Stored units (lone blobs and frames) are contiguous from 0; a frame's members share its
+    // place and tile its plaintext in order.
+    let mut next = 0u64;
+    for unit in units(&entries) {
+        let first = &unit[0];
+        if first.offset != next {
+            return err(format!(
+                "blob {} at offset {} where {next} was expected",
+                first.id.short(),
+                first.offset
+            ));
+        }
+        next = first.end();
+        let Some(frame) = first.frame else { continue };
+        let mut inner = 0;
+        for e in unit {
+            let slot = e.frame.expect("invariant: units groups frame members only");
+            if slot.inner != inner || (e.length, slot.frame_raw) != (first.length, frame.frame_raw)
+            {
+                return err(format!(
+                    "blob {} does not follow the previous member of its frame",
+                    e.id.short()
+                ));
+            }
+            inner += e.raw_length;
+        }
+        if inner != frame.frame_raw {
+            return err(format!(
+                "the frame at {} is not filled by its members",
+                first.offset
+            ));
+        }
     }
     r.finish()?;
     Ok(entries)
-}
-
-fn frame_raw(e: &PackEntry) -> u64 {
-    e.frame.map_or(0, |f| f.frame_raw)
 }
 
 /// The trailer that ends a pack: the header object's length, little-endian.

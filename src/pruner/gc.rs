@@ -18,11 +18,10 @@ use crate::format::wire::DecodeError;
 use crate::id::{IndexId, PackId};
 use crate::progress::{Progress, Unit};
 use crate::repo::Repository;
-use crate::repo::blob::PreparedBlob;
 use crate::repo::cache::CacheDb;
 use crate::repo::index::IndexWriter;
 use crate::repo::lock::LockGuard;
-use crate::repo::packer::{BlobSaver, Near, SaverOptions};
+use crate::repo::packer::{BlobSaver, SaverOptions};
 
 use super::plan::GcPlan;
 
@@ -86,40 +85,17 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
                 }
                 let e = &unit[0];
                 let sealed = &bytes[e.offset as usize..e.end() as usize];
-                // Verify before copying: prune must never turn damage into silent loss.
+                // Verify before copying: prune must never turn damage into silent loss. The
+                // unused members of a frame are the garbage being collected.
                 let mut probe = sealed.to_vec();
-                if e.frame.is_some() {
-                    // A frame: its used members are framed again (the unused ones are the
-                    // garbage being collected).
-                    let mut result = Ok(());
-                    repo.open_unit(*pack, unit, &mut probe, &mut scratch, &mut |m, plain| {
-                        if result.is_err() || !wanted.contains(&m.id) {
-                            return;
-                        }
-                        result = plain
-                            .and_then(|p| saver.add_framed(m.id, p, Near::default()).map(|_| ()));
-                    });
-                    result?;
-                    continue;
-                }
-                let plain = repo.open_blob_ref(
-                    e.blob_type,
-                    e.id,
-                    &mut probe,
-                    e.raw_length,
-                    Some(*pack),
-                    &mut scratch,
-                )?;
-                if session {
-                    saver.add(&repo.prepare_blob_with_id(e.blob_type, e.id, plain)?)?;
-                } else {
-                    saver.add(&PreparedBlob {
-                        blob_type: e.blob_type,
-                        id: e.id,
-                        sealed: sealed.to_vec(),
-                        raw_len: e.raw_length,
-                    })?;
-                }
+                let mut result = Ok(());
+                repo.open_unit(*pack, unit, &mut probe, &mut scratch, &mut |m, plain| {
+                    if result.is_ok() && wanted.contains(&m.id) {
+                        result =
+                            plain.and_then(|p| saver.copy_blob(m, p, sealed, session).map(drop));
+                    }
+                });
+                result?;
             }
             Ok(())
         })?;

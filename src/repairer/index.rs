@@ -16,11 +16,10 @@ use crate::format::pack::{PackEntry, units};
 use crate::id::{BlobType, IndexId, PackId};
 use crate::progress::{Progress, Unit};
 use crate::repo::Repository;
-use crate::repo::blob::PreparedBlob;
 use crate::repo::cache::scratch::MarkSet;
 use crate::repo::index::IndexWriter;
 use crate::repo::lock::LockGuard;
-use crate::repo::packer::{BlobSaver, Near, SaverOptions};
+use crate::repo::packer::{BlobSaver, SaverOptions};
 use crate::{ObjectRef, Result};
 
 use super::Problem;
@@ -264,55 +263,31 @@ fn salvage(
         // Candidates at one offset are one stored unit (a blob, or members of one frame).
         for unit in candidates.chunk_by(|a, b| a.offset == b.offset) {
             let e = unit[0];
-            if e.end() > bytes.len() as u64 {
+            let mut needed = false;
+            for m in unit {
+                needed |= !have.contains(m.blob_type, &m.id)?;
+            }
+            if !needed || e.end() > bytes.len() as u64 {
                 continue;
             }
-            let sealed = bytes[e.offset as usize..e.end() as usize].to_vec();
-            let mut probe = sealed.clone();
-            if let Some(slot) = e.frame {
-                let Ok(frame) =
-                    repo.open_frame_ref(slot.frame_raw, &mut probe, *id, e.offset, &mut scratch)
-                else {
-                    continue;
+            let sealed = &bytes[e.offset as usize..e.end() as usize];
+            let mut probe = sealed.to_vec();
+            let mut result: Result<()> = Ok(());
+            repo.open_unit(*id, unit, &mut probe, &mut scratch, &mut |m, plain| {
+                // A blob that does not verify is left out (its pack is reported damaged).
+                let (Ok(plain), Ok(())) = (plain, &result) else {
+                    return;
                 };
-                for m in unit {
-                    let Some(slot) = m.frame else { continue };
-                    if have.contains(m.blob_type, &m.id)? {
-                        continue;
-                    }
-                    if let Ok(plain) =
-                        repo.frame_member(m.blob_type, m.id, frame, slot, m.raw_length, Some(*id))
-                    {
+                result = (|| {
+                    if !have.contains(m.blob_type, &m.id)? {
                         have.insert_new(m.blob_type, &m.id)?;
-                        saver.add_framed(m.id, plain, Near::default())?;
+                        saver.copy_blob(m, plain, sealed, false)?;
                         report.salvaged_blobs += 1;
                     }
-                }
-                continue;
-            }
-            if have.contains(e.blob_type, &e.id)? {
-                continue;
-            }
-            if repo
-                .open_blob_ref(
-                    e.blob_type,
-                    e.id,
-                    &mut probe,
-                    e.raw_length,
-                    Some(*id),
-                    &mut scratch,
-                )
-                .is_ok()
-            {
-                have.insert_new(e.blob_type, &e.id)?;
-                saver.add(&PreparedBlob {
-                    blob_type: e.blob_type,
-                    id: e.id,
-                    sealed,
-                    raw_len: e.raw_length,
-                })?;
-                report.salvaged_blobs += 1;
-            }
+                    Ok(())
+                })();
+            });
+            result?;
         }
     }
     saver.finish()?;

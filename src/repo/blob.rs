@@ -153,46 +153,15 @@ impl Repository {
         offset: u64,
         scratch: &'a mut Vec<u8>,
     ) -> Result<&'a [u8]> {
-        let payload = self.open_frame_payload(frame_raw, sealed, pack, offset)?;
-        crate::compress::decode_payload_ref(payload, frame_raw, scratch)
-            .map_err(|e| frame_damage(pack, offset, e.0))
-    }
-
-    /// Like [`Repository::open_frame_ref`], returning the frame's plaintext as its own buffer
-    /// (to be kept, see [`FrameCache`]).
-    pub fn open_frame(
-        &self,
-        frame_raw: u64,
-        sealed: &mut [u8],
-        pack: PackId,
-        offset: u64,
-    ) -> Result<Vec<u8>> {
-        let payload = self.open_frame_payload(frame_raw, sealed, pack, offset)?;
-        let mut out = Vec::new();
-        let len = crate::compress::decode_payload_ref(payload, frame_raw, &mut out)
-            .map_err(|e| frame_damage(pack, offset, e.0))?
-            .len();
-        if out.len() != len {
-            // Stored as is: the plaintext is the payload after its method byte.
-            return Ok(payload[1..].to_vec());
-        }
-        Ok(out)
-    }
-
-    /// Authenticates a sealed frame in place; returns its payload.
-    fn open_frame_payload<'a>(
-        &self,
-        frame_raw: u64,
-        sealed: &'a mut [u8],
-        pack: PackId,
-        offset: u64,
-    ) -> Result<&'a mut [u8]> {
         let aad = frame_aad(BlobType::Data, frame_raw);
-        self.open_blob_slice(&aad, sealed, Some(&pack), &ObjectRef::Pack(pack))
+        let payload = self
+            .open_blob_slice(&aad, sealed, Some(&pack), &ObjectRef::Pack(pack))
             .map_err(|e| match e {
                 Error::Corrupt { reason, .. } => frame_damage(pack, offset, reason),
                 other => other,
-            })
+            })?;
+        crate::compress::decode_payload_ref(payload, frame_raw, scratch)
+            .map_err(|e| frame_damage(pack, offset, e.0))
     }
 
     /// One member of an opened frame, verified against its id.
@@ -259,15 +228,16 @@ impl Repository {
                 }
             }
             Err(err) => {
-                // Every member fails with its frame; each is named in its own error.
-                let why = match &err {
+                // Every member fails with its frame. Damage is named per member; another
+                // failure (an outage, a write-only key) goes to the first member as it is.
+                let damage = match &err {
                     Error::Corrupt { reason, .. } => Some(format!("in a damaged {reason}")),
                     _ => None,
                 };
-                let mut first_err = Some(err);
+                let mut err = Some(err);
                 for e in unit {
-                    let member_err = match (&why, first_err.take()) {
-                        (Some(why), _) => Error::corrupt(
+                    let member_err = match &damage {
+                        Some(why) => Error::corrupt(
                             ObjectRef::Blob {
                                 blob_type: e.blob_type,
                                 id: e.id,
@@ -275,8 +245,9 @@ impl Repository {
                             },
                             why.clone(),
                         ),
-                        (None, Some(other)) => other,
-                        (None, None) => Error::Aborted("its frame could not be opened".into()),
+                        None => err.take().unwrap_or_else(|| {
+                            Error::Aborted("its frame could not be opened".into())
+                        }),
                     };
                     f(e, Err(member_err));
                 }
@@ -436,12 +407,11 @@ impl Repository {
         let Some(slot) = loc.frame else {
             return self.open_blob(blob_type, *id, sealed, loc.raw_length, Some(loc.pack));
         };
-        let frame = std::sync::Arc::new(self.open_frame(
-            slot.frame_raw,
-            &mut sealed,
-            loc.pack,
-            loc.offset,
-        )?);
+        // Kept (see FrameCache): copied out of the worker's reused buffer.
+        let frame = crate::buffers::with_scratch(|buf| {
+            self.open_frame_ref(slot.frame_raw, &mut sealed, loc.pack, loc.offset, buf)
+                .map(|f| std::sync::Arc::new(f.to_vec()))
+        })?;
         drop(sealed);
         let member = self
             .frame_member(blob_type, *id, &frame, slot, loc.raw_length, Some(loc.pack))

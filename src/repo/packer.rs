@@ -448,6 +448,32 @@ impl BlobSaver {
         Ok(true)
     }
 
+    /// Stores again a blob read and verified from a pack that goes away (prune's repacking,
+    /// repair's salvage): a frame member is framed again; a lone blob keeps its sealed bytes,
+    /// or with `reseal` is sealed anew (a write-only key's blobs open only through their own
+    /// pack's header).
+    pub fn copy_blob(
+        &self,
+        e: &PackEntry,
+        plain: &[u8],
+        sealed: &[u8],
+        reseal: bool,
+    ) -> Result<bool> {
+        if e.frame.is_some() {
+            return self.add_framed(e.id, plain, Near::default());
+        }
+        if reseal {
+            let repo = &self.shared.repo;
+            return self.add(&repo.prepare_blob_with_id(e.blob_type, e.id, plain)?);
+        }
+        self.add(&PreparedBlob {
+            blob_type: e.blob_type,
+            id: e.id,
+            sealed: sealed.to_vec(),
+            raw_len: e.raw_length,
+        })
+    }
+
     /// Adds a small data blob (shorter than [`FRAME_MEMBER_MAX`]) to the open frame unless it
     /// is already stored; returns whether it was added. Its bytes are copied.
     ///

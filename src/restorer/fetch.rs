@@ -141,6 +141,11 @@ impl Want {
     fn targets(&self) -> impl Iterator<Item = &(usize, u64)> {
         self.members.values().flat_map(|m| &m.targets)
     }
+
+    /// Plaintext bytes of the needed members.
+    fn needed(&self) -> u64 {
+        self.members.values().map(|m| m.raw_length).sum()
+    }
 }
 
 struct Span {
@@ -346,8 +351,7 @@ pub(super) fn restore_content(
     // are kept once verified (see MemberCache).
     let deliver_members = |pack: PackId, w: &Want, frame: &[u8]| {
         let frame_raw = w.frame_raw.unwrap_or(frame.len() as u64);
-        let needed: u64 = w.members.values().map(|m| m.raw_length).sum();
-        let keep = needed.saturating_mul(4) < frame_raw;
+        let keep = w.needed().saturating_mul(4) < frame_raw;
         for (&inner, m) in &w.members {
             let slot = crate::format::pack::FrameSlot { inner, frame_raw };
             match repo.frame_member(BlobType::Data, m.id, frame, slot, m.raw_length, Some(pack)) {
@@ -394,10 +398,9 @@ pub(super) fn restore_content(
             rest = tail;
             pos = w.offset + w.length;
         }
-        slices
-            .into_par_iter()
-            .for_each_init(Vec::new, |scratch, (w, sealed)| {
-                let pack = Some(span.pack);
+        // Each unit is opened in the worker's reused buffer (no fresh one to fault in).
+        slices.into_par_iter().for_each(|(w, sealed)| {
+            crate::buffers::with_scratch(|scratch| {
                 let Some(frame_raw) = w.frame_raw else {
                     for m in w.members.values() {
                         match repo.open_blob_ref(
@@ -405,7 +408,7 @@ pub(super) fn restore_content(
                             m.id,
                             sealed,
                             m.raw_length,
-                            pack,
+                            Some(span.pack),
                             scratch,
                         ) {
                             Ok(plain) => deliver(m, plain),
@@ -414,27 +417,24 @@ pub(super) fn restore_content(
                     }
                     return;
                 };
-                // A frame: opened once into the worker's reused buffer, each needed member
-                // verified on its slice; kept for the next batches (copied) only when some of
-                // it was not needed here.
-                crate::buffers::with_scratch(|buf| {
-                    let frame =
-                        match repo.open_frame_ref(frame_raw, sealed, span.pack, w.offset, buf) {
-                            Ok(f) => f,
-                            Err(e) => {
-                                for (j, _) in w.targets() {
-                                    fail(*j, e.to_string());
-                                }
-                                return;
+                // A frame: opened once, each needed member verified on its slice; kept for
+                // the next batches (copied) only when some of it was not needed here.
+                let frame =
+                    match repo.open_frame_ref(frame_raw, sealed, span.pack, w.offset, scratch) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            for (j, _) in w.targets() {
+                                fail(*j, e.to_string());
                             }
-                        };
-                    deliver_members(span.pack, w, frame);
-                    let needed: u64 = w.members.values().map(|m| m.raw_length).sum();
-                    if needed < frame_raw {
-                        reuse.keep_frame(span.pack, w.offset, frame);
-                    }
-                });
+                            return;
+                        }
+                    };
+                deliver_members(span.pack, w, frame);
+                if w.needed() < frame_raw {
+                    reuse.keep_frame(span.pack, w.offset, frame);
+                }
             });
+        });
     });
     cached
         .par_iter()
