@@ -259,6 +259,9 @@ fn salvage(
         };
         let mut candidates = candidates;
         candidates.sort_by_key(|e| (e.offset, e.frame.map(|f| f.inner)));
+        // A write-only key's blobs are sealed with its session, which only this pack's
+        // header names: sealed anew in the new pack (as prune's repacking does).
+        let session = matches!(repo.pack_session(id), Ok(Some(_)));
         let mut scratch = Vec::new();
         // Candidates at one offset are one stored unit (a blob, or members of one frame).
         for unit in candidates.chunk_by(|a, b| a.offset == b.offset) {
@@ -281,7 +284,7 @@ fn salvage(
                 result = (|| {
                     if !have.contains(m.blob_type, &m.id)? {
                         have.insert_new(m.blob_type, &m.id)?;
-                        saver.copy_blob(m, plain, sealed, false)?;
+                        saver.copy_blob(m, plain, sealed, session)?;
                         report.salvaged_blobs += 1;
                     }
                     Ok(())
