@@ -73,7 +73,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Finds a program on PATH or in the test-tools directory `deps.sh` fills.
-fn program(name: &str) -> PathBuf {
+pub fn program(name: &str) -> PathBuf {
     let tools =
         std::env::var("VAULT_TEST_TOOLS").unwrap_or_else(|_| "/opt/vault-test-tools".into());
     let candidates = [
