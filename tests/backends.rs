@@ -724,3 +724,87 @@ fn generic_opendal_scheme_with_options() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `check --verify-data` keeps more pack reads in flight than it has workers on remote storage
+/// (readers hand packs to the verifying pool), and finds exactly what the plain local check
+/// finds: the same directory is checked as `opendal:fs` (remote path: read ahead) and as a
+/// local directory, with a flipped bit in one data pack and another pack cut short.
+#[test]
+fn check_reads_remote_packs_ahead_and_reports_the_same_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let remote = Remote {
+        location: "opendal:fs".into(),
+        env: Vec::new(),
+        options: vec![format!("root={}", root.display())],
+    };
+    let r = TestRepo::remote(remote);
+    let work = r.scratch("work");
+    for seed in 0..3 {
+        let src = sample(&work.join(format!("s{seed}")), 40 + seed);
+        r.snapshot(&[&src]);
+    }
+    let mut packs: Vec<_> = crate::support::walkdir(&root.join("data"))
+        .into_iter()
+        .filter(|p| std::fs::metadata(p).unwrap().len() > 500_000)
+        .collect();
+    packs.sort();
+    assert!(packs.len() >= 4, "{packs:?}");
+    let mut bytes = std::fs::read(&packs[0]).unwrap();
+    let mid = bytes.len() / 3;
+    bytes[mid] ^= 0x04;
+    std::fs::write(&packs[0], bytes).unwrap();
+    let len = std::fs::metadata(&packs[2]).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&packs[2])
+        .unwrap()
+        .set_len(len - 1000)
+        .unwrap();
+
+    let report = |out: Output| {
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut errors: Vec<String> = v["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {}", e["object"], e["message"]))
+            .collect();
+        errors.sort();
+        let mut paths: Vec<String> = v["damage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["paths"].as_array().unwrap().clone())
+            .map(|p| p["path"].as_str().unwrap().to_string())
+            .collect();
+        paths.sort();
+        let log = String::from_utf8_lossy(&out.stderr).to_string();
+        (errors, paths, log)
+    };
+    let args = ["-vvv", "--json", "check", "--verify-data", "--threads", "1"];
+    let (remote_errors, remote_paths, remote_log) = report(r.run(&args));
+    let local = std::process::Command::new(crate::support::vault_bin())
+        .args(args)
+        .env("VAULT_REPOSITORY", &root)
+        .env("VAULT_PASSWORD_FILE", &r.password_file)
+        .env("VAULT_CACHE_DIR", &r.cache)
+        .env("TMPDIR", r.tmp())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let (local_errors, local_paths, local_log) = report(local);
+    assert!(remote_log.contains("reads_ahead=3"), "{remote_log}");
+    assert!(local_log.contains("reads_ahead=0"), "{local_log}");
+    for pack in [&packs[0], &packs[2]] {
+        let name = pack.file_name().unwrap().to_str().unwrap();
+        assert!(
+            remote_errors.iter().any(|e| e.contains(&name[..8])),
+            "{name}: {remote_errors:?}"
+        );
+    }
+    assert!(!remote_paths.is_empty());
+    assert_eq!(remote_errors, local_errors);
+    assert_eq!(remote_paths, local_paths);
+}

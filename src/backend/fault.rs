@@ -7,6 +7,8 @@
 //! * `truncate=P` — reads fail as if the connection dropped mid-body (transient);
 //! * `kill_after_mutations=N` — the process kills itself with SIGKILL right after its N-th
 //!   successful write or delete, to test crash safety at every step;
+//! * `latency_ms=N` — every read waits N ms first, like a request to distant storage (for
+//!   benchmarks of how many reads a command keeps in flight; never used by a test's verdict);
 //! * `seed=S` — seed of the fault sequence (deterministic runs).
 
 use std::sync::Mutex;
@@ -26,6 +28,8 @@ pub struct FaultOptions {
     pub truncate: f64,
     /// SIGKILL after this many successful mutations.
     pub kill_after_mutations: Option<u64>,
+    /// Milliseconds every read waits before it starts.
+    pub latency_ms: u64,
     /// Seed of the pseudo-random fault sequence.
     pub seed: u64,
 }
@@ -46,6 +50,7 @@ impl FaultOptions {
                 "kill_after_mutations" => {
                     o.kill_after_mutations = Some(v.parse().map_err(|_| bad())?)
                 }
+                "latency_ms" => o.latency_ms = v.parse().map_err(|_| bad())?,
                 "seed" => o.seed = v.parse().map_err(|_| bad())?,
                 _ => {
                     return Err(Error::InvalidInput(format!(
@@ -89,6 +94,9 @@ impl FaultBackend {
     }
 
     fn maybe_fail(&self, op: &'static str, path: &str, reading: bool) -> Result<()> {
+        if reading && self.opts.latency_ms > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(self.opts.latency_ms));
+        }
         let x = self.draw();
         let (t, to, tr) = (
             self.opts.transient,

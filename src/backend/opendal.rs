@@ -393,6 +393,15 @@ impl Backend for OpendalBackend {
                 .chunk(PART_SIZE)
                 .await
                 .map_err(|e| map_err("write", path, e))?;
+            if expected <= PART_SIZE as u64 {
+                // One request: the file is read once into the buffer that is sent (a fixed
+                // read buffer plus a copy of each piece held a pack and a half per upload).
+                let mut data = Vec::with_capacity(expected as usize);
+                f.read_to_end(&mut data).map_err(|e| Error::io(local, e))?;
+                w.write(data).await.map_err(|e| map_err("write", path, e))?;
+                let meta = w.close().await.map_err(|e| map_err("write", path, e))?;
+                return Ok::<u64, Error>(meta.content_length());
+            }
             let mut buf = vec![0u8; 8 << 20];
             loop {
                 let n = f.read(&mut buf).map_err(|e| Error::io(local, e))?;
@@ -424,13 +433,13 @@ impl Backend for OpendalBackend {
         if let Some(root) = &self.local_root {
             return super::local::read_into(root, path, buf);
         }
-        // The response's chunks are copied once, into memory the caller reuses (`read` makes
-        // the body contiguous first: one more copy and twice the pack in memory at the peak).
-        let body = self
-            .rt
-            .block_on(self.op.read(path))
+        // The response's chunks are copied into memory the caller reuses as they arrive
+        // (`read` makes the body contiguous first: one more copy and twice the pack in memory
+        // at the peak; collecting the chunks first still holds the pack twice).
+        buf.clear();
+        self.rt
+            .block_on(async { self.op.reader(path).await?.read_into(buf, ..).await })
             .map_err(|e| map_err("read", path, e))?;
-        copy_body(body, buf);
         Ok(())
     }
 

@@ -179,6 +179,9 @@ pub(crate) struct Ctx<'a> {
     pub stats: Mutex<CheckStats>,
     /// Pack buffers reused from pack to pack by `--verify-data`.
     pub pack_buffers: crate::buffers::BufferPool,
+    /// Threads that only read packs for `--verify-data` (remote storage), 0 when the pool's
+    /// workers read them themselves (a local directory).
+    pub reads_ahead: usize,
 }
 
 impl Ctx<'_> {
@@ -230,6 +233,9 @@ impl Ctx<'_> {
     }
 }
 
+/// Packs read ahead at least by `--verify-data` from remote storage (see `Ctx::reads_ahead`).
+const READS_AHEAD: usize = 3;
+
 /// Checks the repository.
 pub fn check(
     repo: &Repository,
@@ -241,6 +247,14 @@ pub fn check(
         .thread_name(|i| format!("vault-check-{i}"))
         .build()
         .map_err(|e| Error::Aborted(format!("thread pool: {e}")))?;
+    // A local directory answers at once: the workers read and verify. Remote storage answers
+    // each request after a round trip: more reads are kept in flight than there are cores.
+    let reads_ahead = if repo.backend().staging_dir().is_some() {
+        0
+    } else {
+        opts.threads.max(READS_AHEAD)
+    };
+    tracing::debug!(reads_ahead, "packs read ahead by --verify-data");
     let ctx = Ctx {
         repo,
         progress,
@@ -249,7 +263,8 @@ pub fn check(
         bad_blobs: Mutex::new(HashSet::new()),
         bad_packs: Mutex::new(HashSet::new()),
         stats: Mutex::new(CheckStats::default()),
-        pack_buffers: crate::buffers::BufferPool::new(opts.threads.max(1)),
+        pack_buffers: crate::buffers::BufferPool::new(opts.threads.max(1) + reads_ahead),
+        reads_ahead,
     };
     let damage = pool.install(|| -> Result<Vec<Damage>> {
         let mut timer = PhaseTimer::start();

@@ -101,36 +101,97 @@ pub(crate) fn verify_packs(ctx: &Ctx<'_>, sets: &PackSets, subset: Subset) -> Re
     ctx.progress
         .phase("verify data", None, crate::progress::Unit::Bytes);
     for_each_group(ctx, sets, subset, |group| {
-        group
-            .par_iter()
-            .try_for_each(|(id, _, counted)| verify_pack(ctx, *id, *counted))
+        if ctx.reads_ahead == 0 {
+            group.par_iter().try_for_each(|(id, _, counted)| {
+                let mut buffer = ctx.pack_buffers.take();
+                if read_pack(ctx, *id, &mut buffer.buf)? {
+                    verify_read(ctx, *id, *counted, &mut buffer.buf)?;
+                }
+                Ok(())
+            })
+        } else {
+            verify_read_ahead(ctx, group)
+        }
     })?;
     ctx.progress.finish_phase();
     Ok(())
 }
 
-fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
-    let object = ObjectRef::Pack(id);
-    // A reused buffer: no fresh 16 MiB to fault in and clear per pack.
-    let mut buffer = ctx.pack_buffers.take();
-    match ctx
-        .repo
-        .backend()
-        .read_into(&pack_path(&id), &mut buffer.buf)
-    {
+/// Remote storage: `ctx.reads_ahead` threads read packs while the pool verifies the ones read
+/// (each pack's blobs on every core). A request to distant storage waits far longer than it
+/// computes, so one read per core would leave the cores idle. A reader hands its pack over
+/// before it takes the next, so at most `reads_ahead + 1` packs are held. The first
+/// error that is not damage stops the readers.
+fn verify_read_ahead(ctx: &Ctx<'_>, group: &[(PackId, u64, u64)]) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    // Rendezvous: a read pack waits in its reader until the verifier takes it.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Option<Vec<u8>>>)>(0);
+    std::thread::scope(|s| {
+        for _ in 0..ctx.reads_ahead.min(group.len()) {
+            let tx = tx.clone();
+            let (next, stop) = (&next, &stop);
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((id, _, _)) = group.get(i) else {
+                        break;
+                    };
+                    let mut buf = ctx.pack_buffers.get(0);
+                    let read = read_pack(ctx, *id, &mut buf).map(|ok| ok.then_some(buf));
+                    if tx.send((i, read)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut result = Ok(());
+        // Every pack sent is received, so no reader is left blocked on the channel.
+        for (i, read) in rx {
+            if result.is_err() {
+                continue;
+            }
+            let (id, _, counted) = group[i];
+            result = read.and_then(|pack| match pack {
+                Some(mut buf) => {
+                    let verified = verify_read(ctx, id, counted, &mut buf);
+                    ctx.pack_buffers.put(buf);
+                    verified
+                }
+                None => Ok(()),
+            });
+            if result.is_err() {
+                stop.store(true, Ordering::Relaxed);
+            }
+        }
+        result
+    })
+}
+
+/// Reads pack `id` into `buf`; false when it could not be read as stored (damage, reported).
+fn read_pack(ctx: &Ctx<'_>, id: PackId, buf: &mut Vec<u8>) -> Result<bool> {
+    // Reused buffers: no fresh 16 MiB to fault in and clear per pack.
+    match ctx.repo.backend().read_into(&pack_path(&id), buf) {
         Ok(()) => {}
         Err(e) if e.is_damage() => {
-            ctx.error(&object, reason(&e));
-            return Ok(());
+            ctx.error(&ObjectRef::Pack(id), reason(&e));
+            return Ok(false);
         }
         Err(e) => return Err(e),
     }
-    let bytes = &mut buffer.buf;
     ctx.stat(|s| {
         s.packs_read += 1;
-        s.bytes_read += bytes.len() as u64;
+        s.bytes_read += buf.len() as u64;
     });
-    ctx.progress.advance(bytes.len() as u64);
+    ctx.progress.advance(buf.len() as u64);
+    Ok(true)
+}
+
+/// Verifies a pack read whole: its header, then every blob in it.
+fn verify_read(ctx: &Ctx<'_>, id: PackId, counted: u64, bytes: &mut [u8]) -> Result<()> {
+    let object = ObjectRef::Pack(id);
     // No whole-pack hash here: every byte of a pack is in an authenticated blob, the
     // authenticated header or the length-checked trailer, and a pack stored under another
     // pack's name disagrees with the index. Hashing would only repeat that work.
@@ -159,7 +220,7 @@ fn verify_pack(ctx: &Ctx<'_>, id: PackId, counted: u64) -> Result<()> {
     // A group is whole stored units (a frame is opened once, its members verified on their
     // slices).
     let mut groups: Vec<(&[PackEntry], &mut [u8])> = Vec::new();
-    let mut rest: &mut [u8] = &mut bytes[..];
+    let mut rest: &mut [u8] = bytes;
     let mut todo = &entries[..];
     while !todo.is_empty() {
         let (mut n, mut len) = (0usize, 0u64);
