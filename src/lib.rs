@@ -31,6 +31,7 @@ pub mod mount;
 pub mod progress;
 pub mod pruner;
 pub mod quote;
+pub(crate) mod readahead;
 pub mod rekey;
 pub mod repairer;
 pub mod repo;

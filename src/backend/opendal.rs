@@ -52,20 +52,17 @@ impl std::fmt::Debug for OpendalBackend {
 
 /// Copies a response body's chunks into `buf` (replacing what it held): one copy, into memory
 /// the caller reuses.
-fn copy_body(body: opendal::Buffer, buf: &mut Vec<u8>) {
-    buf.clear();
-    buf.reserve_exact(body.len());
-    for chunk in body {
-        buf.extend_from_slice(&chunk);
-    }
-}
-
 impl OpendalBackend {
-    /// A ranged read from the service, checked to have exactly `len` bytes.
-    fn read_range_body(&self, path: &str, offset: u64, len: u64) -> Result<opendal::Buffer> {
-        let buf = self
+    /// A ranged read from the service into `buf` (the response's chunks copied as they
+    /// arrive), checked to have exactly `len` bytes.
+    fn read_range_to(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        let read = self
             .rt
-            .block_on(async { self.op.read_with(path).range(offset..offset + len).await })
+            .block_on(async {
+                let reader = self.op.reader(path).await?;
+                reader.read_into(buf, offset..offset + len).await
+            })
             .map_err(|e| {
                 let mapped = map_err("read", path, e);
                 // Services report a range beyond the end differently (416, a short body);
@@ -81,17 +78,14 @@ impl OpendalBackend {
                 }
                 mapped
             })?;
-        if buf.len() as u64 != len {
+        if read as u64 != len {
             // The object is shorter than what refers to it: damage (a truncated object).
             return Err(Error::corrupt(
                 crate::ObjectRef::Path(path.to_string()),
-                format!(
-                    "truncated: {} of {len} bytes readable at offset {offset}",
-                    buf.len()
-                ),
+                format!("truncated: {read} of {len} bytes readable at offset {offset}"),
             ));
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// Wraps an operator. `location` is what messages show (it must not contain secrets).
@@ -447,16 +441,16 @@ impl Backend for OpendalBackend {
         if let Some(root) = &self.local_root {
             return super::local::read_range_into(root, path, offset, len, buf);
         }
-        let body = self.read_range_body(path, offset, len)?;
-        copy_body(body, buf);
-        Ok(())
+        self.read_range_to(path, offset, len, buf)
     }
 
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
             return super::local::read_range(root, path, offset, len);
         }
-        Ok(self.read_range_body(path, offset, len)?.to_vec())
+        let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+        self.read_range_to(path, offset, len, &mut buf)?;
+        Ok(buf)
     }
 
     fn write(&self, path: &str, data: &[u8]) -> Result<()> {

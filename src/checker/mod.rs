@@ -233,9 +233,6 @@ impl Ctx<'_> {
     }
 }
 
-/// Packs read ahead at least by `--verify-data` from remote storage (see `Ctx::reads_ahead`).
-const READS_AHEAD: usize = 3;
-
 /// Checks the repository.
 pub fn check(
     repo: &Repository,
@@ -247,13 +244,7 @@ pub fn check(
         .thread_name(|i| format!("vault-check-{i}"))
         .build()
         .map_err(|e| Error::Aborted(format!("thread pool: {e}")))?;
-    // A local directory answers at once: the workers read and verify. Remote storage answers
-    // each request after a round trip: more reads are kept in flight than there are cores.
-    let reads_ahead = if repo.backend().staging_dir().is_some() {
-        0
-    } else {
-        opts.threads.max(READS_AHEAD)
-    };
+    let reads_ahead = crate::readahead::readers(repo, opts.threads.max(1));
     tracing::debug!(reads_ahead, "packs read ahead by --verify-data");
     let ctx = Ctx {
         repo,
@@ -263,7 +254,7 @@ pub fn check(
         bad_blobs: Mutex::new(HashSet::new()),
         bad_packs: Mutex::new(HashSet::new()),
         stats: Mutex::new(CheckStats::default()),
-        pack_buffers: crate::buffers::BufferPool::new(opts.threads.max(1) + reads_ahead),
+        pack_buffers: crate::buffers::BufferPool::new(opts.threads.max(1)),
         reads_ahead,
     };
     let damage = pool.install(|| -> Result<Vec<Damage>> {

@@ -117,57 +117,29 @@ pub(crate) fn verify_packs(ctx: &Ctx<'_>, sets: &PackSets, subset: Subset) -> Re
     Ok(())
 }
 
-/// Remote storage: `ctx.reads_ahead` threads read packs while the pool verifies the ones read
-/// (each pack's blobs on every core). A request to distant storage waits far longer than it
-/// computes, so one read per core would leave the cores idle. A reader hands its pack over
-/// before it takes the next, so at most `reads_ahead + 1` packs are held. The first
-/// error that is not damage stops the readers.
+/// Remote storage: packs are read ahead by `ctx.reads_ahead` threads while the pool verifies
+/// the ones read (`crate::readahead`).
 fn verify_read_ahead(ctx: &Ctx<'_>, group: &[(PackId, u64, u64)]) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    // Rendezvous: a read pack waits in its reader until the verifier takes it.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Result<Option<Vec<u8>>>)>(0);
-    std::thread::scope(|s| {
-        for _ in 0..ctx.reads_ahead.min(group.len()) {
-            let tx = tx.clone();
-            let (next, stop) = (&next, &stop);
-            s.spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((id, _, _)) = group.get(i) else {
-                        break;
-                    };
-                    let mut buf = ctx.pack_buffers.get(0);
-                    let read = read_pack(ctx, *id, &mut buf).map(|ok| ok.then_some(buf));
-                    if tx.send((i, read)).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut result = Ok(());
-        // Every pack sent is received, so no reader is left blocked on the channel.
-        for (i, read) in rx {
-            if result.is_err() {
-                continue;
-            }
+    let sizes: Vec<u64> = group.iter().map(|(_, size, _)| *size).collect();
+    // Every reader busy and one pack being verified.
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    let budget = largest * (ctx.reads_ahead as u64 + 1);
+    crate::readahead::read_ahead(
+        &sizes,
+        budget,
+        ctx.reads_ahead,
+        |i| {
+            let mut buffer = ctx.pack_buffers.take();
+            read_pack(ctx, group[i].0, &mut buffer.buf).map(|ok| ok.then_some(buffer))
+        },
+        |i, read| {
             let (id, _, counted) = group[i];
-            result = read.and_then(|pack| match pack {
-                Some(mut buf) => {
-                    let verified = verify_read(ctx, id, counted, &mut buf);
-                    ctx.pack_buffers.put(buf);
-                    verified
-                }
+            match read? {
+                Some(mut buffer) => verify_read(ctx, id, counted, &mut buffer.buf),
                 None => Ok(()),
-            });
-            if result.is_err() {
-                stop.store(true, Ordering::Relaxed);
             }
-        }
-        result
-    })
+        },
+    )
 }
 
 /// Reads pack `id` into `buf`; false when it could not be read as stored (damage, reported).
