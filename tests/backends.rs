@@ -203,6 +203,17 @@ fn conformance_memory_and_local_directory() {
 // ---------------------------------------------------------------------------------------------
 // The CLI round trip against each server
 
+/// A repository directory reached through OpenDAL's file-system service: a backend that is
+/// not a local directory to vault (reads go through OpenDAL, remote code paths run), whose
+/// objects a test can still reach as files.
+fn opendal_fs(root: &Path) -> Remote {
+    Remote {
+        location: "opendal:fs".into(),
+        env: Vec::new(),
+        options: vec![format!("root={}", root.display())],
+    }
+}
+
 fn sample(root: &Path, seed: u64) -> std::path::PathBuf {
     let src = root.join("src");
     std::fs::create_dir_all(src.join("etc/conf.d")).unwrap();
@@ -697,11 +708,7 @@ fn generic_opendal_scheme_with_options() {
     // file-system service is the one that needs no server.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("generic");
-    let remote = Remote {
-        location: "opendal:fs".into(),
-        env: Vec::new(),
-        options: vec![format!("root={}", root.display())],
-    };
+    let remote = opendal_fs(&root);
     conformance(open_remote(&remote).as_ref());
     std::fs::remove_dir_all(&root).unwrap();
     let r = TestRepo::remote(remote);
@@ -733,11 +740,7 @@ fn generic_opendal_scheme_with_options() {
 fn check_reads_remote_packs_ahead_and_reports_the_same_damage() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
-    let remote = Remote {
-        location: "opendal:fs".into(),
-        env: Vec::new(),
-        options: vec![format!("root={}", root.display())],
-    };
+    let remote = opendal_fs(&root);
     let r = TestRepo::remote(remote);
     let work = r.scratch("work");
     for seed in 0..3 {
@@ -816,11 +819,7 @@ fn check_reads_remote_packs_ahead_and_reports_the_same_damage() {
 fn prune_repacks_remote_packs_read_ahead() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("repo");
-    let remote = Remote {
-        location: "opendal:fs".into(),
-        env: Vec::new(),
-        options: vec![format!("root={}", root.display())],
-    };
+    let remote = opendal_fs(&root);
     let r = TestRepo::remote(remote);
     let work = r.scratch("work");
     let src = work.join("src");
