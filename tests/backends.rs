@@ -214,6 +214,15 @@ fn opendal_fs(root: &Path) -> Remote {
     }
 }
 
+/// A fresh repository reached through [`opendal_fs`]: the directory that holds it (kept alive
+/// by the caller), its root, and the repository.
+fn opendal_fs_repo() -> (tempfile::TempDir, std::path::PathBuf, TestRepo) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("repo");
+    let r = TestRepo::remote(opendal_fs(&root));
+    (dir, root, r)
+}
+
 fn sample(root: &Path, seed: u64) -> std::path::PathBuf {
     let src = root.join("src");
     std::fs::create_dir_all(src.join("etc/conf.d")).unwrap();
@@ -738,10 +747,7 @@ fn generic_opendal_scheme_with_options() {
 /// local directory, with a flipped bit in one data pack and another pack cut short.
 #[test]
 fn check_reads_remote_packs_ahead_and_reports_the_same_damage() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("repo");
-    let remote = opendal_fs(&root);
-    let r = TestRepo::remote(remote);
+    let (_dir, root, r) = opendal_fs_repo();
     let work = r.scratch("work");
     for seed in 0..3 {
         let src = sample(&work.join(format!("s{seed}")), 40 + seed);
@@ -817,10 +823,7 @@ fn check_reads_remote_packs_ahead_and_reports_the_same_damage() {
 /// repository checks clean and the kept snapshot restores identical.
 #[test]
 fn prune_repacks_remote_packs_read_ahead() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("repo");
-    let remote = opendal_fs(&root);
-    let r = TestRepo::remote(remote);
+    let (_dir, _, r) = opendal_fs_repo();
     let work = r.scratch("work");
     let src = work.join("src");
     std::fs::create_dir_all(&src).unwrap();

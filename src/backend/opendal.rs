@@ -50,8 +50,6 @@ impl std::fmt::Debug for OpendalBackend {
     }
 }
 
-/// Copies a response body's chunks into `buf` (replacing what it held): one copy, into memory
-/// the caller reuses.
 impl OpendalBackend {
     /// A ranged read from the service into `buf` (the response's chunks copied as they
     /// arrive), checked to have exactly `len` bytes.

@@ -56,18 +56,15 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
         },
     )?;
     progress.phase("repack", Some(plan.bytes_repacked), Unit::Bytes);
-    // A pack and whether a write-only key's session sealed its blobs. Blobs of such a pack
-    // are sealed with the session's key, which only that pack's header names: copied raw into
-    // another pack they would not open. They are re-sealed under the current epoch instead.
-    let fetch = |pack: &PackId| -> Result<(Vec<u8>, bool)> {
-        let bytes = repo.backend().read(&pack_path(pack))?;
-        let session = repo.pack_session(pack)?.is_some();
-        Ok((bytes, session))
-    };
-    let copy_used = |pack: &PackId, bytes: &[u8], session: bool| -> Result<()> {
+    let fetch = |pack: &PackId| repo.backend().read(&pack_path(pack));
+    let copy_used = |pack: &PackId, bytes: &[u8]| -> Result<()> {
         progress.advance(bytes.len() as u64);
         // Damage stops the prune (the caller says what to do); nothing is deleted.
         let entries = repo.parse_pack(pack, bytes)?;
+        // Blobs of a pack written by a write-only key are sealed with its session's key, which
+        // only that pack's header names: copied raw into another pack they would not open.
+        // They are re-sealed under the current epoch instead.
+        let session = repo.pack_session_in(pack, bytes).is_some();
         let all: Vec<&[PackEntry]> = units(&entries).collect();
         all.par_chunks(256).try_for_each(|chunk| -> Result<()> {
             let mut scratch = Vec::new();
@@ -107,8 +104,7 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
         // One pack at a time (memory: one pack and its header), its blobs verified and copied
         // on all cores.
         for pack in packs {
-            let (bytes, session) = fetch(pack)?;
-            copy_used(pack, &bytes, session)?;
+            copy_used(pack, &fetch(pack)?)?;
         }
     } else {
         // Remote storage: packs are read ahead (`crate::readahead`); every reader busy and one
@@ -120,10 +116,7 @@ fn repack(repo: &Repository, plan: &mut GcPlan, progress: &dyn Progress) -> Resu
             size * (readers as u64 + 1),
             readers,
             |i| fetch(&packs[i]),
-            |i, fetched| {
-                let (bytes, session) = fetched?;
-                copy_used(&packs[i], &bytes, session)
-            },
+            |i, fetched| copy_used(&packs[i], &fetched?),
         )?;
     }
     progress.finish_phase();

@@ -261,7 +261,7 @@ fn salvage(
         candidates.sort_by_key(|e| (e.offset, e.frame.map(|f| f.inner)));
         // A write-only key's blobs are sealed with its session, which only this pack's
         // header names: sealed anew in the new pack (as prune's repacking does).
-        let session = matches!(repo.pack_session(id), Ok(Some(_)));
+        let session = repo.pack_session_in(id, &bytes).is_some();
         let mut scratch = Vec::new();
         // Candidates at one offset are one stored unit (a blob, or members of one frame).
         for unit in candidates.chunk_by(|a, b| a.offset == b.offset) {

@@ -514,6 +514,9 @@ impl Repository {
             .map_err(|e| Error::corrupt(object, e.0))?;
         // A copy: the caller's bytes stay as stored (verify keeps tree packs by their hash).
         let mut header = bytes[hdr_off as usize..(hdr_off + hdr_len) as usize].to_vec();
+        // Blobs of a write-only key's pack open with the session its header names: remembered
+        // now, so opening them asks the storage for nothing more.
+        self.remember_session(pack, super::session_of_header(&header));
         self.decode_pack_header_object(pack, &mut header, hdr_off)
     }
 

@@ -518,38 +518,43 @@ impl Repository {
     /// The ephemeral public key of a pack written by a write-only key, read from its header
     /// object (remembered per pack; bounded).
     pub(crate) fn pack_session(&self, pack: &crate::id::PackId) -> Result<Option<[u8; 32]>> {
-        if let Some(e) = self
-            .inner
+        if let Some(e) = self.remembered_session(pack) {
+            return Ok(e);
+        }
+        let path = crate::format::layout::pack_path(pack);
+        let size = self.backend().stat(&path)?.size;
+        let eph = session_in(size, |off, len| self.backend().read_range(&path, off, len))?;
+        self.remember_session(pack, eph);
+        Ok(eph)
+    }
+
+    /// [`Self::pack_session`] of a pack whose bytes are in hand (no request to the storage).
+    pub(crate) fn pack_session_in(
+        &self,
+        pack: &crate::id::PackId,
+        bytes: &[u8],
+    ) -> Option<[u8; 32]> {
+        if let Some(e) = self.remembered_session(pack) {
+            return e;
+        }
+        let eph = session_in(bytes.len() as u64, |off, len| {
+            Ok(bytes[off as usize..(off + len) as usize].to_vec())
+        })
+        .unwrap_or(None);
+        self.remember_session(pack, eph);
+        eph
+    }
+
+    fn remembered_session(&self, pack: &crate::id::PackId) -> Option<Option<[u8; 32]>> {
+        self.inner
             .pack_sessions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(pack)
-        {
-            return Ok(*e);
-        }
-        let path = crate::format::layout::pack_path(pack);
-        let size = self.backend().stat(&path)?.size;
-        let tail_len = size.min(4 + 8 + 32);
-        if tail_len < 4 {
-            return Ok(None);
-        }
-        let tail = self.backend().read_range(&path, size - 4, 4)?;
-        let hdr_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
-        if hdr_len < 8 + 32 || hdr_len + 4 > size {
-            return Ok(None);
-        }
-        let head = self
-            .backend()
-            .read_range(&path, size - 4 - hdr_len, 8 + 32)?;
-        let eph = if head[..5] == *crate::format::ENVELOPE_MAGIC
-            && head[7] & crate::format::envelope::FLAG_SEALED_TO_READER != 0
-        {
-            let mut e = [0u8; 32];
-            e.copy_from_slice(&head[8..40]);
-            Some(e)
-        } else {
-            None
-        };
+            .copied()
+    }
+
+    pub(crate) fn remember_session(&self, pack: &crate::id::PackId, eph: Option<[u8; 32]>) {
         let mut m = self
             .inner
             .pack_sessions
@@ -559,7 +564,6 @@ impl Repository {
             m.clear();
         }
         m.insert(*pack, eph);
-        Ok(eph)
     }
 
     /// Opens an envelope of `kind`, naming `object` in any error.
@@ -766,4 +770,31 @@ pub(crate) fn envelope_aad(header: &[u8], body_start: &[u8], object: &ObjectRef)
         aad.extend_from_slice(&object.name_bytes());
     }
     aad
+}
+
+/// The session key a pack of `size` bytes names in its header object's envelope, if it was
+/// sealed to the reader; `read(offset, len)` reads part of the pack (always within `size`).
+fn session_in(size: u64, read: impl Fn(u64, u64) -> Result<Vec<u8>>) -> Result<Option<[u8; 32]>> {
+    if size < 4 {
+        return Ok(None);
+    }
+    let tail = read(size - 4, 4)?;
+    let hdr_len = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if hdr_len < 8 + 32 || hdr_len + 4 > size {
+        return Ok(None);
+    }
+    Ok(session_of_header(&read(size - 4 - hdr_len, 8 + 32)?))
+}
+
+/// The session key in a pack header object's first 40 bytes, if it was sealed to the reader.
+pub(crate) fn session_of_header(head: &[u8]) -> Option<[u8; 32]> {
+    if head.len() >= 40
+        && head[..5] == *crate::format::ENVELOPE_MAGIC
+        && head[7] & crate::format::envelope::FLAG_SEALED_TO_READER != 0
+    {
+        let mut e = [0u8; 32];
+        e.copy_from_slice(&head[8..40]);
+        return Some(e);
+    }
+    None
 }
