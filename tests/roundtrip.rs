@@ -37,6 +37,49 @@ fn rich_tree_round_trips_exactly() {
     );
 }
 
+/// The walk opens each file it will read once, while listing its directory, and keeps it open
+/// for the worker that reads it; a directory of many files must not use up the process's
+/// descriptors (the walk keeps at most an eighth of the limit open this way).
+#[test]
+fn a_wide_directory_snapshots_under_a_small_descriptor_limit() {
+    use std::os::unix::process::CommandExt;
+    let r = TestRepo::new();
+    let src = r.scratch("wide");
+    for d in 0..3 {
+        let dir = src.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..1500 {
+            std::fs::write(dir.join(format!("f{i:05}")), format!("{d} {i}\n")).unwrap();
+        }
+    }
+    let mut c = r.cmd(&["snapshot", "--json", src.to_str().unwrap()]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(|| {
+            let l = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = c.output().unwrap();
+    assert_success(&out, &["snapshot (64 descriptors)"]);
+    let target = r.scratch("restore");
+    r.ok(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    let diffs = compare_trees(&src, &target.join(src.strip_prefix("/").unwrap()));
+    assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
+}
+
 #[test]
 fn latest_and_prefix_and_partial_restore() {
     let r = TestRepo::new();

@@ -24,7 +24,7 @@ use crate::format::tree::{ContentPart, Node, NodeKind, Tree};
 use crate::id::{BlobId, BlobType};
 use crate::progress::EntryStatus;
 use crate::source::dir::{DirHandle, Stat};
-use crate::source::meta::node_from_stat;
+use crate::source::meta::{node_from_stat, same_as};
 use crate::{Error, Result};
 
 use super::{Counters, Ctx};
@@ -78,6 +78,10 @@ struct Walk {
     root: Mutex<Option<BlobId>>,
     /// Bytes of files read ahead by [`Walk::prefetch`] and not read by a worker yet.
     prefetched: AtomicU64,
+    /// Descriptors of files opened by the listing and handed to a worker, not closed yet.
+    held: AtomicUsize,
+    /// At most this many are held (see [`Walk::hold`]).
+    max_held: usize,
 }
 
 /// At most this many bytes are read ahead of the workers (page cache, not process memory).
@@ -85,6 +89,16 @@ const PREFETCH_BYTES: u64 = 64 << 20;
 /// Files up to this size are read ahead; larger ones stream through the kernel's ordinary
 /// read-ahead.
 const PREFETCH_MAX_SIZE: u64 = 1 << 20;
+/// At most this many file descriptors opened by the listing wait for their worker, and never
+/// more than an eighth of the process's limit (deep trees hold a descriptor per level).
+const MAX_HELD: usize = 1024;
+
+fn max_held() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(MAX_HELD, |l| {
+        MAX_HELD.min(usize::try_from(l / 8).unwrap_or(MAX_HELD))
+    })
+}
 
 impl Walk {
     /// Asks the kernel to start reading a small file that a worker will read later
@@ -93,7 +107,7 @@ impl Walk {
     /// worker reads one file at a time; reads started while the directory is listed keep
     /// many in flight with no more threads or buffers (D56). 0 when the budget is spent or
     /// the file cannot be opened (the worker then opens it and reports any error).
-    fn prefetch(&self, dir: &DirHandle, name: &OsStr, size: u64) -> u64 {
+    fn prefetch(&self, file: &std::fs::File, size: u64) -> u64 {
         let Some(len) = std::num::NonZeroU64::new(size).filter(|_| size <= PREFETCH_MAX_SIZE)
         else {
             return 0;
@@ -102,13 +116,28 @@ impl Walk {
             self.prefetched.fetch_sub(size, Ordering::AcqRel);
             return 0;
         }
-        let Ok(file) = dir.open_file(name) else {
-            self.prefetched.fetch_sub(size, Ordering::AcqRel);
-            return 0;
-        };
         // Advice only: a failure changes nothing but speed.
-        let _ = rustix::fs::fadvise(&file, 0, Some(len), rustix::fs::Advice::WillNeed);
+        let _ = rustix::fs::fadvise(file, 0, Some(len), rustix::fs::Advice::WillNeed);
         size
+    }
+
+    /// Keeps a file the listing opened for the worker that will read it, so that it is
+    /// opened once (its xattrs were read and its read started through the same descriptor);
+    /// `None` (closed) when [`Walk::max_held`] are already waiting: the worker opens it again.
+    fn hold(&self, file: std::fs::File) -> Option<std::fs::File> {
+        if self.held.fetch_add(1, Ordering::AcqRel) >= self.max_held {
+            self.held.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(file)
+    }
+
+    /// A worker closed a file it was handed.
+    fn release(&self, file: Option<std::fs::File>) {
+        if let Some(f) = file {
+            drop(f);
+            self.held.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// A worker read a file that was read ahead.
@@ -160,6 +189,8 @@ struct DirTask {
 struct FileTask {
     dir: Arc<DirHandle>,
     name: OsString,
+    /// The file, when the listing opened it and could keep it open (see [`Walk::hold`]).
+    file: Option<std::fs::File>,
     /// Bytes read ahead for it (see [`Walk::prefetch`]).
     prefetched: u64,
     path: PathBuf,
@@ -189,6 +220,8 @@ pub(super) fn archive_paths(
         error: Mutex::new(None),
         root: Mutex::new(None),
         prefetched: AtomicU64::new(0),
+        held: AtomicUsize::new(0),
+        max_held: max_held(),
     };
     let task = DirTask {
         origin: Origin::Absolute(PathBuf::from("/")),
@@ -207,6 +240,7 @@ pub(super) fn archive_paths(
     // Every file read ahead was handed to a worker that gave its bytes back: a leak here would
     // slowly turn read-ahead off in a long-running process (tests run with this check on).
     debug_assert_eq!(walk.prefetched.load(Ordering::Acquire), 0);
+    debug_assert_eq!(walk.held.load(Ordering::Acquire), 0);
     if let Some(e) = walk.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
@@ -487,13 +521,28 @@ fn entry(
         ctx.source_error(path, "is not a directory");
         return Entry::Done(None);
     }
-    let mut node = match node_from_stat(dir, name, path, &st, ctx.opts.meta, previous.as_ref()) {
-        Ok(n) => n,
-        Err(e) => {
-            ctx.source_error(path, e);
-            return Entry::Done(None);
-        }
-    };
+    // A regular file that will be read is opened once, here: its xattrs are read, and its
+    // read started, through the descriptor the worker then reads (no second open, no path
+    // lookup through /proc). When the open fails, the worker's own open reports why.
+    let read = st.file_type == FileType::RegularFile
+        && intermediate.is_none()
+        && !ctx
+            .opts
+            .exclude_larger_than
+            .is_some_and(|max| st.size > max)
+        && !previous
+            .as_ref()
+            .is_some_and(|p| p.kind == NodeKind::File && same_as(p, &st));
+    let open = if read { dir.open_file(name).ok() } else { None };
+    let meta = ctx.opts.meta;
+    let mut node =
+        match node_from_stat(dir, name, path, &st, meta, previous.as_ref(), open.as_ref()) {
+            Ok(n) => n,
+            Err(e) => {
+                ctx.source_error(path, e);
+                return Entry::Done(None);
+            }
+        };
     let previous = previous.filter(|p| p.kind == node.kind);
     if intermediate.is_none() {
         let too_large = node.kind == NodeKind::File
@@ -560,8 +609,10 @@ fn entry(
                     }
                 }
             }
+            let prefetched = open.as_ref().map_or(0, |f| walk.prefetch(f, node.size));
             Entry::File(FileTask {
-                prefetched: walk.prefetch(dir, name, node.size),
+                prefetched,
+                file: open.and_then(|f| walk.hold(f)),
                 dir: dir.clone(),
                 name: name.to_owned(),
                 path: path.to_path_buf(),
@@ -580,23 +631,29 @@ fn entry(
 fn run_file(ctx: &Ctx<'_>, walk: &Walk, t: FileTask) {
     if walk.aborted() {
         walk.prefetch_consumed(t.prefetched);
+        walk.release(t.file);
         fill(ctx, walk, &t.up, None);
         return;
     }
     let FileTask {
         dir,
         name,
+        file,
         prefetched,
         path,
         mut node,
         previous,
         up,
     } = t;
-    let opened = dir.open_file(&name);
+    let stored = match &file {
+        Some(f) => super::content::store_file(ctx, f, &path),
+        None => dir
+            .open_file(&name)
+            .map_err(|e| Error::io(&path, e))
+            .and_then(|f| super::content::store_file(ctx, &f, &path)),
+    };
     drop(dir);
-    let stored = opened
-        .map_err(|e| Error::io(&path, e))
-        .and_then(|f| super::content::store_file(ctx, &f, &path));
+    walk.release(file);
     walk.prefetch_consumed(prefetched);
     let result = match stored {
         Ok((content, size)) => {

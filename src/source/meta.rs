@@ -1,6 +1,7 @@
 //! Turning `fstatat` results, xattrs and link targets into tree nodes.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -37,6 +38,8 @@ pub struct MetaOptions {
 /// Builds a node (without content or subtree) for the entry `name` of `dir` from its `lstat`.
 /// `unchanged` is the previous snapshot's node when the entry has the same kind, ctime, inode,
 /// size and mtime: its xattrs and symlink target are reused (changing either changes ctime).
+/// `open` is a descriptor of the entry itself when the caller holds one (a regular file it is
+/// about to read): extended attributes are then read through it, without a path lookup.
 /// `path` is only used in error messages.
 pub fn node_from_stat(
     dir: &DirHandle,
@@ -45,6 +48,7 @@ pub fn node_from_stat(
     st: &Stat,
     opts: MetaOptions,
     unchanged: Option<&Node>,
+    open: Option<&File>,
 ) -> Result<Node> {
     let kind = kind_of(st.file_type)
         .ok_or_else(|| Error::io(path, std::io::Error::other("unsupported file type")))?;
@@ -67,14 +71,7 @@ pub fn node_from_stat(
     if kind == NodeKind::File {
         n.size = st.size;
     }
-    let same = unchanged.filter(|p| {
-        p.kind == kind
-            && p.ctime == n.ctime
-            && p.inode == n.inode
-            && p.mtime == n.mtime
-            && p.size == n.size
-    });
-    if let Some(p) = same {
+    if let Some(p) = unchanged.filter(|p| p.kind == kind && same_as(p, st)) {
         n.xattrs = p.xattrs.clone();
         n.link_target = p.link_target.clone();
         n.rdev = p.rdev;
@@ -87,22 +84,51 @@ pub fn node_from_stat(
         NodeKind::CharDevice | NodeKind::BlockDevice => n.rdev = st.rdev,
         _ => {}
     }
-    n.xattrs = read_xattrs(&dir.proc_path(name), path)?;
+    n.xattrs = match open {
+        Some(f) => read_xattrs_of(f, path)?,
+        None => read_xattrs(&dir.proc_path(name), path)?,
+    };
     Ok(n)
+}
+
+/// Whether the previous snapshot's node `p` has the `lstat` `st` (ctime, inode, mtime and,
+/// for files, size): its xattrs and symlink target still hold and a file's content can be
+/// reused without reading it.
+pub fn same_as(p: &Node, st: &Stat) -> bool {
+    let size = if st.file_type == FileType::RegularFile {
+        st.size
+    } else {
+        0
+    };
+    p.ctime == st.ctime && p.inode == st.ino && p.mtime == st.mtime && p.size == size
 }
 
 /// Reads extended attributes of `at` without following a final symlink, sorted by name
 /// (`shown` names the entry in errors). File systems without xattr support give an empty
 /// list.
 pub fn read_xattrs(at: &Path, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let names = match xattr::list(at) {
+    collect_xattrs(xattr::list(at), |name| xattr::get(at, name), shown)
+}
+
+/// [`read_xattrs`] through an open descriptor of the file.
+pub fn read_xattrs_of(file: &File, shown: &Path) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    use xattr::FileExt;
+    collect_xattrs(file.list_xattr(), |name| file.get_xattr(name), shown)
+}
+
+fn collect_xattrs<I: Iterator<Item = OsString>>(
+    names: std::io::Result<I>,
+    get: impl Fn(&OsStr) -> std::io::Result<Option<Vec<u8>>>,
+    shown: &Path,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let names = match names {
         Ok(n) => n,
         Err(e) if unsupported(&e) => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(shown, e)),
     };
     let mut out = Vec::new();
     for name in names {
-        match xattr::get(at, &name) {
+        match get(&name) {
             Ok(Some(v)) => out.push((name.as_bytes().to_vec(), v)),
             Ok(None) => {}
             Err(e) if unsupported(&e) => {}

@@ -175,6 +175,11 @@ fn db_options(profile: Profile) -> Options {
         Profile::Scratch => 6 << 20,
     });
     opts.set_arena_block_size(256 << 10);
+    // A bloom filter over the memtable's whole keys (a tenth of its size): a lookup of a key
+    // written in this run's memtable is answered there, but the many lookups of absent keys
+    // (new chunks) skip its skip-list search (2 % of a first snapshot's CPU without it).
+    opts.set_memtable_whole_key_filtering(true);
+    opts.set_memtable_prefix_bloom_ratio(0.1);
     opts.set_max_open_files(256);
     opts.set_keep_log_file_num(2);
     opts.set_max_background_jobs(2);
