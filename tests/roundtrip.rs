@@ -37,12 +37,29 @@ fn rich_tree_round_trips_exactly() {
     );
 }
 
-/// The walk opens each file it will read once, while listing its directory, and keeps it open
-/// for the worker that reads it; a directory of many files must not use up the process's
-/// descriptors (the walk keeps at most an eighth of the limit open this way).
+/// Runs `c` with at most `n` open descriptors (soft and hard limit: vault cannot raise it).
+fn limit_descriptors(c: &mut std::process::Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        c.pre_exec(move || {
+            let l = libc::rlimit {
+                rlim_cur: n,
+                rlim_max: n,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The snapshot's walk opens each file it will read once, while listing its directory, and
+/// keeps it open for the worker that reads it; a directory of many files must not use up the
+/// process's descriptors (the walk keeps at most an eighth of the limit open this way).
 #[test]
 fn a_wide_directory_snapshots_under_a_small_descriptor_limit() {
-    use std::os::unix::process::CommandExt;
     let r = TestRepo::new();
     let src = r.scratch("wide");
     for d in 0..3 {
@@ -53,21 +70,8 @@ fn a_wide_directory_snapshots_under_a_small_descriptor_limit() {
         }
     }
     let mut c = r.cmd(&["snapshot", "--json", src.to_str().unwrap()]);
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            let l = libc::rlimit {
-                rlim_cur: 64,
-                rlim_max: 64,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = c.output().unwrap();
-    assert_success(&out, &["snapshot (64 descriptors)"]);
+    limit_descriptors(&mut c, 64);
+    assert_success(&c.output().unwrap(), &["snapshot (64 descriptors)"]);
     let target = r.scratch("restore");
     r.ok(&[
         "restore",
@@ -76,6 +80,34 @@ fn a_wide_directory_snapshots_under_a_small_descriptor_limit() {
         "--target",
         target.to_str().unwrap(),
     ]);
+    let diffs = compare_trees(&src, &target.join(src.strip_prefix("/").unwrap()));
+    assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
+}
+
+/// A restore batches the files of up to 2 048 directories (each batch ends in a barrier) and
+/// keeps a descriptor per directory of the two batches it holds; under a small descriptor
+/// limit it takes fewer directories per batch instead of failing.
+#[test]
+fn many_directories_restore_under_a_small_descriptor_limit() {
+    let r = TestRepo::new();
+    let src = r.scratch("many");
+    for d in 0..600 {
+        let dir = src.join(format!("g{}/d{d:04}", d % 7));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a"), format!("a {d}\n")).unwrap();
+        std::fs::write(dir.join("b"), pseudo_random(70_000, d)).unwrap();
+    }
+    r.snapshot(&[&src]);
+    let target = r.scratch("restore");
+    let mut c = r.cmd(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    limit_descriptors(&mut c, 256);
+    assert_success(&c.output().unwrap(), &["restore (256 descriptors)"]);
     let diffs = compare_trees(&src, &target.join(src.strip_prefix("/").unwrap()));
     assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
 }

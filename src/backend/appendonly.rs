@@ -28,6 +28,7 @@ impl Backend for AppendOnlyBackend {
         read_into,
         read_range,
         read_range_into,
+        will_read,
         write,
         write_file,
         staging_dir,

@@ -131,7 +131,7 @@ impl FaultBackend {
 }
 
 impl Backend for FaultBackend {
-    forward_to_inner!(location, create, staging_dir, append_only);
+    forward_to_inner!(location, create, staging_dir, append_only, will_read);
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         self.maybe_fail("read", path, true)?;
         self.inner.read(path)

@@ -63,6 +63,14 @@ pub fn read_range(root: &Path, path: &str, offset: u64, len: u64) -> Result<Vec<
     Ok(buf)
 }
 
+/// Starts reading `len` bytes at `offset` of an object into the page cache (advice only:
+/// errors are ignored, the read that follows reports them).
+pub fn will_read(root: &Path, path: &str, offset: u64, len: u64) {
+    if let (Ok(f), Some(len)) = (File::open(root.join(path)), std::num::NonZeroU64::new(len)) {
+        let _ = rustix::fs::fadvise(&f, offset, Some(len), rustix::fs::Advice::WillNeed);
+    }
+}
+
 /// Like [`read_range`], into `buf` (replacing what it held, reusing its memory).
 pub fn read_range_into(
     root: &Path,

@@ -74,6 +74,11 @@ macro_rules! forward_to_inner {
         fn staging_dir(&self) -> Option<std::path::PathBuf> { self.inner.staging_dir() }
     };
     (@ append_only) => { fn append_only(&self) -> bool { self.inner.append_only() } };
+    (@ will_read) => {
+        fn will_read(&self, path: &str, offset: u64, len: u64) {
+            self.inner.will_read(path, offset, len)
+        }
+    };
     (@ object_lock_days) => {
         fn object_lock_days(&self) -> Option<u32> { self.inner.object_lock_days() }
     };
@@ -141,6 +146,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn read_range_into(&self, path: &str, offset: u64, len: u64, buf: &mut Vec<u8>) -> Result<()> {
         *buf = self.read_range(path, offset, len)?;
         Ok(())
+    }
+    /// A hint that `len` bytes at `offset` will be read soon. A local directory starts
+    /// reading them into the page cache (`posix_fadvise(WILLNEED)`: the kernel reads while
+    /// the caller works on what it already has, and no process memory is used); other
+    /// backends ignore it. Never fails: at worst the later read waits as it would have.
+    fn will_read(&self, path: &str, offset: u64, len: u64) {
+        let _ = (path, offset, len);
     }
     /// Writes a new object atomically; refuses to overwrite.
     fn write(&self, path: &str, data: &[u8]) -> Result<()>;

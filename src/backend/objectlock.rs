@@ -41,6 +41,7 @@ impl Backend for ObjectLockBackend {
         read_into,
         read_range,
         read_range_into,
+        will_read,
         write,
         write_file,
         staging_dir,

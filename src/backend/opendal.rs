@@ -442,6 +442,12 @@ impl Backend for OpendalBackend {
         self.read_range_to(path, offset, len, buf)
     }
 
+    fn will_read(&self, path: &str, offset: u64, len: u64) {
+        if let Some(root) = &self.local_root {
+            super::local::will_read(root, path, offset, len);
+        }
+    }
+
     fn read_range(&self, path: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         if let Some(root) = &self.local_root {
             return super::local::read_range(root, path, offset, len);

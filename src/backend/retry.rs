@@ -86,7 +86,13 @@ impl RetryBackend {
 }
 
 impl Backend for RetryBackend {
-    forward_to_inner!(location, staging_dir, object_lock_days, append_only);
+    forward_to_inner!(
+        location,
+        staging_dir,
+        object_lock_days,
+        append_only,
+        will_read
+    );
     fn create(&self) -> Result<()> {
         self.run("create", || self.inner.create())
     }

@@ -87,6 +87,8 @@ impl Backend for ThrottleBackend {
         list_each,
         stat,
     );
+    // `will_read` is not forwarded: reading ahead into the page cache would read outside
+    // the limit.
     fn read(&self, path: &str) -> Result<Vec<u8>> {
         self.got(self.inner.read(path))
     }

@@ -119,6 +119,9 @@ impl MemberCache {
 const MAX_GAP: u64 = 256 * 1024;
 /// Longest single ranged read.
 const MAX_SPAN: u64 = 16 << 20;
+/// Spans after the one a worker starts that a local repository is asked to read ahead (at
+/// most this many × [`MAX_SPAN`] per worker in the page cache, none in the process).
+const READ_AHEAD_SPANS: usize = 2;
 
 /// One stored unit to read: a lone blob, or a frame and the members of it that are needed.
 struct Want {
@@ -365,7 +368,16 @@ pub(super) fn restore_content(
             }
         }
     };
-    spans.into_par_iter().for_each(|span| {
+    // Where each span is, to ask for the next ones ahead (see below).
+    let places: Vec<(PackId, u64, u64)> = spans.iter().map(|s| (s.pack, s.start, s.len)).collect();
+    spans.into_par_iter().enumerate().for_each(|(i, span)| {
+        // The pool splits the spans into runs that each worker takes in order: the next
+        // READ_AHEAD_SPANS are most likely this worker's next, and a local repository starts
+        // reading them now, while this one is opened and written (page cache, no memory of
+        // ours; other backends ignore the hint).
+        for &(pack, start, len) in places.iter().skip(i + 1).take(READ_AHEAD_SPANS) {
+            repo.backend().will_read(&pack_path(&pack), start, len);
+        }
         // A reused buffer: no fresh one of up to 16 MiB to fault in per span.
         let mut buffer = buffers.take();
         match repo.backend().read_range_into(
