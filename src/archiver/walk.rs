@@ -526,10 +526,10 @@ fn entry(
     // lookup through /proc). When the open fails, the worker's own open reports why.
     let read = st.file_type == FileType::RegularFile
         && intermediate.is_none()
-        && !ctx
+        && ctx
             .opts
             .exclude_larger_than
-            .is_some_and(|max| st.size > max)
+            .is_none_or(|max| st.size <= max)
         && !previous
             .as_ref()
             .is_some_and(|p| p.kind == NodeKind::File && same_as(p, &st));
