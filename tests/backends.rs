@@ -16,7 +16,9 @@ use vault::repo::{OpenOptions, Repository};
 use vault::{ErrorKind, Result};
 
 use crate::servers::Server;
-use crate::support::{Remote, TestRepo, assert_success, compare_trees, pseudo_random};
+use crate::support::{
+    Remote, TestRepo, assert_success, compare_trees, pseudo_random, restore_latest,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Conformance suite
@@ -518,15 +520,7 @@ fn one_gigabyte_through_ten_percent_transient_faults() {
     with_faults(&["snapshot", src.to_str().unwrap()]);
     with_faults(&["forget", "--keep-last", "1", "--prune"]);
     r.ok(&["check", "--verify-data"]);
-    let target = r.scratch("restore2");
-    r.ok(&[
-        "restore",
-        "--snapshot",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    assert!(compare_trees(&src, &target.join(src.strip_prefix("/").unwrap())).is_empty());
+    assert!(compare_trees(&src, &restore_latest(&r, "restore2", &src)).is_empty());
 }
 
 #[test]

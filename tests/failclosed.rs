@@ -523,15 +523,7 @@ fn trees_ten_thousand_deep_work_end_to_end() {
     let listed = r.ok(&["ls", "latest", "-R"]);
     assert!(listed.lines().count() > 10_000);
     r.ok(&["check", "--verify-data"]);
-    let target = r.scratch("t");
-    r.ok(&[
-        "restore",
-        "--snapshot",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    same_deep_tree(&src, &target.join(src.strip_prefix("/").unwrap()));
+    same_deep_tree(&src, &restore_latest(&r, "t", &src));
     let mut deepest = src.clone().into_os_string();
     for _ in 0..9_500 {
         deepest.push("/d");

@@ -72,15 +72,7 @@ fn a_wide_directory_snapshots_under_a_small_descriptor_limit() {
     let mut c = r.cmd(&["snapshot", "--json", src.to_str().unwrap()]);
     limit_descriptors(&mut c, 64);
     assert_success(&c.output().unwrap(), &["snapshot (64 descriptors)"]);
-    let target = r.scratch("restore");
-    r.ok(&[
-        "restore",
-        "--snapshot",
-        "latest",
-        "--target",
-        target.to_str().unwrap(),
-    ]);
-    let diffs = compare_trees(&src, &target.join(src.strip_prefix("/").unwrap()));
+    let diffs = compare_trees(&src, &restore_latest(&r, "restore", &src));
     assert!(diffs.is_empty(), "differences:\n{}", diffs.join("\n"));
 }
 

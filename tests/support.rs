@@ -390,6 +390,20 @@ pub fn build_rich_tree(root: &Path) -> PathBuf {
     src
 }
 
+/// Restores the latest snapshot into a new scratch directory `name` and returns where the
+/// backed-up absolute path `src` is in it.
+pub fn restore_latest(r: &TestRepo, name: &str, src: &Path) -> PathBuf {
+    let target = r.scratch(name);
+    r.ok(&[
+        "restore",
+        "--snapshot",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    target.join(src.strip_prefix("/").unwrap())
+}
+
 /// Every difference between two trees (empty when they are identical in content and
 /// metadata). Compared: kind, mode, uid/gid, mtime (ns), size, content, link targets, xattrs,
 /// device numbers and the hard-link structure.

@@ -79,7 +79,7 @@ struct Walk {
     /// Bytes of files read ahead by [`Walk::prefetch`] and not read by a worker yet.
     prefetched: AtomicU64,
     /// Descriptors of files opened by the listing and handed to a worker, not closed yet.
-    held: AtomicUsize,
+    held: Arc<AtomicUsize>,
     /// At most this many are held (see [`Walk::hold`]).
     max_held: usize,
 }
@@ -105,8 +105,7 @@ impl Walk {
     /// (`posix_fadvise(WILLNEED)`, asynchronous); returns the bytes to give back to the
     /// budget once the worker has read it. Cold small files are bound by I/O latency and a
     /// worker reads one file at a time; reads started while the directory is listed keep
-    /// many in flight with no more threads or buffers (D56). 0 when the budget is spent or
-    /// the file cannot be opened (the worker then opens it and reports any error).
+    /// many in flight with no more threads or buffers (D56). 0 when the budget is spent.
     fn prefetch(&self, file: &std::fs::File, size: u64) -> u64 {
         let Some(len) = std::num::NonZeroU64::new(size).filter(|_| size <= PREFETCH_MAX_SIZE)
         else {
@@ -124,20 +123,15 @@ impl Walk {
     /// Keeps a file the listing opened for the worker that will read it, so that it is
     /// opened once (its xattrs were read and its read started through the same descriptor);
     /// `None` (closed) when [`Walk::max_held`] are already waiting: the worker opens it again.
-    fn hold(&self, file: std::fs::File) -> Option<std::fs::File> {
+    fn hold(&self, file: std::fs::File) -> Option<HeldFile> {
         if self.held.fetch_add(1, Ordering::AcqRel) >= self.max_held {
             self.held.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(file)
-    }
-
-    /// A worker closed a file it was handed.
-    fn release(&self, file: Option<std::fs::File>) {
-        if let Some(f) = file {
-            drop(f);
-            self.held.fetch_sub(1, Ordering::AcqRel);
-        }
+        Some(HeldFile {
+            file,
+            count: self.held.clone(),
+        })
     }
 
     /// A worker read a file that was read ahead.
@@ -186,11 +180,23 @@ struct DirTask {
     up: Option<(Arc<DirState>, usize)>,
 }
 
+/// A file the listing opened for its worker; counted in [`Walk::held`] until closed.
+struct HeldFile {
+    file: std::fs::File,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for HeldFile {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 struct FileTask {
     dir: Arc<DirHandle>,
     name: OsString,
     /// The file, when the listing opened it and could keep it open (see [`Walk::hold`]).
-    file: Option<std::fs::File>,
+    file: Option<HeldFile>,
     /// Bytes read ahead for it (see [`Walk::prefetch`]).
     prefetched: u64,
     path: PathBuf,
@@ -220,7 +226,7 @@ pub(super) fn archive_paths(
         error: Mutex::new(None),
         root: Mutex::new(None),
         prefetched: AtomicU64::new(0),
-        held: AtomicUsize::new(0),
+        held: Arc::new(AtomicUsize::new(0)),
         max_held: max_held(),
     };
     let task = DirTask {
@@ -631,7 +637,7 @@ fn entry(
 fn run_file(ctx: &Ctx<'_>, walk: &Walk, t: FileTask) {
     if walk.aborted() {
         walk.prefetch_consumed(t.prefetched);
-        walk.release(t.file);
+        drop(t.file);
         fill(ctx, walk, &t.up, None);
         return;
     }
@@ -646,14 +652,14 @@ fn run_file(ctx: &Ctx<'_>, walk: &Walk, t: FileTask) {
         up,
     } = t;
     let stored = match &file {
-        Some(f) => super::content::store_file(ctx, f, &path),
+        Some(h) => super::content::store_file(ctx, &h.file, &path),
         None => dir
             .open_file(&name)
             .map_err(|e| Error::io(&path, e))
             .and_then(|f| super::content::store_file(ctx, &f, &path)),
     };
     drop(dir);
-    walk.release(file);
+    drop(file);
     walk.prefetch_consumed(prefetched);
     let result = match stored {
         Ok((content, size)) => {
