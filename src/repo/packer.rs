@@ -141,6 +141,9 @@ pub fn frame_limit(config: &crate::format::config::Config) -> usize {
 }
 /// A frame is sealed once its members add up to this many plaintext bytes.
 pub const FRAME_TARGET: usize = 2 << 20;
+/// Sealed frames' buffers kept for the next frames, at most (about as many frames as are
+/// sealed at once on two cores; a worker that finds none allocates one).
+const SPARE_FRAMES: usize = 2;
 
 /// Where a small blob comes from: its file's directory and that directory's parent (hashed).
 /// A frame holds blobs from directories near each other (see [`BlobSaver::add_framed`]), so
@@ -191,7 +194,7 @@ struct State {
     frames: Vec<OpenFrame>,
     /// Plaintext buffers of sealed frames, cleared, for the next frames: a fresh ~2 MiB
     /// buffer per frame was mapped, grown by copying and unmapped again, page by page
-    /// (a third of a first snapshot's page faults). At most one per open frame.
+    /// (a third of a first snapshot's page faults). At most [`SPARE_FRAMES`].
     spare: Vec<Vec<u8>>,
     /// Blobs added in this run and not yet in the cache.
     known: HashSet<(BlobType, BlobId)>,
@@ -533,7 +536,7 @@ impl BlobSaver {
         if plain.capacity() > 0 {
             plain.clear();
             let mut s = self.shared.lock();
-            if s.spare.len() < s.frames.len() {
+            if s.spare.len() < SPARE_FRAMES {
                 s.spare.push(plain);
             }
         }
