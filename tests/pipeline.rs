@@ -210,3 +210,49 @@ fn verify_data_reads_every_pack_exactly_once_and_subsets_partition_them() {
         );
     }
 }
+
+/// Batched index lookups (a restore plans each batch with one) answer exactly what one lookup
+/// per blob answers: blobs of both types, in no particular order, across several groups of
+/// the batched call, absent ids and the same id twice.
+#[test]
+fn batched_index_lookups_match_single_lookups() {
+    use vault::id::{BlobId, BlobType};
+    let r = crate::support::TestRepo::new();
+    let src = sample_tree(&r.scratch("data"));
+    r.snapshot(&[&src]);
+    let repo = r.library();
+    let index = repo.index().unwrap();
+    let mut all = Vec::new();
+    index
+        .for_each_blob(|t, id, _| {
+            all.push((t, id));
+            Ok(())
+        })
+        .unwrap();
+    for t in [BlobType::Data, BlobType::Tree] {
+        let mut ids: Vec<BlobId> = all
+            .iter()
+            .filter(|(bt, _)| *bt == t)
+            .map(|(_, id)| *id)
+            .collect();
+        let stored = ids.len();
+        assert!(stored > 0);
+        ids.reverse();
+        ids.push(BlobId([0xab; 32]));
+        ids.push(ids[0]);
+        // The other type's ids are absent under this type.
+        ids.extend(
+            all.iter()
+                .filter(|(bt, _)| *bt != t)
+                .map(|(_, id)| *id)
+                .take(3),
+        );
+        let got = index.get_many(t, &ids).unwrap();
+        assert_eq!(got.len(), ids.len());
+        for (id, loc) in ids.iter().zip(&got) {
+            assert_eq!(*loc, index.get(t, id).unwrap(), "{t:?} {id}");
+        }
+        assert_eq!(got.iter().filter(|l| l.is_some()).count(), stored + 1);
+    }
+    assert!(all.iter().filter(|(t, _)| *t == BlobType::Data).count() > 256);
+}

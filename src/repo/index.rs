@@ -482,6 +482,25 @@ impl BlobIndex {
             .copied())
     }
 
+    /// Where each of `ids` is stored, in their order ([`BlobIndex::get`] for many blobs at
+    /// once).
+    pub fn get_many(
+        &self,
+        blob_type: BlobType,
+        ids: &[BlobId],
+    ) -> Result<Vec<Option<BlobLocation>>> {
+        let mut found = self.with_store(|s| s.get_many(blob_type, ids))?;
+        if found.iter().any(Option::is_none) {
+            let overlay = self.overlay.read().unwrap_or_else(|p| p.into_inner());
+            for (loc, id) in found.iter_mut().zip(ids) {
+                if loc.is_none() {
+                    *loc = overlay.get(&(blob_type, *id)).copied();
+                }
+            }
+        }
+        Ok(found)
+    }
+
     /// Whether a blob is stored.
     pub fn contains(&self, blob_type: BlobType, id: &BlobId) -> Result<bool> {
         Ok(self.get(blob_type, id)?.is_some())

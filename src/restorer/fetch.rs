@@ -20,6 +20,7 @@ use crate::format::layout::pack_path;
 use crate::format::tree::ContentPart;
 use crate::id::{BlobId, BlobType, PackId};
 use crate::progress::Progress;
+use crate::repo::BlobLocation;
 use crate::repo::Repository;
 use crate::source::apply::{ApplyOptions, apply_metadata_fd};
 use std::path::Path;
@@ -219,12 +220,29 @@ pub(super) fn restore_content(
     let index = repo.index()?;
     let mut failed: HashMap<usize, String> = HashMap::new();
     let mut by_pack: HashMap<PackId, BTreeMap<u64, Want>> = HashMap::new();
+    // Every blob of the batch looked up at once (see `BlobIndex::get_many`).
+    let mut ids: Vec<BlobId> = jobs
+        .iter()
+        .flat_map(|j| j.node.content.iter())
+        .filter_map(|p| match p {
+            ContentPart::Chunk(id) => Some(*id),
+            ContentPart::Hole(_) => None,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let locations: HashMap<BlobId, BlobLocation> = ids
+        .iter()
+        .zip(index.get_many(BlobType::Data, &ids)?)
+        .filter_map(|(id, loc)| Some((*id, loc?)))
+        .collect();
+    drop(ids);
     for (j, job) in jobs.iter().enumerate() {
         let mut off = 0u64;
         for part in &job.node.content {
             match part {
                 ContentPart::Hole(n) => off += n,
-                ContentPart::Chunk(id) => match index.get(BlobType::Data, id)? {
+                ContentPart::Chunk(id) => match locations.get(id).copied() {
                     Some(loc) => {
                         by_pack
                             .entry(loc.pack)

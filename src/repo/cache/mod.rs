@@ -461,6 +461,40 @@ impl CacheDb {
         }
     }
 
+    /// Where each of `ids` is stored, in their order, looked up together: RocksDB's batched
+    /// lookup walks each table's index once per group of sorted keys instead of once per key
+    /// (a restore looks up every blob of a batch; one `get` each was 7 % of its CPU).
+    pub fn get_many(
+        &self,
+        blob_type: BlobType,
+        ids: &[BlobId],
+    ) -> Result<Vec<Option<BlobLocation>>> {
+        /// Keys per call: the values stay pinned in the block cache until decoded.
+        const GROUP: usize = 256;
+        let mut keys: Vec<([u8; 33], usize)> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (blob_key(blob_type, id), i))
+            .collect();
+        keys.sort_unstable();
+        let mut out = vec![None; ids.len()];
+        for group in keys.chunks(GROUP) {
+            let values =
+                self.db
+                    .batched_multi_get_cf(self.cf(CF_BLOBS), group.iter().map(|(k, _)| k), true);
+            for ((_, i), v) in group.iter().zip(values) {
+                out[*i] = match v.map_err(|e| db_err(&self.path, e))? {
+                    Some(v) => Some(
+                        decode_location(&v)
+                            .ok_or_else(|| cache_err(&self.path, "undecodable blob entry"))?,
+                    ),
+                    None => None,
+                };
+            }
+        }
+        Ok(out)
+    }
+
     /// Calls `f` for every blob the cache knows whose key is after `after` (all when `None`),
     /// in key order, without loading them all.
     pub fn for_each_blob(
