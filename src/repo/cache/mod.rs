@@ -175,11 +175,6 @@ fn db_options(profile: Profile) -> Options {
         Profile::Scratch => 6 << 20,
     });
     opts.set_arena_block_size(256 << 10);
-    // A bloom filter over the memtable's whole keys (a tenth of its size): a lookup of a key
-    // written in this run's memtable is answered there, but the many lookups of absent keys
-    // (new chunks) skip its skip-list search (2 % of a first snapshot's CPU without it).
-    opts.set_memtable_whole_key_filtering(true);
-    opts.set_memtable_prefix_bloom_ratio(0.1);
     opts.set_max_open_files(256);
     opts.set_keep_log_file_num(2);
     opts.set_max_background_jobs(2);
@@ -191,9 +186,22 @@ fn db_options(profile: Profile) -> Options {
 /// Every column family with the database's options (the same block cache, filters and
 /// memtable sizes). Opening column families by name alone would give them RocksDB's defaults:
 /// a 32 MiB block cache of their own each, no bloom filters, 64 MiB memtables.
-fn descriptors(opts: &Options) -> Vec<rocksdb::ColumnFamilyDescriptor> {
+///
+/// The index's blob entries also get a bloom filter over their memtable's whole keys (a tenth
+/// of its size): the many lookups of absent keys (a snapshot's new chunks) then skip the
+/// skip-list search, which was 2 % of a first snapshot's CPU. Only there: every memtable
+/// allocates its filter up front, and on every column family of every database it cost 5–11
+/// MiB of peak RSS in most commands.
+fn descriptors(opts: &Options, profile: Profile) -> Vec<rocksdb::ColumnFamilyDescriptor> {
     CFS.iter()
-        .map(|name| rocksdb::ColumnFamilyDescriptor::new(*name, opts.clone()))
+        .map(|name| {
+            let mut o = opts.clone();
+            if *name == CF_BLOBS && matches!(profile, Profile::Index) {
+                o.set_memtable_whole_key_filtering(true);
+                o.set_memtable_prefix_bloom_ratio(0.1);
+            }
+            rocksdb::ColumnFamilyDescriptor::new(*name, o)
+        })
         .collect()
 }
 
@@ -262,8 +270,13 @@ impl CacheDb {
             });
         }
         let opts = db_options(Profile::Index);
-        let db = DB::open_cf_descriptors_read_only(&opts, &db_path, descriptors(&opts), false)
-            .map_err(|e| db_err(&db_path, e))?;
+        let db = DB::open_cf_descriptors_read_only(
+            &opts,
+            &db_path,
+            descriptors(&opts, Profile::Index),
+            false,
+        )
+        .map_err(|e| db_err(&db_path, e))?;
         let marker_ok = db.get(b"repo").ok().flatten().as_deref() == Some(repo_marker)
             && db.get(b"schema").ok().flatten().as_deref() == Some(SCHEMA);
         if !marker_ok {
@@ -310,7 +323,7 @@ impl CacheDb {
     fn open_rw(path: &Path, repo_marker: &[u8], profile: Profile) -> Result<DB> {
         crate::backend::local::private_dir_all(path)?;
         let opts = db_options(profile);
-        let db = DB::open_cf_descriptors(&opts, path, descriptors(&opts))
+        let db = DB::open_cf_descriptors(&opts, path, descriptors(&opts, profile))
             .map_err(|e| db_err(path, e))?;
         match (db.get(b"schema"), db.get(b"repo")) {
             (Ok(Some(s)), Ok(Some(r))) if s == SCHEMA && r == repo_marker => Ok(db),
