@@ -138,10 +138,19 @@ fn tempdir(prefix: &str) -> TempDir {
     tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
 }
 
-/// An HTTP request with curl; returns the body. Panics unless the status is 2xx.
+/// An HTTP request with curl; returns the body. Panics unless the status is 2xx. A refused
+/// connection is retried for a while: moto once refused the bucket-creating request right
+/// after its port had accepted the readiness probe (seen twice in hundreds of runs).
 fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")
-        .args(["-sS", "--fail-with-body"])
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "--retry",
+            "8",
+            "--retry-connrefused",
+        ])
+        .args(["--retry-max-time", "30"])
         .args(args)
         .output()
         .expect("curl runs");
