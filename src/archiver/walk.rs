@@ -23,7 +23,7 @@ use crate::format::time::Timestamp;
 use crate::format::tree::{ContentPart, Node, NodeKind, Tree};
 use crate::id::{BlobId, BlobType};
 use crate::progress::EntryStatus;
-use crate::source::dir::{DirHandle, Stat};
+use crate::source::dir::{DirHandle, Stat, descriptor_share};
 use crate::source::meta::{node_from_stat, same_as};
 use crate::{Error, Result};
 
@@ -89,16 +89,9 @@ const PREFETCH_BYTES: u64 = 64 << 20;
 /// Files up to this size are read ahead; larger ones stream through the kernel's ordinary
 /// read-ahead.
 const PREFETCH_MAX_SIZE: u64 = 1 << 20;
-/// At most this many file descriptors opened by the listing wait for their worker, and never
-/// more than an eighth of the process's limit (deep trees hold a descriptor per level).
+/// At most this many file descriptors opened by the listing wait for their worker (and never
+/// more than [`descriptor_share`] allows).
 const MAX_HELD: usize = 1024;
-
-fn max_held() -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    limit.map_or(MAX_HELD, |l| {
-        MAX_HELD.min(usize::try_from(l / 8).unwrap_or(MAX_HELD))
-    })
-}
 
 impl Walk {
     /// Asks the kernel to start reading a small file that a worker will read later
@@ -227,7 +220,7 @@ pub(super) fn archive_paths(
         root: Mutex::new(None),
         prefetched: AtomicU64::new(0),
         held: Arc::new(AtomicUsize::new(0)),
-        max_held: max_held(),
+        max_held: descriptor_share(MAX_HELD),
     };
     let task = DirTask {
         origin: Origin::Absolute(PathBuf::from("/")),
@@ -531,7 +524,6 @@ fn entry(
     // read started, through the descriptor the worker then reads (no second open, no path
     // lookup through /proc). When the open fails, the worker's own open reports why.
     let read = st.file_type == FileType::RegularFile
-        && intermediate.is_none()
         && ctx
             .opts
             .exclude_larger_than

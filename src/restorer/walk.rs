@@ -46,13 +46,9 @@ const MAX_BATCH_DIRS: usize = 2048;
 /// and two batches are held (20 000 cost 30 MiB more peak RSS than 10 000 for 3 % of time).
 const MAX_BATCH_FILES: usize = 10_000;
 
-/// [`MAX_BATCH_DIRS`] under this process's descriptor limit.
+/// [`MAX_BATCH_DIRS`] under this process's descriptor limit, 16 at the least.
 fn dir_budget() -> usize {
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    let eighth = limit.map_or(MAX_BATCH_DIRS, |l| {
-        usize::try_from(l / 8).unwrap_or(MAX_BATCH_DIRS)
-    });
-    eighth.clamp(16, MAX_BATCH_DIRS)
+    crate::source::dir::descriptor_share(MAX_BATCH_DIRS).max(16)
 }
 
 /// A regular file waiting for its content.

@@ -48,6 +48,15 @@ fn ts(secs: i64, nanos: i64) -> Timestamp {
     Timestamp::new(secs, nanos.clamp(0, 999_999_999) as u32)
 }
 
+/// At most `cap` descriptors, and never more than an eighth of this process's open-file
+/// limit: the share one kind of long-held descriptor may take (files a snapshot's listing hands
+/// to its workers, directories of a restore's batches), leaving the rest for deep trees, which
+/// hold one per level, and everything else.
+pub fn descriptor_share(cap: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    limit.map_or(cap, |l| cap.min(usize::try_from(l / 8).unwrap_or(cap)))
+}
+
 impl From<rustix::fs::Stat> for Stat {
     #[allow(clippy::unnecessary_cast)]
     fn from(s: rustix::fs::Stat) -> Self {
