@@ -726,8 +726,16 @@ pub fn derive_kek(password: &[u8], salt: &[u8], kdf: &KdfParams) -> Result<Zeroi
         .map_err(|e| Error::InvalidInput(format!("argon2 parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(password, salt, &mut out[..])
+    // The lanes of a pass are computed in parallel (the crate's `parallel` feature, through
+    // rayon) on a pool of their own, never rayon's global one: a pool that cannot start is an
+    // error here, where the global pool would panic, and no threads outlive the derivation.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads((kdf.p_cost as usize).clamp(1, cores))
+        .thread_name(|i| format!("vault-kdf-{i}"))
+        .build()
+        .map_err(|e| Error::Aborted(format!("thread pool for the key derivation: {e}")))?;
+    pool.install(|| argon.hash_password_into(password, salt, &mut out[..]))
         .map_err(|e| Error::InvalidInput(format!("argon2: {e}")))?;
     Ok(out)
 }

@@ -8,6 +8,13 @@
 
 /// Quotes raw name bytes in `ls -b` style.
 pub fn quote_bytes(name: &[u8]) -> String {
+    // Most names are plain printable ASCII and stand for themselves (a restore quotes every
+    // path it restores, for its messages).
+    if name.iter().all(|&b| b.is_ascii_graphic() && b != b'\\')
+        && let Ok(plain) = std::str::from_utf8(name)
+    {
+        return plain.to_owned();
+    }
     let mut out = String::with_capacity(name.len());
     for chunk in name.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -55,5 +62,8 @@ mod tests {
         assert_eq!(quote_bytes(b"caf\xe9"), "caf\\351");
         assert_eq!(quote_bytes("café".as_bytes()), "café");
         assert_eq!(quote_bytes(b"\x01\x7f"), "\\001\\177");
+        assert_eq!(quote_bytes(b"dir/sub.d/file-1~"), "dir/sub.d/file-1~");
+        assert_eq!(quote_bytes(b"end\\"), "end\\\\");
+        assert_eq!(quote_bytes(b""), "");
     }
 }

@@ -246,9 +246,31 @@ fn keys_can_be_added_changed_and_revoked() {
         "1MiB",
         "--kdf-iterations",
         "1",
+        "--kdf-lanes",
+        "2",
     ]);
     let keys = r.json(&["key", "list"]);
     assert_eq!(keys.as_array().unwrap().len(), 2);
+    // The key made by `init` has the default 4 lanes; the added one the 2 asked for.
+    let mut lanes: Vec<u64> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kdf"]["lanes"].as_u64().unwrap())
+        .collect();
+    lanes.sort_unstable();
+    assert_eq!(lanes, [2, 4]);
+    // Lanes out of range are refused before a key file is written.
+    let out = r.run(&[
+        "key",
+        "add",
+        "--new-password-file",
+        pw2.to_str().unwrap(),
+        "--kdf-lanes",
+        "65",
+    ]);
+    assert_exit(&out, 2);
+    assert_eq!(r.json(&["key", "list"]).as_array().unwrap().len(), 2);
     // The second password opens the repository.
     let out = r
         .cmd(&["snapshots"])
@@ -285,6 +307,8 @@ fn keys_can_be_added_changed_and_revoked() {
             "--kdf-memory",
             "1MiB",
             "--kdf-iterations",
+            "1",
+            "--kdf-lanes",
             "1",
         ])
         .env("VAULT_PASSWORD_FILE", &pw2)

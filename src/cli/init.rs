@@ -38,6 +38,9 @@ pub struct InitArgs {
     /// Argon2id iterations for the key
     #[arg(long, default_value_t = 3)]
     pub kdf_iterations: u32,
+    /// Argon2id lanes for the key (computed in parallel; 1..=64)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub kdf_lanes: u32,
 }
 
 fn parse_compression(s: &str) -> Result<Compression> {
@@ -80,7 +83,7 @@ pub fn run(g: &GlobalArgs, a: InitArgs) -> Result<i32> {
         kdf: KdfParams {
             m_cost_kib: to_u32(a.kdf_memory / 1024, "kdf memory")?,
             t_cost: a.kdf_iterations,
-            p_cost: 1,
+            p_cost: a.kdf_lanes,
         },
     };
     // Settings and password are settled before the location is touched: a failed init

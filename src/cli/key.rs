@@ -59,6 +59,9 @@ pub struct NewKeyArgs {
     /// Argon2id iterations
     #[arg(long, default_value_t = 3)]
     pub kdf_iterations: u32,
+    /// Argon2id lanes (computed in parallel; 1..=64)
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub kdf_lanes: u32,
 }
 
 /// Options of `vault key add`.
@@ -82,7 +85,7 @@ impl NewKeyArgs {
         KdfParams {
             m_cost_kib: (self.kdf_memory / 1024).min(u64::from(u32::MAX)) as u32,
             t_cost: self.kdf_iterations,
-            p_cost: 1,
+            p_cost: self.kdf_lanes,
         }
     }
 }

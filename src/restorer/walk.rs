@@ -46,6 +46,17 @@ const MAX_BATCH_DIRS: usize = 2048;
 /// and two batches are held (20 000 cost 30 MiB more peak RSS than 10 000 for 3 % of time).
 const MAX_BATCH_FILES: usize = 10_000;
 
+/// Files in the first batch: the walk collects it alone, before anything is fetched, so it is
+/// small; each later batch may hold twice as many as the one before, up to
+/// [`MAX_BATCH_FILES`].
+const FIRST_BATCH_FILES: usize = 256;
+
+/// Files batch number `seq` may hold.
+fn batch_files(seq: u64) -> usize {
+    // 256 << 6 is already past the maximum: the shift never overflows.
+    (FIRST_BATCH_FILES << seq.min(6)).min(MAX_BATCH_FILES)
+}
+
 /// [`MAX_BATCH_DIRS`] under this process's descriptor limit, 16 at the least.
 fn dir_budget() -> usize {
     crate::source::dir::descriptor_share(MAX_BATCH_DIRS).max(16)
@@ -520,7 +531,7 @@ impl<'a> Restorer<'a> {
                 link_rel: (node.nlink > 1).then(|| self.relative_cursor()),
             });
             if self.batch_bytes >= self.opts.batch_bytes
-                || self.batch.len() >= MAX_BATCH_FILES
+                || self.batch.len() >= batch_files(self.seq)
                 || self.batch_dirs >= self.dir_budget
             {
                 self.flush_wanted = true;
@@ -656,4 +667,18 @@ fn is_local_or_damage(e: &Error) -> bool {
             e.kind(),
             crate::ErrorKind::Io | crate::ErrorKind::PermissionDenied
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_grow_from_small_to_the_maximum() {
+        assert_eq!(batch_files(0), FIRST_BATCH_FILES);
+        assert_eq!(batch_files(1), 2 * FIRST_BATCH_FILES);
+        assert_eq!(batch_files(5), 32 * FIRST_BATCH_FILES);
+        assert_eq!(batch_files(6), MAX_BATCH_FILES);
+        assert_eq!(batch_files(u64::MAX), MAX_BATCH_FILES);
+    }
 }
