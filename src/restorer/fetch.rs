@@ -120,6 +120,9 @@ impl MemberCache {
 const MAX_GAP: u64 = 256 * 1024;
 /// Longest single ranged read.
 const MAX_SPAN: u64 = 16 << 20;
+/// Stored bytes of the next batch a local repository is asked to read ahead when the walk
+/// hands it over (page cache only).
+const AHEAD_OF_BATCH: u64 = 64 << 20;
 /// Spans after the one a worker starts that a local repository is asked to read ahead (at
 /// most this many × [`MAX_SPAN`] per worker in the page cache, none in the process).
 const READ_AHEAD_SPANS: usize = 2;
@@ -208,19 +211,11 @@ fn finish_deferred(
     written
 }
 
-/// Writes the content of every job's file.
-pub(super) fn restore_content(
-    repo: &Repository,
-    jobs: &[FileJob],
-    apply: ApplyOptions,
-    progress: &dyn Progress,
-    reuse: &Reuse,
-) -> Result<ContentResult> {
-    let buffers = &reuse.buffers;
-    let index = repo.index()?;
-    let mut failed: HashMap<usize, String> = HashMap::new();
-    let mut by_pack: HashMap<PackId, BTreeMap<u64, Want>> = HashMap::new();
-    // Every blob of the batch looked up at once (see `BlobIndex::get_many`).
+/// Where the blobs of a batch are stored (blobs the index does not know are left out).
+pub(super) type Locations = HashMap<BlobId, BlobLocation>;
+
+/// Looks up every blob of a batch at once (see `BlobIndex::get_many`).
+pub(super) fn locate(repo: &Repository, jobs: &[FileJob]) -> Result<Locations> {
     let mut ids: Vec<BlobId> = jobs
         .iter()
         .flat_map(|j| j.node.content.iter())
@@ -231,12 +226,69 @@ pub(super) fn restore_content(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let locations: HashMap<BlobId, BlobLocation> = ids
+    let found = repo.index()?.get_many(BlobType::Data, &ids)?;
+    Ok(ids
         .iter()
-        .zip(index.get_many(BlobType::Data, &ids)?)
+        .zip(found)
         .filter_map(|(id, loc)| Some((*id, loc?)))
+        .collect())
+}
+
+/// Asks the backend to start reading a batch's stored bytes, in the order its spans will be
+/// fetched, up to [`AHEAD_OF_BATCH`] bytes (a hint: the page cache of a local repository, no
+/// memory of ours; other backends ignore it). Called when the walk hands over a batch, so that
+/// its first spans are not read cold while the workers wait.
+pub(super) fn read_ahead_of(repo: &Repository, locations: &Locations) {
+    for (pack, start, len) in ahead_ranges(locations, AHEAD_OF_BATCH) {
+        repo.backend().will_read(&pack_path(&pack), start, len);
+    }
+}
+
+/// The stored ranges of `locations` as `(pack, start, length)`, by pack and offset, stored
+/// units at most [`MAX_GAP`] apart joined up to [`MAX_SPAN`] (as spans are), until `budget`
+/// bytes are covered.
+fn ahead_ranges(locations: &Locations, budget: u64) -> Vec<(PackId, u64, u64)> {
+    let mut places: Vec<(PackId, u64, u64)> = locations
+        .values()
+        .map(|l| (l.pack, l.offset, l.offset + l.length))
         .collect();
-    drop(ids);
+    // Members of one frame share its place.
+    places.sort_unstable();
+    places.dedup();
+    let mut out: Vec<(PackId, u64, u64)> = Vec::new();
+    let mut covered = 0u64;
+    for (pack, start, end) in places {
+        match out.last_mut() {
+            Some(r) if r.0 == pack && start <= r.1 + r.2 + MAX_GAP && end - r.1 <= MAX_SPAN => {
+                let grown = end.max(r.1 + r.2) - r.1;
+                covered += grown - r.2;
+                r.2 = grown;
+            }
+            _ => {
+                if covered >= budget {
+                    break;
+                }
+                covered += end - start;
+                out.push((pack, start, end - start));
+            }
+        }
+    }
+    out
+}
+
+/// Writes the content of every job's file; `locations` from [`locate`].
+pub(super) fn restore_content(
+    repo: &Repository,
+    jobs: &[FileJob],
+    locations: &Locations,
+    apply: ApplyOptions,
+    progress: &dyn Progress,
+    reuse: &Reuse,
+) -> Result<ContentResult> {
+    let buffers = &reuse.buffers;
+    let mut failed: HashMap<usize, String> = HashMap::new();
+    // By pack in id order, as `read_ahead_of` hinted them.
+    let mut by_pack: BTreeMap<PackId, BTreeMap<u64, Want>> = BTreeMap::new();
     for (j, job) in jobs.iter().enumerate() {
         let mut off = 0u64;
         for part in &job.node.content {
@@ -497,4 +549,54 @@ pub(super) fn restore_content(
         packs_read,
         bytes_fetched: fetched.into_inner(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(pack: u8, offset: u64, length: u64) -> BlobLocation {
+        BlobLocation {
+            pack: PackId([pack; 32]),
+            offset,
+            length,
+            raw_length: length,
+            frame: None,
+        }
+    }
+
+    #[test]
+    fn read_ahead_ranges_follow_the_spans_and_stop_at_the_budget() {
+        let mut locs = Locations::new();
+        let blobs = [
+            at(2, 0, 1000),
+            // Two members of one frame: one place.
+            at(1, 5000, 2000),
+            at(1, 5000, 2000),
+            // Close enough to join the frame's range.
+            at(1, 7000 + MAX_GAP, 100),
+            // Too far: a range of its own.
+            at(1, 7100 + 2 * MAX_GAP + 1, 10),
+        ];
+        for (i, l) in blobs.into_iter().enumerate() {
+            locs.insert(BlobId([i as u8; 32]), l);
+        }
+        let all = ahead_ranges(&locs, u64::MAX);
+        assert_eq!(
+            all,
+            [
+                (PackId([1; 32]), 5000, 2000 + MAX_GAP + 100),
+                (PackId([1; 32]), 7100 + 2 * MAX_GAP + 1, 10),
+                (PackId([2; 32]), 0, 1000),
+            ]
+        );
+        // Ranges are started while less than the budget is covered.
+        assert_eq!(ahead_ranges(&locs, 1), all[..1]);
+        assert_eq!(ahead_ranges(&locs, 2000 + MAX_GAP + 101), all[..2]);
+        // A range never grows past a span.
+        let mut long = Locations::new();
+        long.insert(BlobId([1; 32]), at(3, 0, MAX_SPAN - 10));
+        long.insert(BlobId([2; 32]), at(3, MAX_SPAN - 10, 20));
+        assert_eq!(ahead_ranges(&long, u64::MAX).len(), 2);
+    }
 }

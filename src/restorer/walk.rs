@@ -118,6 +118,8 @@ pub(super) struct Restorer<'a> {
     /// The snapshot path of the entry being handled.
     cursor: PathBuf,
     batch: Vec<FileJob>,
+    /// Where the blobs of `batch` are stored, once it is collected.
+    locations: super::fetch::Locations,
     batch_bytes: u64,
     batch_dirs: usize,
     /// Number of the batch being collected.
@@ -172,6 +174,7 @@ impl<'a> Restorer<'a> {
             stack: Vec::new(),
             cursor: PathBuf::from("/"),
             batch: Vec::new(),
+            locations: Default::default(),
             batch_bytes: 0,
             batch_dirs: 0,
             seq: 0,

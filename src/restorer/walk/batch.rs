@@ -18,7 +18,7 @@ use crate::source::apply::apply_metadata_fd;
 use crate::source::dir::DirHandle;
 use crate::{Error, Result};
 
-use super::super::fetch::{ContentResult, restore_content};
+use super::super::fetch::{ContentResult, Locations, locate, read_ahead_of, restore_content};
 use super::{FileJob, LinkSource, Restorer, temp_name};
 
 /// A hard link to a file of a batch not settled yet, made once that file is in place.
@@ -36,6 +36,8 @@ pub(super) struct PendingLink {
 struct Batch {
     seq: u64,
     jobs: Vec<FileJob>,
+    /// Where the jobs' blobs are stored, looked up when the walk handed the batch over.
+    locations: Locations,
     dirs_done: Vec<(Arc<DirHandle>, Node, String)>,
 }
 
@@ -51,7 +53,7 @@ impl Restorer<'_> {
     /// the next one (the walk is mostly system calls and tree loads on one thread; fetching
     /// keeps the other cores busy meanwhile). One batch is in flight at a time.
     pub(super) fn walk_and_fetch(&mut self) -> Result<()> {
-        let mut more = match self.walk() {
+        let mut more = match self.walk_and_locate() {
             Ok(m) => m,
             Err(e) => {
                 self.abandon_batch();
@@ -64,9 +66,18 @@ impl Restorer<'_> {
             let batch = self.take_batch();
             let (repo, progress) = (self.repo, self.progress);
             let (apply, keep_damaged) = (self.opts.apply, self.opts.keep_damaged);
-            let fetch = || fetch_batch(repo, &batch.jobs, apply, keep_damaged, progress, &reuse);
+            let fetch = || {
+                fetch_batch(
+                    repo,
+                    (&batch.jobs, &batch.locations),
+                    apply,
+                    keep_damaged,
+                    progress,
+                    &reuse,
+                )
+            };
             let (fetched, walked) = if more {
-                let (f, w) = rayon::join(fetch, || self.walk());
+                let (f, w) = rayon::join(fetch, || self.walk_and_locate());
                 (f, Some(w))
             } else {
                 (fetch(), None)
@@ -83,6 +94,16 @@ impl Restorer<'_> {
         }
     }
 
+    /// Walks up to the next flush point, then looks up where the collected batch's blobs are
+    /// and asks for its first stored bytes to be read ahead: both happen beside the previous
+    /// batch's fetch, not before this one's.
+    fn walk_and_locate(&mut self) -> Result<bool> {
+        let more = self.walk()?;
+        self.locations = locate(self.repo, &self.batch)?;
+        read_ahead_of(self.repo, &self.locations);
+        Ok(more)
+    }
+
     /// Removes the temporary files of a batch that will not be finished (fatal error).
     pub(super) fn abandon_batch(&mut self) {
         remove_temporaries(&std::mem::take(&mut self.batch));
@@ -93,6 +114,7 @@ impl Restorer<'_> {
         let batch = Batch {
             seq: self.seq,
             jobs: std::mem::take(&mut self.batch),
+            locations: std::mem::take(&mut self.locations),
             dirs_done: std::mem::take(&mut self.dirs_done),
         };
         self.seq += 1;
@@ -109,6 +131,7 @@ impl Restorer<'_> {
             seq,
             jobs,
             dirs_done,
+            ..
         } = batch;
         let Fetched { content, outcomes } = fetched;
         self.summary.bytes_written += content.bytes_written;
@@ -181,13 +204,13 @@ impl Restorer<'_> {
 /// beside the walk. On a fatal error the batch's temporary files are removed.
 fn fetch_batch(
     repo: &Repository,
-    jobs: &[FileJob],
+    (jobs, locations): (&[FileJob], &Locations),
     apply: crate::source::apply::ApplyOptions,
     keep_damaged: bool,
     progress: &dyn Progress,
     reuse: &Reuse,
 ) -> Result<Fetched> {
-    let content = match restore_content(repo, jobs, apply, progress, reuse) {
+    let content = match restore_content(repo, jobs, locations, apply, progress, reuse) {
         Ok(r) => r,
         Err(e) => {
             remove_temporaries(jobs);
