@@ -520,18 +520,26 @@ fn entry(
         ctx.source_error(path, "is not a directory");
         return Entry::Done(None);
     }
-    // A regular file that will be read is opened once, here: its xattrs are read, and its
-    // read started, through the descriptor the worker then reads (no second open, no path
-    // lookup through /proc). When the open fails, the worker's own open reports why.
-    let read = st.file_type == FileType::RegularFile
+    let file = st.file_type == FileType::RegularFile;
+    let too_large = file
         && ctx
             .opts
             .exclude_larger_than
-            .is_none_or(|max| st.size <= max)
-        && !previous
+            .is_some_and(|max| st.size > max);
+    // The previous snapshot's content may be reused without reading the file.
+    let reusable = file
+        && !ctx.opts.force
+        && previous
             .as_ref()
             .is_some_and(|p| p.kind == NodeKind::File && same_as(p, &st));
-    let open = if read { dir.open_file(name).ok() } else { None };
+    // A regular file that will be read is opened once, here: its xattrs are read, and its
+    // read started, through the descriptor the worker then reads (no second open, no path
+    // lookup through /proc). When the open fails, the worker's own open reports why.
+    let open = if file && !too_large && !reusable {
+        dir.open_file(name).ok()
+    } else {
+        None
+    };
     let meta = ctx.opts.meta;
     let mut node =
         match node_from_stat(dir, name, path, &st, meta, previous.as_ref(), open.as_ref()) {
@@ -542,15 +550,10 @@ fn entry(
             }
         };
     let previous = previous.filter(|p| p.kind == node.kind);
-    if intermediate.is_none() {
-        let too_large = node.kind == NodeKind::File
-            && ctx
-                .opts
-                .exclude_larger_than
-                .is_some_and(|max| node.size > max);
-        if too_large || (node.kind == NodeKind::Dir && marked(ctx, dir, name)) {
-            return Entry::Done(None);
-        }
+    if intermediate.is_none()
+        && (too_large || (node.kind == NodeKind::Dir && marked(ctx, dir, name)))
+    {
+        return Entry::Done(None);
     }
     match node.kind {
         NodeKind::Dir => {
@@ -588,8 +591,7 @@ fn entry(
         NodeKind::File => {
             Counters::add(&ctx.counters.total_files, 1);
             if let Some(p) = &previous
-                && !ctx.opts.force
-                && unchanged(p, &node)
+                && reusable
             {
                 match all_indexed(ctx, &p.content) {
                     Ok(true) => {
@@ -683,7 +685,8 @@ fn run_file(ctx: &Ctx<'_>, walk: &Walk, t: FileTask) {
     fill(ctx, walk, &up, result);
 }
 
-/// Whether a file looks unchanged since the parent snapshot (content may be reused).
+/// Whether a file read again has the parent snapshot's size, times and inode (what
+/// [`same_as`] checks on its `lstat` before reading).
 fn unchanged(p: &Node, n: &Node) -> bool {
     p.size == n.size && p.mtime == n.mtime && p.ctime == n.ctime && p.inode == n.inode
 }

@@ -120,6 +120,12 @@ impl MemberCache {
 const MAX_GAP: u64 = 256 * 1024;
 /// Longest single ranged read.
 const MAX_SPAN: u64 = 16 << 20;
+/// Whether a stored unit at `offset` of `length` bytes is read with the span that starts at
+/// `start` and is `len` bytes long so far (same pack): at most [`MAX_GAP`] after it, and the
+/// span stays within [`MAX_SPAN`].
+fn joins_span(start: u64, len: u64, offset: u64, length: u64) -> bool {
+    offset <= start + len + MAX_GAP && offset + length - start <= MAX_SPAN
+}
 /// Stored bytes of the next batch a local repository is asked to read ahead when the walk
 /// hands it over (page cache only).
 const AHEAD_OF_BATCH: u64 = 64 << 20;
@@ -244,9 +250,8 @@ pub(super) fn read_ahead_of(repo: &Repository, locations: &Locations) {
     }
 }
 
-/// The stored ranges of `locations` as `(pack, start, length)`, by pack and offset, stored
-/// units at most [`MAX_GAP`] apart joined up to [`MAX_SPAN`] (as spans are), until `budget`
-/// bytes are covered.
+/// The stored ranges of `locations` as `(pack, start, length)`, by pack and offset, joined as
+/// spans are ([`joins_span`]), until `budget` bytes are covered.
 fn ahead_ranges(locations: &Locations, budget: u64) -> Vec<(PackId, u64, u64)> {
     let mut places: Vec<(PackId, u64, u64)> = locations
         .values()
@@ -259,7 +264,7 @@ fn ahead_ranges(locations: &Locations, budget: u64) -> Vec<(PackId, u64, u64)> {
     let mut covered = 0u64;
     for (pack, start, end) in places {
         match out.last_mut() {
-            Some(r) if r.0 == pack && start <= r.1 + r.2 + MAX_GAP && end - r.1 <= MAX_SPAN => {
+            Some(r) if r.0 == pack && joins_span(r.1, r.2, start, end - start) => {
                 let grown = end.max(r.1 + r.2) - r.1;
                 covered += grown - r.2;
                 r.2 = grown;
@@ -363,8 +368,7 @@ pub(super) fn restore_content(
                 }
             }
             if let Some(s) = cur.as_mut()
-                && w.offset <= s.start + s.len + MAX_GAP
-                && w.offset + w.length - s.start <= MAX_SPAN
+                && joins_span(s.start, s.len, w.offset, w.length)
             {
                 s.len = s.len.max(w.offset + w.length - s.start);
                 s.blobs.push(w);

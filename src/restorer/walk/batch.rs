@@ -66,16 +66,7 @@ impl Restorer<'_> {
             let batch = self.take_batch();
             let (repo, progress) = (self.repo, self.progress);
             let (apply, keep_damaged) = (self.opts.apply, self.opts.keep_damaged);
-            let fetch = || {
-                fetch_batch(
-                    repo,
-                    (&batch.jobs, &batch.locations),
-                    apply,
-                    keep_damaged,
-                    progress,
-                    &reuse,
-                )
-            };
+            let fetch = || fetch_batch(repo, &batch, apply, keep_damaged, progress, &reuse);
             let (fetched, walked) = if more {
                 let (f, w) = rayon::join(fetch, || self.walk_and_locate());
                 (f, Some(w))
@@ -204,13 +195,14 @@ impl Restorer<'_> {
 /// beside the walk. On a fatal error the batch's temporary files are removed.
 fn fetch_batch(
     repo: &Repository,
-    (jobs, locations): (&[FileJob], &Locations),
+    batch: &Batch,
     apply: crate::source::apply::ApplyOptions,
     keep_damaged: bool,
     progress: &dyn Progress,
     reuse: &Reuse,
 ) -> Result<Fetched> {
-    let content = match restore_content(repo, jobs, locations, apply, progress, reuse) {
+    let jobs = &batch.jobs;
+    let content = match restore_content(repo, jobs, &batch.locations, apply, progress, reuse) {
         Ok(r) => r,
         Err(e) => {
             remove_temporaries(jobs);
